@@ -1,0 +1,45 @@
+"""harness: distil chain-of-thought reasoning from teacher models into small students.
+
+The names below are the public surface plugins may import; everything else is private.
+"""
+
+from harness.errors import BadInputError, DataError, HarnessError, PluginError, RecipeError, RunError
+from harness.hookspecs import hookimpl
+from harness.types import (
+    AnswerSpec,
+    Example,
+    Generation,
+    GradedGeneration,
+    Sink,
+    Strategy,
+    Student,
+    SubStep,
+    Task,
+    Teacher,
+    TrainingExample,
+    TrainingSettings,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnswerSpec",
+    "BadInputError",
+    "DataError",
+    "Example",
+    "Generation",
+    "GradedGeneration",
+    "HarnessError",
+    "PluginError",
+    "RecipeError",
+    "RunError",
+    "Sink",
+    "Strategy",
+    "Student",
+    "SubStep",
+    "Task",
+    "Teacher",
+    "TrainingExample",
+    "TrainingSettings",
+    "hookimpl",
+]

@@ -1,0 +1,79 @@
+"""Answer cleansing and scoring, as Fine-tune-CoT defines it (REFERENCE.md section 1).
+
+Candidates are found with the answer kind's pattern. With a prediction prefix defined: the first candidate after
+the prefix if it occurs, else the last candidate of the whole text. With no prefix: the first candidate.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from harness.types import AnswerSpec
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_YESNO_PUNCT = re.compile(r"[\"'\n.\s:,]")
+KINDS = ("number", "number_string", "choice", "yesno", "text")
+
+
+def candidates(text: str, spec: AnswerSpec) -> list[str]:
+    """Every answer candidate in ``text``, in order."""
+    if spec.kind in ("number", "number_string"):
+        return _NUMBER.findall(text.replace(",", ""))
+    if spec.kind == "choice":
+        letters = spec.choices or "ABCDE"
+        return re.findall(f"[{re.escape(letters)}]", text)
+    if spec.kind == "yesno":
+        return [t for t in _YESNO_PUNCT.sub(" ", text.lower()).split() if t in ("yes", "no")]
+    if spec.kind == "text":
+        stripped = text.strip().strip("\"'\n.").strip()
+        return [stripped] if stripped else []
+    raise ValueError(f"unknown answer kind {spec.kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def extract(text: str, spec: AnswerSpec, prefix: str | None) -> str | None:
+    """The cleansed prediction in ``text``, or None when there is no candidate."""
+    if prefix is None:
+        found = candidates(text, spec)
+        return found[0] if found else None
+    if prefix in text:
+        found = candidates(text.split(prefix, 1)[1], spec)
+        return found[0] if found else None
+    found = candidates(text, spec)
+    return found[-1] if found else None
+
+
+def is_correct(prediction: str | None, gold: str, spec: AnswerSpec) -> bool:
+    if prediction is None:
+        return False
+    if spec.kind == "number":
+        try:
+            return abs(float(prediction) - float(gold.replace(",", ""))) <= 1e-6
+        except ValueError:
+            return False
+    if spec.kind == "number_string":
+        return prediction == gold.replace(",", "")
+    if spec.kind == "yesno":
+        return prediction == gold.strip().lower()
+    return prediction == gold.strip()
+
+
+def score(text: str, gold: str, spec: AnswerSpec, prefix: str | None) -> dict[str, float]:
+    """accuracy, contains_answer (any candidate right) and correct_format (prefix present) for one output."""
+    prediction = extract(text, spec, prefix)
+    return {
+        "acc": float(is_correct(prediction, gold, spec)),
+        "contains_answer": float(any(is_correct(c, gold, spec) for c in candidates(text, spec))),
+        "correct_format": float(prefix is None or prefix in text),
+    }
+
+
+def process_results_for(kind: str, choices: str, prefix: str | None) -> Callable[[dict, list[str]], dict[str, Any]]:
+    """An lm-eval ``process_results`` function applying this module's rules (used by generated task files)."""
+    spec = AnswerSpec(kind=kind, choices=choices)
+
+    def process_results(doc: dict, results: list[str]) -> dict[str, Any]:
+        return score(results[0], str(doc["answer"]), spec, prefix)
+
+    return process_results

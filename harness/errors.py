@@ -1,0 +1,46 @@
+"""Errors the harness raises on purpose. The CLI turns them into a message and an exit code.
+
+Exit codes: 2 for bad input (recipe, data, plugin configuration), 1 for a failure while running.
+A traceback reaching the user means a bug in the harness, never a user mistake.
+"""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """Base class: a problem the user can act on. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BadInputError(HarnessError):
+    """Input the user gave (files, options, data) is wrong. Exit code 2."""
+
+    exit_code = 2
+
+
+class RecipeError(BadInputError):
+    """A recipe has one or more problems; every problem is listed, one ``FILE: key.path: message`` per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class PluginError(BadInputError):
+    """A plugin failed to load or registered something invalid."""
+
+
+class DataError(BadInputError):
+    """A data file is missing or malformed."""
+
+
+class RunError(HarnessError):
+    """A stage failed while running. Exit code 1; finished stages are kept."""

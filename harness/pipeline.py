@@ -1,0 +1,283 @@
+"""``harness run``: the stages of a recipe, top to bottom.
+
+task -> teach -> filter -> build (per strategy) -> train (per strategy x student) -> evaluate (same) -> publish.
+
+Every stage has a key: a hash of the recipe fields it reads and of the keys of the stages it reads from. A stage
+whose finished output carries the same key is skipped, so re-running a recipe does no work again and changing a
+field re-runs exactly the stages that depend on it.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from harness import answers, rundir
+from harness.config import as_plain
+from harness.errors import HarnessError, RunError
+from harness.evaluate import run_lm_eval, task_name, write_task
+from harness.plugins import Registry
+from harness.recipe import ComponentSpec, Recipe, stable_hash
+from harness.rundir import RunDir, read_jsonl, write_jsonl
+from harness.types import Example, GradedGeneration
+from harness.ui import UI
+
+STAGES = ("task", "teach", "filter", "build", "train", "evaluate", "publish")
+
+
+class Pipeline:
+    def __init__(self, recipe: Recipe, registry: Registry, ui: UI | None = None, force: bool = False,
+                 from_stage: str | None = None):
+        if from_stage is not None and from_stage not in STAGES:
+            raise HarnessError(f"--from: unknown stage '{from_stage}'; stages: {', '.join(STAGES)}")
+        self.recipe = recipe
+        self.registry = registry
+        self.ui = ui or UI()
+        self.force_from = 0 if force else (STAGES.index(from_stage) if from_stage else len(STAGES))
+        self.rundir = RunDir(Path(recipe.run.output_dir) / recipe.name)
+        self.hook = registry.manager.hook if registry.manager else None
+
+    # The recipe, top to bottom ------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, dict[str, Any]]:
+        r = self.recipe
+        self._start_manifest()
+        self._notify("on_run_start", run_dir=self.rundir.root, recipe=r)
+        task = self._make("task", r.task)
+
+        task_key = stable_hash(["task", r.task.plain()])
+        splits = self.load_task(task, task_key)
+
+        strategies = {s.name: self._make("strategy", s) for s in r.strategies}
+        graded: dict[str, list[GradedGeneration]] = {}
+        filter_key = None
+        if any(getattr(s, "uses_teacher", True) for s in strategies.values()):
+            teach_key = stable_hash(["teach", task_key, r.teacher.plain()])
+            self.teach(task, splits["train"], teach_key)
+            filter_key = stable_hash(["filter", teach_key])
+            graded = self.grade(task, splits["train"], teach_key, filter_key)
+
+        results: dict[str, dict[str, Any]] = {}
+        evaluated: list[tuple[str, str, Path]] = []
+        for spec in r.strategies:
+            strategy = strategies[spec.name]
+            upstream = filter_key if getattr(strategy, "uses_teacher", True) else task_key
+            build_key = stable_hash(["build", upstream, spec.plain()])
+            train_rows = self.build(spec.name, strategy, task, splits["train"], graded, build_key)
+            for student_spec in r.students:
+                run_name = spec.name if len(r.students) == 1 else f"{spec.name}+{student_spec.name}"
+                student = self._make("student", student_spec)
+                train_key = stable_hash(["train", build_key, student_spec.plain(), as_plain(r.training)])
+                model_dir = self.train(run_name, student, train_rows, train_key)
+                eval_key = stable_hash(["evaluate", train_key, task_key, spec.plain(), as_plain(r.evaluation)])
+                metrics, eval_dir = self.evaluate(run_name, student, model_dir, strategy, task, splits, eval_key)
+                results[run_name] = {"strategy": spec.name, "student": student_spec.name, **metrics}
+                evaluated.append((run_name, eval_key, eval_dir))
+
+        self.publish(evaluated, results)
+        self.ui.out.print(self.ui.results_table(
+            f"{r.name}: {r.evaluation.split} accuracy ({r.task.kind})", results))
+        self._notify("on_run_end", run_dir=self.rundir.root, results=results)
+        return results
+
+    # Stages -------------------------------------------------------------------------------------------------
+
+    def load_task(self, task: Any, key: str) -> dict[str, list[Example]]:
+        def work(out: Path, progress) -> tuple[str, dict]:
+            splits = task.load()
+            for required in ("train", "test"):
+                if required not in splits:
+                    raise RunError(f"task '{self.recipe.task.kind}' returned no '{required}' split")
+            for name, examples in splits.items():
+                write_jsonl(out / f"{name}.jsonl", (rundir.example_to_dict(e) for e in examples))
+            sizes = {name: len(examples) for name, examples in splits.items()}
+            summary = ", ".join(f"{n} {name}" for name, n in sizes.items()) + f" ({task.source()})"
+            return summary, {"sizes": sizes, "source": task.source()}
+
+        folder = self._stage("task", "task", key, None, work)
+        return {p.stem: [rundir.example_from_dict(d) for d in read_jsonl(p)] for p in sorted(folder.glob("*.jsonl"))}
+
+    def teach(self, task: Any, train: Sequence[Example], key: str) -> None:
+        teacher = self._make("teacher", self.recipe.teacher)
+
+        def work(out: Path, progress) -> tuple[str, dict]:
+            samples = teacher.generate(train, task, progress)
+            if len(samples) != len(train):
+                raise RunError(f"teacher '{self.recipe.teacher.kind}' returned {len(samples)} results for "
+                               f"{len(train)} examples")
+            count = write_jsonl(out / "generations.jsonl", (
+                {"example_id": e.id, "samples": [rundir.graded_to_dict(GradedGeneration(g, None, False))["generation"]
+                                                 for g in gens]}
+                for e, gens in zip(train, samples)))
+            total = sum(len(g) for g in samples)
+            return f"{total} rationales for {count} questions", {"questions": count, "generations": total}
+
+        self._stage("teach", f"teach ({self.recipe.teacher.kind})", key, len(train), work)
+
+    def grade(self, task: Any, train: Sequence[Example], teach_key: str, key: str) -> dict[str, list[GradedGeneration]]:
+        """The correctness filter's input: every teacher answer cleansed and compared with the gold answer."""
+        gold = {e.id: e.answer for e in train}
+
+        def work(out: Path, progress) -> tuple[str, dict]:
+            graded_rows, samples, correct, first_correct, none_correct = [], 0, 0, 0, 0
+            for row in read_jsonl(self.rundir.path("teach") / "generations.jsonl"):
+                graded = []
+                for gen in row["samples"]:
+                    g = rundir.graded_from_dict({"generation": gen, "prediction": None, "correct": False}).generation
+                    pred = answers.extract(g.answer_text, task.answer, None)
+                    graded.append(GradedGeneration(g, pred, answers.is_correct(pred, gold[g.example_id], task.answer)))
+                samples += len(graded)
+                correct += sum(g.correct for g in graded)
+                first_correct += bool(graded and graded[0].correct)
+                none_correct += not any(g.correct for g in graded)
+                graded_rows.append({"example_id": row["example_id"],
+                                    "samples": [rundir.graded_to_dict(g) for g in graded]})
+            write_jsonl(out / "graded.jsonl", graded_rows)
+            questions = len(graded_rows)
+            report = {"questions": questions, "samples": samples, "correct_samples": correct,
+                      "teacher_accuracy": first_correct / questions if questions else 0.0,
+                      "sample_accuracy": correct / samples if samples else 0.0,
+                      "questions_without_correct": none_correct}
+            rundir.atomic_write_json(out / "teacher_report.json", report)
+            summary = (f"teacher accuracy {100 * report['teacher_accuracy']:.1f}%, {correct}/{samples} rationales "
+                       f"pass the filter, {none_correct} questions have none")
+            return summary, report
+
+        folder = self._stage("filter", "filter (grade teacher)", key, None, work)
+        return {row["example_id"]: [rundir.graded_from_dict(g) for g in row["samples"]]
+                for row in read_jsonl(folder / "graded.jsonl")}
+
+    def build(self, name: str, strategy: Any, task: Any, train: Sequence[Example],
+              graded: dict[str, list[GradedGeneration]], key: str) -> list:
+        def work(out: Path, progress) -> tuple[str, dict]:
+            rows = strategy.build(train, graded, task)
+            if not rows:
+                raise RunError(f"strategy '{name}' built no training examples (did the filter drop everything? "
+                               f"see {self.rundir.path('filter') / 'teacher_report.json'})")
+            write_jsonl(out / "train.jsonl", (rundir.training_to_dict(t) for t in rows))
+            covered = len({t.example_id for t in rows})
+            return f"{len(rows)} training examples from {covered} questions", {"examples": len(rows),
+                                                                              "questions": covered}
+
+        folder = self._stage(f"build-{name}", f"build {name}", key, None, work)
+        return [rundir.training_from_dict(d) for d in read_jsonl(folder / "train.jsonl")]
+
+    def train(self, run_name: str, student: Any, rows: list, key: str) -> Path:
+        settings = self.recipe.training
+
+        def work(out: Path, progress) -> tuple[str, dict]:
+            corpus = [t.prompt + t.target for t in rows]
+            info = student.train(rows, settings, out / "model", corpus, progress)
+            rundir.atomic_write_json(out / "train.json", info)
+            summary = (f"{info.get('steps')} steps, loss {info.get('final_loss') or info.get('train_loss'):.3f}, "
+                       f"{info.get('tokens_per_second') or 0:,.0f} tokens/s, {info.get('parameters', 0):,} params")
+            return summary, {k: v for k, v in info.items() if k != "losses"}
+
+        folder = self._stage(f"train-{run_name}", f"train {run_name}", key, settings.max_steps, work)
+        return folder / "model"
+
+    def evaluate(self, run_name: str, student: Any, model_dir: Path, strategy: Any, task: Any,
+                 splits: dict[str, list[Example]], key: str) -> tuple[dict[str, Any], Path]:
+        ev = self.recipe.evaluation
+        if ev.split not in splits:
+            raise RunError(f"evaluation.split: task has no split '{ev.split}' (it has {', '.join(splits)})")
+        examples = splits[ev.split][: ev.limit] if ev.limit else splits[ev.split]
+        name = task_name(self.recipe.name, run_name)
+
+        def work(out: Path, progress) -> tuple[str, dict]:
+            model, tokenizer = student.load(model_dir)
+            write_task(out / "task", name, examples, [strategy.prompt(e) for e in examples], task.answer,
+                       strategy.prediction_prefix, strategy.stop(), ev.max_gen_toks)
+            max_length = getattr(model.config, "n_positions", None) or getattr(
+                model.config, "max_position_embeddings", 2048)
+            res, _, _ = run_lm_eval(model, tokenizer, out / "task", name, out / "lm_eval",
+                                    f"{self.recipe.name}__{run_name}", ev.batch_size, max_length,
+                                    self.recipe.run.seed)
+            m = res["results"][name]
+            metrics = {"acc": m["acc,none"], "acc_stderr": m["acc_stderr,none"],
+                       "contains_answer": m["contains_answer,none"], "correct_format": m["correct_format,none"],
+                       "n": len(examples), "task": name}
+            rundir.atomic_write_json(out / "metrics.json", metrics)
+            return f"accuracy {100 * metrics['acc']:.1f}% on {len(examples)} {ev.split} examples", metrics
+
+        folder = self._stage(f"evaluate-{run_name}", f"evaluate {run_name}", key, None, work)
+        return json.loads((folder / "metrics.json").read_text()), folder
+
+    def publish(self, evaluated: list[tuple[str, str, Path]], results: dict[str, dict[str, Any]]) -> None:
+        r = self.recipe
+        key = stable_hash(["publish", [k for _, k, _ in evaluated], [s.plain() for s in r.sinks]])
+        sinks = [(spec, self._make("sink", spec)) for spec in r.sinks]
+
+        def work(out: Path, progress) -> tuple[str, dict]:
+            published: dict[str, list[str]] = {}
+            for run_name, eval_key, eval_dir in evaluated:
+                results_file = sorted((eval_dir / "lm_eval").rglob("results_*.json"))[-1]
+                samples = sorted((eval_dir / "lm_eval").rglob("samples_*.jsonl"))
+                provenance = self._provenance(run_name, eval_key)
+                for spec, sink in sinks:
+                    published.setdefault(run_name, []).extend(sink.publish(results_file, samples, provenance))
+            rundir.atomic_write_json(out / "summary.json", {"results": results, "published": published})
+            where = sorted({str(Path(p).parent) for paths in published.values() for p in paths})
+            return f"{len(evaluated)} results to {', '.join(where) or 'nowhere'}", {"published": published}
+
+        self._stage("publish", "publish", key, None, work)
+
+    # Machinery ----------------------------------------------------------------------------------------------
+
+    def _make(self, kind: str, spec: ComponentSpec) -> Any:
+        factory = self.registry.get(kind, spec.kind).factory
+        return factory(spec.config)
+
+    def _stage(self, stage: str, label: str, key: str, total: int | None,
+               work: Callable[[Path, Callable[[int], None]], tuple[str, dict]]) -> Path:
+        kind = stage.split("-", 1)[0]
+        forced = STAGES.index(kind) >= self.force_from
+        done = self.rundir.done(stage)
+        if not forced and done is not None and done.get("key") == key:
+            self.ui.skipped(label, done.get("summary", ""))
+            self._notify("on_stage_end", stage=stage, summary=done.get("summary", ""), seconds=0.0, skipped=True)
+            self.rundir.update_manifest(stages={stage: {**self.rundir.read_manifest().get("stages", {}).get(
+                stage, {}), "skipped_last_run": True}})
+            return self.rundir.path(stage)
+        self._notify("on_stage_start", stage=stage, key=key)
+        out = self.rundir.begin(stage)
+        started = time.perf_counter()
+        with self.ui.stage(label, total) as progress:
+            summary, record = work(out, progress)
+        seconds = time.perf_counter() - started
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        entry = {"key": key, "summary": summary, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb, 1),
+                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "skipped_last_run": False}
+        folder = self.rundir.commit(stage, key, {**entry, "record": record})
+        self.rundir.update_manifest(stages={stage: entry})
+        self.ui.done(label, summary, seconds)
+        self._notify("on_stage_end", stage=stage, summary=summary, seconds=seconds, skipped=False)
+        return folder
+
+    def _notify(self, hook: str, **kwargs: Any) -> None:
+        if self.hook is not None:
+            getattr(self.hook, hook)(**kwargs)
+
+    def _start_manifest(self) -> None:
+        r = self.recipe
+        self.rundir.update_manifest(
+            recipe=str(r.path), recipe_name=r.name, recipe_hash=r.digest(), recipe_resolved=r.plain(),
+            versions=rundir.versions(), git_commit=rundir.git_commit(Path.cwd()),
+            plugins=[{"kind": c.kind, "name": c.name, "plugin": c.plugin, "distribution": c.distribution,
+                      "version": c.version} for c in self.registry.all()],
+            started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+    def _provenance(self, run_name: str, eval_key: str) -> dict[str, Any]:
+        r = self.recipe
+        manifest = self.rundir.read_manifest()
+        strategy = next(s for s in r.strategies if run_name.split("+")[0] == s.name)
+        train = (self.rundir.done(f"train-{run_name}") or {}).get("record", {})
+        return {"run_name": run_name, "recipe": r.name, "recipe_hash": r.digest(), "evaluation_key": eval_key,
+                "task": r.task.plain(), "teacher": r.teacher.plain(), "strategy": strategy.plain(),
+                "student_parameters": train.get("parameters"), "training": asdict(r.training),
+                "git_commit": manifest.get("git_commit"), "versions": manifest.get("versions")}

@@ -1,0 +1,257 @@
+"""Recipes: TOML files validated into frozen objects. Every problem is reported at once.
+
+See docs/recipes.md for every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import config as cfg
+from harness.errors import RecipeError
+from harness.plugins import Registry
+from harness.suggest import did_you_mean
+from harness.types import TrainingSettings
+
+TOP_LEVEL = ("run", "task", "teacher", "strategy", "student", "training", "evaluation", "sink")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    name: str = ""
+    """Run name; defaults to the recipe file's stem. Names the run directory and results."""
+    seed: int = 0
+    output_dir: str = "runs"
+    """Where run directories go, relative to the current directory unless absolute."""
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.name and not _NAME.match(self.name):
+            return [("name", f"'{self.name}' must be letters, digits, '_', '-', '.'")]
+        return []
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    split: str = "test"
+    limit: int | None = None
+    """Evaluate on the first N examples of the split only (quick checks); None for all."""
+    batch_size: int = 64
+    max_gen_toks: int = 128
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        if self.limit is not None and self.limit < 1:
+            problems.append(("limit", "must be at least 1"))
+        if self.batch_size < 1:
+            problems.append(("batch_size", "must be at least 1"))
+        return problems
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A component as a recipe names it: its registered ``kind``, a unique ``name`` and its validated config."""
+
+    kind: str
+    name: str
+    config: Any
+    plugin: str
+
+    def plain(self) -> dict[str, Any]:
+        return {"kind": self.kind, "config": cfg.as_plain(self.config)}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    path: Path
+    run: RunSettings
+    task: ComponentSpec
+    teacher: ComponentSpec
+    strategies: tuple[ComponentSpec, ...]
+    students: tuple[ComponentSpec, ...]
+    training: TrainingSettings
+    evaluation: EvaluationSettings
+    sinks: tuple[ComponentSpec, ...]
+
+    @property
+    def name(self) -> str:
+        return self.run.name or self.path.stem
+
+    def digest(self) -> str:
+        return stable_hash(self.plain())
+
+    def plain(self) -> dict[str, Any]:
+        return {
+            "run": cfg.as_plain(self.run),
+            "task": self.task.plain(),
+            "teacher": self.teacher.plain(),
+            "strategy": [s.plain() | {"name": s.name} for s in self.strategies],
+            "student": [s.plain() | {"name": s.name} for s in self.students],
+            "training": cfg.as_plain(self.training),
+            "evaluation": cfg.as_plain(self.evaluation),
+            "sink": [s.plain() for s in self.sinks],
+        }
+
+
+def stable_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``key.path=value`` (value as TOML, else a plain string)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError([f"--set {text}: expected key.path=value, e.g. --set training.max_steps=100"])
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> None:
+    """Apply ``--set`` overrides in place. A numeric segment indexes an array of tables (``strategy.1.kind``);
+    for a one-element array it may be left out (``student.kind``)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node: Any = data
+        for i, part in enumerate(path):
+            last = i == len(path) - 1
+            if isinstance(node, list):
+                if part.isdigit() and int(part) < len(node):
+                    if last:
+                        node[int(part)] = value
+                    node = node[int(part)]
+                    continue
+                if len(node) == 1:
+                    node = node[0]
+                else:
+                    raise RecipeError([f"--set {text}: '{'.'.join(path[:i])}' has {len(node)} entries; "
+                                       f"name one by index, e.g. {'.'.join(path[:i])}.0.{part}"])
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+
+
+def _tables(data: Mapping[str, Any], key: str, problems: list[str], where: str) -> list[tuple[str, Mapping]]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return [(f"{key}", value)]
+    if isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
+        if len(value) == 1:
+            return [(f"{key}", value[0])]
+        return [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    problems.append(f"{where}: {key}: expected a table ([{key}]) or an array of tables ([[{key}]])")
+    return []
+
+
+def _component(kind_name: str, key: str, table: Mapping[str, Any], registry: Registry, file: str,
+               problems: list[str]) -> ComponentSpec | None:
+    kind = table.get("kind")
+    if not isinstance(kind, str):
+        known = ", ".join(sorted(registry.components[kind_name]))
+        problems.append(f"{file}: {key}.kind: required key is missing; choose a {kind_name}: {known}")
+        return None
+    if kind not in registry.components[kind_name]:
+        problems.append(f"{file}: {key}.kind: {registry.unknown_message(kind_name, kind)}")
+        return None
+    component = registry.components[kind_name][kind]
+    config_cls = getattr(component.factory, "Config", cfg.NoOptions)
+    local: list[str] = []
+    config = cfg.build(config_cls, table, key, local, ignore=("kind", "name"))
+    problems.extend(f"{file}: {p}" for p in local)
+    name = table.get("name", kind)
+    if not isinstance(name, str) or not _NAME.match(name):
+        problems.append(f"{file}: {key}.name: must be letters, digits, '_', '-', '.'")
+    return ComponentSpec(kind=kind, name=name, config=config, plugin=component.plugin)
+
+
+def load_recipe(path: str | Path, registry: Registry, overrides: Sequence[str] = ()) -> Recipe:
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RecipeError([f"{file}: no such recipe file"]) from None
+    except OSError as exc:
+        raise RecipeError([f"{file}: cannot read: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError([f"{file}: not valid TOML: {exc}"]) from None
+    apply_overrides(data, overrides)
+    return recipe_from_dict(data, path, registry)
+
+
+def recipe_from_dict(data: Mapping[str, Any], path: Path, registry: Registry) -> Recipe:
+    file = str(path)
+    problems: list[str] = []
+    for key in data:
+        if key not in TOP_LEVEL:
+            problems.append(f"{file}: {key}: unknown section.{did_you_mean(key, TOP_LEVEL)} "
+                            f"Allowed: {', '.join(TOP_LEVEL)}")
+
+    def settings(cls: type, key: str) -> Any:
+        table = data.get(key, {})
+        if not isinstance(table, Mapping):
+            problems.append(f"{file}: {key}: expected a table ([{key}])")
+            return cls()
+        local: list[str] = []
+        value = cfg.build(cls, table, key, local)
+        problems.extend(f"{file}: {p}" for p in local)
+        return value if value is not None else cls()
+
+    run = settings(RunSettings, "run")
+    training = settings(TrainingSettings, "training")
+    if "seed" not in data.get("training", {}):
+        training = dataclasses.replace(training, seed=run.seed)
+    evaluation = settings(EvaluationSettings, "evaluation")
+
+    def one(kind_name: str, key: str) -> ComponentSpec | None:
+        tables = _tables(data, key, problems, file)
+        if not tables:
+            if key not in data:
+                problems.append(f"{file}: {key}: required section is missing ([{key}] with kind = ...)")
+            return None
+        if len(tables) > 1:
+            problems.append(f"{file}: {key}: only one [{key}] is allowed")
+        return _component(kind_name, tables[0][0], tables[0][1], registry, file, problems)
+
+    def many(kind_name: str, key: str, default: list[dict] | None = None) -> tuple[ComponentSpec, ...]:
+        tables = _tables(data, key, problems, file)
+        if not tables and default is not None:
+            tables = [(key, t) for t in default]
+        if not tables and key not in data:
+            problems.append(f"{file}: {key}: required section is missing ([[{key}]] with kind = ...)")
+        specs = [_component(kind_name, k, t, registry, file, problems) for k, t in tables]
+        seen: dict[str, str] = {}
+        for (k, _), spec in zip(tables, specs):
+            if spec is None:
+                continue
+            if spec.name in seen:
+                problems.append(f"{file}: {k}.name: '{spec.name}' is used by {seen[spec.name]} too; "
+                                f"give each a distinct name = \"...\"")
+            seen[spec.name] = k
+        return tuple(s for s in specs if s is not None)
+
+    task = one("task", "task")
+    teacher = one("teacher", "teacher")
+    strategies = many("strategy", "strategy")
+    students = many("student", "student")
+    sinks = many("sink", "sink", default=[{"kind": "local"}])
+    if problems:
+        raise RecipeError(problems)
+    assert task is not None and teacher is not None
+    return Recipe(path=path, run=run, task=task, teacher=teacher, strategies=strategies, students=students,
+                  training=training, evaluation=evaluation, sinks=sinks)

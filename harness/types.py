@@ -1,0 +1,210 @@
+"""The data that flows between stages, and the interfaces components implement.
+
+Components talk in batches: a list in, a list out, in the same order (like lm-eval's ``LM``).
+Every component class may declare a nested ``Config`` dataclass; the recipe section for that component is
+validated against it (unknown keys rejected, types checked) and the instance is built as ``Component(config)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+Progress = Callable[[int], None]
+"""Called with the number of items just finished, so the caller can advance a progress bar."""
+
+
+@dataclass(frozen=True)
+class SubStep:
+    """One step of a decomposition: a sub-question and its answer (Socratic CoT)."""
+
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class Example:
+    """One task example, normalised across benchmarks."""
+
+    id: str
+    question: str
+    answer: str
+    rationale: str | None = None
+    """A gold rationale, where the benchmark has one."""
+    steps: tuple[SubStep, ...] = ()
+    """A gold decomposition, where the benchmark has one."""
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AnswerSpec:
+    """How answers of a task are cleansed from text and compared (REFERENCE.md section 1).
+
+    ``kind`` is one of ``number`` (compare as float, tolerance 1e-6), ``number_string`` (compare as
+    string after removing commas), ``choice`` (letters in ``choices``), ``yesno``, ``text``.
+    ``trigger`` is the Zero-shot-CoT answer trigger used by prompting teachers.
+    """
+
+    kind: str
+    choices: str = ""
+    trigger: str = "Therefore, the answer is"
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One teacher output for one example. ``sample_index`` is stable across runs (diverse reasoning)."""
+
+    example_id: str
+    sample_index: int
+    rationale: str
+    answer_text: str
+    """What the teacher gave as the answer (the stage-2 completion for prompting teachers)."""
+    steps: tuple[SubStep, ...] = ()
+    """Sub-question / answer pairs, for teachers that decompose."""
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GradedGeneration:
+    """A generation with the teacher's cleansed prediction and whether it matches the gold answer."""
+
+    generation: Generation
+    prediction: str | None
+    correct: bool
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """One supervised pair. The loss covers ``target`` (and EOS) only, never ``prompt``."""
+
+    example_id: str
+    prompt: str
+    target: str
+    role: str = ""
+    """Free label for multi-role strategies (e.g. decomposer / solver); empty for single-role ones."""
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The recipe's single set of training knobs, shared by every student."""
+
+    max_steps: int = 1000
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05
+    lr_scheduler: str = "cosine_with_min_lr"
+    min_lr_ratio: float = 0.1
+    adam_beta2: float = 0.98
+    max_grad_norm: float = 1.0
+    max_length: int = 256
+    seed: int = 0
+    threads: int = 0
+    """CPU threads for torch; 0 keeps torch's default."""
+    deepspeed_stage: int | None = None
+    """ZeRO stage 0-3, or None to train without DeepSpeed."""
+    deepspeed_offload: bool = False
+    """Offload optimizer state to CPU (ZeRO stage 1-3)."""
+    bf16: bool = False
+    logging_steps: int = 50
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        for key in ("max_steps", "batch_size", "max_length", "logging_steps"):
+            if getattr(self, key) < 1:
+                problems.append((key, "must be at least 1"))
+        if self.learning_rate <= 0:
+            problems.append(("learning_rate", "must be positive"))
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(("warmup_ratio", "must be in [0, 1)"))
+        if self.deepspeed_stage is not None and self.deepspeed_stage not in (0, 1, 2, 3):
+            problems.append(("deepspeed_stage", f"ZeRO stage must be 0, 1, 2 or 3, got {self.deepspeed_stage}"))
+        if self.deepspeed_offload and not self.deepspeed_stage:
+            problems.append(("deepspeed_offload", "needs deepspeed_stage 1, 2 or 3"))
+        return problems
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A benchmark: its splits and how its answers are read."""
+
+    answer: AnswerSpec
+
+    def load(self) -> dict[str, list[Example]]:
+        """Return the splits by name; ``train`` and ``test`` are required, ``validation`` is recommended."""
+        ...
+
+    def source(self) -> str:
+        """Where the data came from, in words (a path, a hub id, 'generated from seed 0')."""
+        ...
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """Produces rationales (and optionally decompositions) for examples."""
+
+    def generate(
+        self, examples: Sequence[Example], task: Task, progress: Progress
+    ) -> list[list[Generation]]:
+        """Return, for each example in order, its list of samples (``sample_index`` 0..n-1)."""
+        ...
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """Turns teacher output into training data, and says how the trained student is prompted and read."""
+
+    prediction_prefix: str | None
+    """The text after which the answer is read (e.g. ``-->``); None when the whole output is the answer."""
+
+    def build(
+        self,
+        examples: Sequence[Example],
+        generations: Mapping[str, Sequence[GradedGeneration]],
+        task: Task,
+    ) -> list[TrainingExample]:
+        """Build training pairs from the training examples and their graded teacher generations."""
+        ...
+
+    def prompt(self, example: Example) -> str:
+        """The student's input at test time (must equal the training prompt format)."""
+        ...
+
+    def stop(self) -> list[str]:
+        """Strings that end generation at test time (EOS always does)."""
+        ...
+
+
+@runtime_checkable
+class Student(Protocol):
+    """A trainable model. ``train`` writes a model directory loadable by ``load``."""
+
+    def train(
+        self,
+        train: Sequence[TrainingExample],
+        settings: TrainingSettings,
+        out_dir: Path,
+        corpus: Sequence[str],
+        progress: Progress,
+    ) -> dict[str, Any]:
+        """Train on ``train`` and save into ``out_dir``; return summary figures (loss, steps, seconds).
+
+        ``corpus`` is all text the student will see (prompts and targets), for students that build a
+        tokenizer from scratch.
+        """
+        ...
+
+    def load(self, model_dir: Path) -> tuple[Any, Any]:
+        """Return ``(model, tokenizer)`` from a directory written by ``train``."""
+        ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Publishes evaluation results (a local folder, the Hub, a JSON Lines file...)."""
+
+    def publish(self, results_file: Path, samples_files: Sequence[Path], provenance: Mapping[str, Any]) -> list[str]:
+        """Publish one evaluation's lm-eval files; return where they went (paths or URLs)."""
+        ...

@@ -1,0 +1,49 @@
+"""Terminal output: a rich progress bar per stage, a one-line summary each, and the final table."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+class UI:
+    def __init__(self, console: Console | None = None, out: Console | None = None):
+        self.console = console or Console(stderr=True)
+        """Progress and stage summaries (stderr)."""
+        self.out = out or Console()
+        """Results (stdout)."""
+
+    @contextlib.contextmanager
+    def stage(self, label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        columns = [SpinnerColumn(), TextColumn("[bold]{task.description}")]
+        if total:
+            columns += [BarColumn(), MofNCompleteColumn()]
+        columns.append(TimeElapsedColumn())
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            task = progress.add_task(label, total=total)
+            yield lambda n=1: progress.advance(task, n)
+
+    def done(self, label: str, summary: str, seconds: float) -> None:
+        self.console.print(f"[green]✓[/green] [bold]{label:<22}[/bold] {summary} [dim]({seconds:.1f} s)[/dim]")
+
+    def skipped(self, label: str, summary: str) -> None:
+        self.console.print(f"[dim]• {label:<22} up to date: {summary}[/dim]")
+
+    def note(self, text: str) -> None:
+        self.console.print(text)
+
+    def results_table(self, title: str, rows: Mapping[str, Mapping[str, Any]]) -> Table:
+        table = Table(title=title)
+        table.add_column("run", overflow="fold")
+        table.add_column("student", overflow="fold")
+        for col in ("accuracy", "± stderr", "contains answer", "correct format", "n"):
+            table.add_column(col, justify="right")
+        for name, r in rows.items():
+            table.add_row(name, r["student"], f"{100 * r['acc']:.1f}%", f"{100 * r['acc_stderr']:.1f}",
+                          f"{100 * r['contains_answer']:.1f}%", f"{100 * r['correct_format']:.1f}%", str(r["n"]))
+        return table

@@ -1,0 +1,159 @@
+"""A synthetic multi-step arithmetic word-problem task, generated from a seed.
+
+Each problem starts with a count (1-``max_start``) and applies 2-4 operations: add or take away 1-``max_operand``,
+or double (only while the count is at most half of ``max_value``). Every intermediate value stays in
+0-``max_value``, so each single step stays learnable for a tiny model. Wording varies (names, objects, verbs).
+The problem's structure is kept in ``Example.meta`` so a program teacher can explain it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from harness import AnswerSpec, Example, SubStep, hookimpl
+
+NAMES = [("Tom", "he"), ("Anna", "she"), ("Ben", "he"), ("Lily", "she"), ("Sam", "he"), ("Mia", "she"),
+         ("Jack", "he"), ("Emma", "she"), ("Leo", "he"), ("Zoe", "she")]
+ITEMS = ["apples", "marbles", "stickers", "coins", "books", "cookies", "pencils", "cards", "shells", "stamps"]
+
+START = ["{name} has {n} {items}.", "{name} starts with {n} {items}.", "There are {n} {items} in {name}'s box.",
+         "{name} collected {n} {items}."]
+ADD = ["{Pron} buys {x} more.", "A friend gives {name} {x} more {items}.", "Then {name} finds {x} more {items}.",
+       "{Pron} gets {x} more {items}."]
+SUB = ["{Pron} gives away {x}.", "{name} loses {x} of them.", "Then {x} {items} are taken away.",
+       "{Pron} uses {x} {items}."]
+DOUBLE = ["Then the number of {items} doubles.", "{Pron} doubles the number of {items}.",
+          "{name} gets as many {items} again."]
+QUESTION = ["How many {items} does {name} have now?", "How many {items} are there now?",
+            "How many {items} does {name} have in the end?"]
+
+
+@dataclass(frozen=True)
+class Config:
+    train_size: int = 20000
+    validation_size: int = 200
+    test_size: int = 300
+    seed: int = 0
+    min_ops: int = 2
+    max_ops: int = 4
+    max_start: int = 20
+    max_operand: int = 9
+    max_value: int = 99
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        for key in ("train_size", "test_size", "min_ops", "max_start", "max_operand"):
+            if getattr(self, key) < 1:
+                problems.append((key, "must be at least 1"))
+        if self.validation_size < 0:
+            problems.append(("validation_size", "must be 0 or more"))
+        if self.max_ops < self.min_ops:
+            problems.append(("max_ops", f"must be at least min_ops ({self.min_ops})"))
+        if self.max_value < self.max_start + self.max_operand:
+            problems.append(("max_value", "must be at least max_start + max_operand"))
+        return problems
+
+
+def _apply(op: str, value: int, x: int) -> int:
+    return {"add": value + x, "sub": value - x, "double": value * 2}[op]
+
+
+def make_problem(rng: random.Random, c: Config) -> dict:
+    """One problem's structure: name, pronoun, items, start value and operations with their results."""
+    name, pron = rng.choice(NAMES)
+    items = rng.choice(ITEMS)
+    value = rng.randint(1, c.max_start)
+    start = value
+    ops = []
+    for _ in range(rng.randint(c.min_ops, c.max_ops)):
+        choices = []
+        if value + 1 <= c.max_value:
+            choices.append("add")
+        if value >= 1:
+            choices.append("sub")
+        if 1 <= value <= c.max_value // 2:
+            choices.append("double")
+        op = rng.choice(choices)
+        if op == "add":
+            x = rng.randint(1, min(c.max_operand, c.max_value - value))
+        elif op == "sub":
+            x = rng.randint(1, min(c.max_operand, value))
+        else:
+            x = 2
+        new = _apply(op, value, x)
+        ops.append({"op": op, "x": x, "before": value, "after": new})
+        value = new
+    words = {"name": name, "Pron": pron.capitalize(), "items": items}
+    sentences = [rng.choice(START).format(n=start, **words)]
+    for o in ops:
+        template = rng.choice({"add": ADD, "sub": SUB, "double": DOUBLE}[o["op"]])
+        sentences.append(template.format(x=o["x"], **words))
+    sentences.append(rng.choice(QUESTION).format(**words))
+    return {"name": name, "pronoun": pron, "items": items, "start": start, "ops": ops, "answer": value,
+            "question": " ".join(sentences)}
+
+
+SYMBOL = {"add": "+", "sub": "-", "double": "*"}
+
+
+def equation(o: dict) -> str:
+    return f"{o['before']} {SYMBOL[o['op']]} {o['x']} = {o['after']}"
+
+
+class SyntheticArithmetic:
+    """Multi-step arithmetic word problems with exact numeric answers; splits train/validation/test."""
+
+    Config = Config
+    answer = AnswerSpec(kind="number", trigger="Therefore, the answer (arabic numerals) is")
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    def source(self) -> str:
+        return f"generated from seed {self.config.seed}"
+
+    def load(self) -> dict[str, list[Example]]:
+        c = self.config
+        rng = random.Random(c.seed)
+        sizes = {"train": c.train_size, "validation": c.validation_size, "test": c.test_size}
+        total = sum(sizes.values())
+        seen: set[str] = set()
+        problems: list[dict] = []
+        attempts = 0
+        while len(problems) < total:
+            attempts += 1
+            if attempts > total * 50:
+                raise ValueError("cannot generate that many distinct problems with these settings")
+            p = make_problem(rng, c)
+            if p["question"] in seen:
+                continue
+            seen.add(p["question"])
+            problems.append(p)
+        # Test and validation come first so that growing train_size never changes them.
+        order = ["test", "validation", "train"]
+        splits: dict[str, list[Example]] = {}
+        offset = 0
+        for split in order:
+            chunk = problems[offset: offset + sizes[split]]
+            offset += sizes[split]
+            splits[split] = [self._example(f"{split}-{i}", p) for i, p in enumerate(chunk)]
+        return {"train": splits["train"], "validation": splits["validation"], "test": splits["test"]}
+
+    @staticmethod
+    def _example(id_: str, p: dict) -> Example:
+        rationale = " ".join(f"{equation(o)}." for o in p["ops"])
+        return Example(
+            id=id_,
+            question=p["question"],
+            answer=str(p["answer"]),
+            rationale=rationale,
+            steps=tuple(SubStep(f"What is {o['before']} {SYMBOL[o['op']]} {o['x']}?", str(o["after"]))
+                        for o in p["ops"]),
+            meta={k: p[k] for k in ("name", "pronoun", "items", "start", "ops")},
+        )
+
+
+@hookimpl
+def register_tasks(register):
+    register("synthetic_arithmetic", SyntheticArithmetic)
