@@ -16,6 +16,7 @@ from rich.table import Table
 
 from harness import __version__
 from harness.errors import BadInputError, HarnessError, RecipeError
+from harness.ui import stdout_console
 
 
 def _registry():
@@ -69,7 +70,7 @@ def cmd_plugins(args: argparse.Namespace, err: Console) -> int:
         table.add_column(col)
     for row in rows:
         table.add_row(*(row[c] for c in ("kind", "name", "plugin", "distribution", "version")))
-    Console(soft_wrap=True).print(table)
+    stdout_console().print(table)
     _warn_problems(registry, err)
     return 0
 
@@ -105,7 +106,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     # The harness draws its own progress bars; the libraries' tqdm bars would interleave with them.
     os.environ.setdefault("TQDM_DISABLE", "1")
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         args = parser().parse_args(argv)
     except SystemExit as exc:  # argparse: 2 for a usage error, 0 for --help

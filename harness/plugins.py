@@ -111,7 +111,7 @@ def load_registry(extra_plugins: Iterable[ModuleType | object] = (), autoload: b
 
     for kind in KINDS:
         hook = getattr(pm.hook, _HOOKS[kind])
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # in registration order
             plugin_name = impl.plugin_name
             dist, version = origin.get(plugin_name, ("?", "?"))
 

@@ -11,11 +11,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 
+def stdout_console() -> Console:
+    """The console for results: the terminal's width, or a wide fixed one when piped (so nothing is cut)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
 class UI:
     def __init__(self, console: Console | None = None, out: Console | None = None):
         self.console = console or Console(stderr=True)
         """Progress and stage summaries (stderr)."""
-        self.out = out or Console()
+        self.out = out or stdout_console()
         """Results (stdout)."""
 
     @contextlib.contextmanager

@@ -118,13 +118,18 @@ def deepspeed_config(settings: TrainingSettings) -> dict[str, Any]:
 
 
 def ensure_distributed_env() -> None:
-    """DeepSpeed needs these even for one process; set them unless a launcher already did."""
-    if "MASTER_PORT" not in os.environ:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
-        os.environ.setdefault(key, value)
+    """DeepSpeed needs these even for one process; set them unless a launcher already did.
+
+    The process group DeepSpeed then starts lives as long as the process and is reused by later trainings
+    (another strategy of the same recipe); DeepSpeed keeps its own references to it, so it is never torn down.
+    """
+    if "WORLD_SIZE" in os.environ:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "RANK": "0", "WORLD_SIZE": "1",
+                       "LOCAL_RANK": "0"})
 
 
 class TransformersStudent:
@@ -166,6 +171,7 @@ class TransformersStudent:
         if settings.threads:
             torch.set_num_threads(settings.threads)
         model, tokenizer = self._initial(corpus, settings.seed)
+        parameters = sum(p.numel() for p in model.parameters())
         rows = encode(tokenizer, train, settings.max_length)
         collator = Collator(tokenizer.pad_token_id)
         losses: list[float] = []
@@ -216,14 +222,14 @@ class TransformersStudent:
         out_dir.mkdir(parents=True, exist_ok=True)
         trainer.save_model(str(out_dir))
         tokenizer.save_pretrained(str(out_dir))
-        _release(trainer)
+        _release()
         return {
             "steps": int(result.global_step),
             "train_loss": round(float(result.training_loss), 4),
             "final_loss": losses[-1] if losses else None,
             "losses": losses,
             "examples": len(rows),
-            "parameters": sum(p.numel() for p in model.parameters()),
+            "parameters": parameters,
             "tokens": collator.tokens,
             "tokens_per_second": round(collator.tokens / seconds, 1) if seconds else None,
             "seconds": round(seconds, 2),
@@ -242,8 +248,16 @@ class TransformersStudent:
         return model, tokenizer
 
 
-def _release(trainer) -> None:
-    """Forget accelerate's process-wide state so that a later training in this process starts clean."""
+def _release() -> None:
+    """Forget process-wide training state so that later loads and trainings in this process start clean:
+    transformers' global ZeRO-3 config (else ``from_pretrained`` builds partitioned, empty models) and
+    accelerate's state."""
+    try:
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+    except ImportError:
+        pass
     try:
         from accelerate.state import AcceleratorState, PartialState
 

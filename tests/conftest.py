@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from harness.cli import main  # noqa: E402
+from harness.plugins import load_registry  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A recipe small enough to run end to end in seconds: 300 problems, 40 steps, 12 test questions.
+TINY = textwrap.dedent("""\
+    [run]
+    name = "tiny"
+    seed = 0
+
+    [task]
+    kind = "synthetic_arithmetic"
+    train_size = 300
+    validation_size = 10
+    test_size = 12
+
+    [teacher]
+    kind = "program"
+
+    [[strategy]]
+    kind = "vanilla"
+
+    [[strategy]]
+    kind = "fine_tune_cot"
+
+    [[student]]
+    kind = "transformers"
+    tokenizer = "word"
+    architecture = { model_type = "gpt2", n_layer = 1, n_embd = 32, n_head = 2, n_positions = 128 }
+
+    [training]
+    max_steps = 40
+    batch_size = 16
+    threads = 1
+    logging_steps = 10
+
+    [evaluation]
+    batch_size = 12
+    max_gen_toks = 32
+    """)
+
+
+@pytest.fixture(scope="session")
+def registry():
+    return load_registry()
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.replace("[run]\n", f'[run]\noutput_dir = "{tmp_path / "runs"}"\n', 1)
+                    + f'\n[[sink]]\nkind = "local"\ndir = "{tmp_path / "results"}"\n')
+    return path
+
+
+class CLIResult:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the harness CLI in-process; return exit code, stdout and stderr."""
+
+    def run(*args: str) -> CLIResult:
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CLIResult(code, captured.out, captured.err)
+
+    return run

@@ -1,0 +1,113 @@
+import json
+import sys
+import textwrap
+import types
+
+import pytest
+
+from harness import hookimpl
+from harness.errors import PluginError
+from harness.plugins import load_registry
+
+BUILTINS = {("task", "synthetic_arithmetic"), ("teacher", "program"), ("student", "transformers"),
+            ("strategy", "vanilla"), ("strategy", "fine_tune_cot"), ("sink", "local")}
+
+
+def plugin_module(name: str, **hooks) -> types.ModuleType:
+    module = types.ModuleType(name)
+    for hook, fn in hooks.items():
+        setattr(module, hook, hookimpl(fn))
+    return module
+
+
+def test_builtins_are_discovered_through_entry_points(registry):
+    found = {(c.kind, c.name) for c in registry.all()}
+    assert BUILTINS <= found
+    for c in registry.all():
+        if (c.kind, c.name) in BUILTINS:
+            assert c.distribution == "harness"
+    assert registry.problems == []
+
+
+def test_autoload_switch(monkeypatch):
+    monkeypatch.setenv("HARNESS_DISABLE_PLUGIN_AUTOLOAD", "1")
+    registry = load_registry()
+    assert registry.all() == []
+    extra = plugin_module("extra", register_strategies=lambda register: register("mine", object))
+    registry = load_registry([extra])
+    assert [(c.kind, c.name, c.plugin) for c in registry.all()] == [("strategy", "mine", "extra")]
+
+
+def test_duplicate_name_is_reported_naming_both_plugins(monkeypatch):
+    monkeypatch.setenv("HARNESS_DISABLE_PLUGIN_AUTOLOAD", "1")
+    a = plugin_module("plugin_a", register_teachers=lambda register: register("same", int))
+    b = plugin_module("plugin_b", register_teachers=lambda register: register("same", str))
+    registry = load_registry([a, b])
+    assert registry.get("teacher", "same").factory is int
+    assert registry.problems == [
+        "teacher 'same' is registered twice: by plugin 'plugin_a' ((registered in-process)) and by plugin "
+        "'plugin_b' ((registered in-process)); the first one is used. Disable one with HARNESS_DISABLE_PLUGINS=<plugin>"
+    ]
+
+
+def test_hook_that_raises_is_reported_and_others_still_load(monkeypatch):
+    monkeypatch.setenv("HARNESS_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+    def boom(register):
+        raise RuntimeError("kaput")
+
+    bad = plugin_module("bad_plugin", register_tasks=boom)
+    good = plugin_module("good_plugin", register_tasks=lambda register: register("fine", object))
+    registry = load_registry([bad, good])
+    assert [c.name for c in registry.all()] == ["fine"]
+    assert registry.problems == ["plugin 'bad_plugin' ((registered in-process)) failed in hook register_tasks: "
+                                 "RuntimeError: kaput"]
+
+
+def test_unknown_component_message(registry):
+    with pytest.raises(PluginError, match=r"unknown teacher 'progrm'. Did you mean 'program'\? Available: program"):
+        registry.get("teacher", "progrm")
+
+
+@pytest.fixture
+def broken_distribution(tmp_path, monkeypatch):
+    """A real installed distribution (dist-info on sys.path) whose harness plugin fails to import."""
+    (tmp_path / "broken_harness_plugin.py").write_text("raise ImportError('needs a package that is missing')\n")
+    info = tmp_path / "harness_broken-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: harness-broken\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text("[harness]\nbroken = broken_harness_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("HARNESS_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    yield
+    sys.modules.pop("broken_harness_plugin", None)
+
+
+def test_plugin_that_fails_to_import_does_not_take_the_cli_down(broken_distribution, cli):
+    result = cli("plugins", "--json")
+    assert result.code == 0
+    data = json.loads(result.out)
+    assert {(c["kind"], c["name"]) for c in data["components"]} >= BUILTINS
+    assert data["problems"] == [
+        "plugin 'broken' (distribution harness-broken 0.3) failed to load: ImportError: needs a package that is "
+        "missing. Start without it with HARNESS_DISABLE_PLUGINS=broken"]
+    table = cli("plugins")
+    assert table.code == 0
+    assert "failed to load" in table.err and "synthetic_arithmetic" in table.out
+
+
+def test_disable_list_skips_a_plugin(broken_distribution, monkeypatch, cli):
+    monkeypatch.setenv("HARNESS_DISABLE_PLUGINS", "broken")
+    data = json.loads(cli("plugins", "--json").out)
+    assert data["problems"] == []
+
+
+def test_every_hookspec_is_documented():
+    from harness import hookspecs
+    from .conftest import REPO
+
+    doc = (REPO / "docs" / "plugins.md").read_text()
+    names = [n for n, f in vars(hookspecs).items() if callable(f) and hasattr(f, "harness_spec")]
+    assert len(names) == 9
+    missing = [n for n in names if f"### `{n}" not in doc]
+    assert missing == [], f"hooks without a section in docs/plugins.md: {missing}"

@@ -1,0 +1,106 @@
+"""The transformers student: tokenizer, loss masking, training, DeepSpeed."""
+
+import math
+import os
+
+import pytest
+
+from harness.types import TrainingExample, TrainingSettings
+from harness_builtins.student_transformers import (
+    Collator,
+    Config,
+    TransformersStudent,
+    deepspeed_config,
+    encode,
+    train_word_tokenizer,
+)
+
+ROWS = [TrainingExample("a", "Tom has 5 apples. He buys 3 more. How many? ###", " 5 + 3 = 8. --> 8"),
+        TrainingExample("b", "Mia has 12 cards. She loses 2. How many? ###", " 12 - 2 = 10. --> 10")]
+ARCH = {"model_type": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_word_tokenizer([r.prompt + r.target for r in ROWS])
+
+
+def test_word_tokenizer_round_trips_and_numbers_are_single_tokens(tokenizer):
+    text = ROWS[0].prompt + ROWS[0].target
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    for n in (0, 7, 42, 99):
+        assert len(tokenizer(f" {n}", add_special_tokens=False)["input_ids"]) == 1
+        assert len(tokenizer(str(n), add_special_tokens=False)["input_ids"]) == 1
+    assert tokenizer.convert_tokens_to_ids("▁-->") != tokenizer.unk_token_id
+
+
+def test_encode_masks_the_prompt_exactly_and_appends_eos(tokenizer):
+    (row,) = encode(tokenizer, ROWS[:1], max_length=256)
+    prompt = tokenizer(ROWS[0].prompt, add_special_tokens=False)["input_ids"]
+    target = tokenizer(ROWS[0].target, add_special_tokens=False)["input_ids"]
+    assert row["input_ids"] == prompt + target + [tokenizer.eos_token_id]
+    assert row["labels"] == [-100] * len(prompt) + target + [tokenizer.eos_token_id]
+    (short,) = encode(tokenizer, ROWS[:1], max_length=5)
+    assert short["input_ids"] == prompt[:5] and short["labels"] == [-100] * 5
+
+
+def test_collator_pads_right_and_counts_real_tokens(tokenizer):
+    rows = encode(tokenizer, ROWS, 256)
+    collate = Collator(tokenizer.pad_token_id)
+    batch = collate(rows)
+    lengths = [len(r["input_ids"]) for r in rows]
+    assert batch["input_ids"].shape == (2, max(lengths))
+    assert batch["attention_mask"].sum().item() == sum(lengths) == collate.tokens
+    short = lengths.index(min(lengths))
+    assert (batch["labels"][short, min(lengths):] == -100).all()
+
+
+def test_config_rules():
+    assert Config(model="gpt2").check() == []
+    assert Config().check() == [("model", "give exactly one of model (hub id or directory) or architecture "
+                                          "(from scratch)")]
+    assert Config(architecture={"n_layer": 1}, tokenizer="word").check() == [
+        ("architecture", 'needs model_type, e.g. model_type = "gpt2"')]
+
+
+def test_deepspeed_config_fills_from_the_training_knobs():
+    ds = deepspeed_config(TrainingSettings(deepspeed_stage=3, deepspeed_offload=True))
+    assert ds["zero_optimization"] == {"stage": 3, "offload_optimizer": {"device": "cpu"},
+                                       "stage3_gather_16bit_weights_on_model_save": True}
+    assert ds["train_micro_batch_size_per_gpu"] == "auto" and ds["optimizer"]["params"]["lr"] == "auto"
+
+
+def _train(tmp_path, **settings):
+    student = TransformersStudent(Config(architecture=ARCH, tokenizer="word"))
+    ticks = []
+    info = student.train(ROWS * 8, TrainingSettings(max_steps=6, batch_size=4, logging_steps=2, threads=1,
+                                                    **settings),
+                         tmp_path / "model", [r.prompt + r.target for r in ROWS], ticks.append)
+    model, tok = student.load(tmp_path / "model")
+    return info, ticks, model, tok
+
+
+def test_training_saves_a_loadable_model(tmp_path):
+    info, ticks, model, tok = _train(tmp_path)
+    assert info["steps"] == 6 and len(ticks) == 6 and math.isfinite(info["train_loss"])
+    assert len(info["losses"]) == 3
+    assert info["tokens"] > 0 and info["parameters"] == sum(p.numel() for p in model.parameters())
+    assert (tmp_path / "model" / "config.json").exists() and tok.eos_token == "<eos>"
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("plain"))[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [0, 2, 3])
+def test_deepspeed_zero_on_cpu(tmp_path, stage, plain_run):
+    """Real DeepSpeed ZeRO through the transformers Trainer, single process on CPU; several in one process."""
+    plain = plain_run
+    info, ticks, model, _ = _train(tmp_path / "ds", deepspeed_stage=stage)
+    assert info["deepspeed_stage"] == stage and info["steps"] == 6 and len(ticks) == 6
+    assert os.environ["WORLD_SIZE"] == "1"
+    # same data, seed and optimizer: the loss curve matches the plain run closely
+    assert info["losses"] == pytest.approx(plain["losses"], rel=0.05)
+    assert sum(p.numel() for p in model.parameters()) == plain["parameters"]
