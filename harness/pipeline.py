@@ -1,6 +1,6 @@
 """``harness run``: the stages of a recipe, top to bottom.
 
-task -> teach -> filter -> build (per strategy) -> train (per strategy x student) -> evaluate (same) -> publish.
+task -> teach -> filter -> build (per strategy) -> train, evaluate, publish (per strategy x student).
 
 Every stage has a key: a hash of the recipe fields it reads and of the keys of the stages it reads from. A stage
 whose finished output carries the same key is skipped, so re-running a recipe does no work again and changing a
@@ -19,7 +19,7 @@ from typing import Any
 
 from harness import answers, rundir
 from harness.config import as_plain
-from harness.errors import HarnessError, RunError
+from harness.errors import BadInputError, RunError
 from harness.evaluate import run_lm_eval, task_name, write_task
 from harness.plugins import Registry
 from harness.recipe import ComponentSpec, Recipe, stable_hash
@@ -34,7 +34,7 @@ class Pipeline:
     def __init__(self, recipe: Recipe, registry: Registry, ui: UI | None = None, force: bool = False,
                  from_stage: str | None = None):
         if from_stage is not None and from_stage not in STAGES:
-            raise HarnessError(f"--from: unknown stage '{from_stage}'; stages: {', '.join(STAGES)}")
+            raise BadInputError(f"--from: unknown stage '{from_stage}'; stages: {', '.join(STAGES)}")
         self.recipe = recipe
         self.registry = registry
         self.ui = ui or UI()
@@ -63,7 +63,6 @@ class Pipeline:
             graded = self.grade(task, splits["train"], teach_key, filter_key)
 
         results: dict[str, dict[str, Any]] = {}
-        evaluated: list[tuple[str, str, Path]] = []
         for spec in r.strategies:
             strategy = strategies[spec.name]
             upstream = filter_key if getattr(strategy, "uses_teacher", True) else task_key
@@ -76,10 +75,10 @@ class Pipeline:
                 model_dir = self.train(run_name, student, train_rows, train_key)
                 eval_key = stable_hash(["evaluate", train_key, task_key, spec.plain(), as_plain(r.evaluation)])
                 metrics, eval_dir = self.evaluate(run_name, student, model_dir, strategy, task, splits, eval_key)
+                self.publish(run_name, eval_key, eval_dir)
                 results[run_name] = {"strategy": spec.name, "student": student_spec.name, **metrics}
-                evaluated.append((run_name, eval_key, eval_dir))
 
-        self.publish(evaluated, results)
+        rundir.atomic_write_json(self.rundir.root / "summary.json", results)
         self.ui.out.print(self.ui.results_table(
             f"{r.name}: {r.evaluation.split} accuracy ({r.task.kind})", results))
         self._notify("on_run_end", run_dir=self.rundir.root, results=results)
@@ -208,24 +207,22 @@ class Pipeline:
         folder = self._stage(f"evaluate-{run_name}", f"evaluate {run_name}", key, None, work)
         return json.loads((folder / "metrics.json").read_text()), folder
 
-    def publish(self, evaluated: list[tuple[str, str, Path]], results: dict[str, dict[str, Any]]) -> None:
+    def publish(self, run_name: str, eval_key: str, eval_dir: Path) -> None:
+        """Hand one evaluation's lm-eval files to every sink (once per evaluation: never re-published)."""
         r = self.recipe
-        key = stable_hash(["publish", [k for _, k, _ in evaluated], [s.plain() for s in r.sinks]])
-        sinks = [(spec, self._make("sink", spec)) for spec in r.sinks]
+        key = stable_hash(["publish", eval_key, [s.plain() for s in r.sinks]])
+        sinks = [self._make("sink", spec) for spec in r.sinks]
 
         def work(out: Path, progress) -> tuple[str, dict]:
-            published: dict[str, list[str]] = {}
-            for run_name, eval_key, eval_dir in evaluated:
-                results_file = sorted((eval_dir / "lm_eval").rglob("results_*.json"))[-1]
-                samples = sorted((eval_dir / "lm_eval").rglob("samples_*.jsonl"))
-                provenance = self._provenance(run_name, eval_key)
-                for spec, sink in sinks:
-                    published.setdefault(run_name, []).extend(sink.publish(results_file, samples, provenance))
-            rundir.atomic_write_json(out / "summary.json", {"results": results, "published": published})
-            where = sorted({str(Path(p).parent) for paths in published.values() for p in paths})
-            return f"{len(evaluated)} results to {', '.join(where) or 'nowhere'}", {"published": published}
+            results_file = sorted((eval_dir / "lm_eval").rglob("results_*.json"))[-1]
+            samples = sorted((eval_dir / "lm_eval").rglob("samples_*.jsonl"))
+            provenance = self._provenance(run_name, eval_key)
+            published = [p for sink in sinks for p in sink.publish(results_file, samples, provenance)]
+            rundir.atomic_write_json(out / "published.json", published)
+            where = sorted({str(Path(p).parent) for p in published})
+            return f"to {', '.join(where) or 'nowhere'}", {"published": published}
 
-        self._stage("publish", "publish", key, None, work)
+        self._stage(f"publish-{run_name}", f"publish {run_name}", key, None, work)
 
     # Machinery ----------------------------------------------------------------------------------------------
 

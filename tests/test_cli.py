@@ -1,0 +1,56 @@
+"""The CLI: exact messages and exit codes."""
+
+import json
+
+from .conftest import TINY
+
+
+def test_validate_ok(cli, tiny_recipe):
+    result = cli("validate", tiny_recipe)
+    assert result.code == 0
+    assert result.out == (f"{tiny_recipe}: ok (synthetic_arithmetic task, program teacher, 2 strategies, "
+                          "1 student: 2 training runs)\n")
+
+
+def test_validate_bad_recipe_lists_every_problem_and_exits_2(cli, tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(TINY.replace('kind = "program"', 'kind = "opena"').replace("batch_size = 16", "batch_size = 0"))
+    result = cli("validate", path)
+    assert result.code == 2
+    assert result.err == (
+        f"error: {path}: training.batch_size: must be at least 1\n"
+        f"error: {path}: teacher.kind: unknown teacher 'opena'. Available: program\n"
+        "2 problems found\n")
+    assert result.out == ""
+
+
+def test_missing_recipe_exits_2(cli, tmp_path):
+    result = cli("validate", tmp_path / "nope.toml")
+    assert (result.code, result.err) == (2, f"error: {tmp_path / 'nope.toml'}: no such recipe file\n1 problem found\n")
+
+
+def test_bad_override_exits_2(cli, tiny_recipe):
+    result = cli("validate", tiny_recipe, "--set", "training.max_steps=-1")
+    assert result.code == 2
+    assert result.err == f"error: {tiny_recipe}: training.max_steps: must be at least 1\n1 problem found\n"
+
+
+def test_run_with_unknown_from_stage_exits_2(cli, tiny_recipe):
+    result = cli("run", tiny_recipe, "--from", "trian")
+    assert result.code == 2
+    assert result.err.endswith("error: --from: unknown stage 'trian'; stages: task, teach, filter, build, train, "
+                               "evaluate, publish\n")
+
+
+def test_usage_error_exits_2(cli):
+    assert cli("frobnicate").code == 2
+    assert cli("--version").code == 0
+
+
+def test_plugins_json_lists_kind_name_plugin_distribution_version(cli):
+    result = cli("plugins", "--json")
+    assert result.code == 0
+    rows = json.loads(result.out)["components"]
+    assert {"kind": "teacher", "name": "program", "plugin": "program_teacher", "distribution": "harness",
+            "version": "0.1.0"} in rows
+    assert {r["kind"] for r in rows} == {"task", "teacher", "student", "strategy", "sink"}
