@@ -50,6 +50,10 @@ def cmd_validate(args: argparse.Namespace, err: Console) -> int:
     registry = _registry()
     _warn_problems(registry, err)
     recipe = load_recipe(args.recipe, registry, args.set)
+    for kind, specs in (("task", [recipe.task]), ("teacher", [recipe.teacher]), ("strategy", recipe.strategies),
+                        ("student", recipe.students), ("sink", recipe.sinks)):
+        for spec in specs:  # constructing a component loads no model and touches no data
+            registry.get(kind, spec.kind).factory(spec.config)
     runs = len(recipe.strategies) * len(recipe.students)
     print(f"{recipe.path}: ok ({recipe.task.kind} task, {recipe.teacher.kind} teacher, "
           f"{len(recipe.strategies)} strateg{'y' if len(recipe.strategies) == 1 else 'ies'}, "

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import TrainingExample, TrainingSettings, hookimpl
+from harness import BadInputError, TrainingExample, TrainingSettings, hookimpl
 
 SPECIALS = {"pad_token": "<pad>", "unk_token": "<unk>", "eos_token": "<eos>"}
 _SPLIT = r"▁?(?:-->|###|[A-Za-z]+|\d+|[^A-Za-z\d▁])"
@@ -146,10 +146,16 @@ class TransformersStudent:
 
         c = self.config
         if c.model:
-            tokenizer = AutoTokenizer.from_pretrained(c.model)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(c.model)
+                model = AutoModelForCausalLM.from_pretrained(c.model)
+            except (OSError, ValueError) as exc:
+                offline = " (HF_HUB_OFFLINE is set: only local directories and cached models load)" if \
+                    os.environ.get("HF_HUB_OFFLINE") else ""
+                raise BadInputError(f"student.model: cannot load '{c.model}'{offline}: "
+                                    f"{str(exc).splitlines()[0]}") from None
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
-            model = AutoModelForCausalLM.from_pretrained(c.model)
             return model, tokenizer
         tokenizer = train_word_tokenizer(corpus)
         arch = dict(c.architecture)
@@ -170,6 +176,8 @@ class TransformersStudent:
 
         if settings.threads:
             torch.set_num_threads(settings.threads)
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")  # else DeepSpeed prints a warning to stdout
         model, tokenizer = self._initial(corpus, settings.seed)
         parameters = sum(p.numel() for p in model.parameters())
         rows = encode(tokenizer, train, settings.max_length)

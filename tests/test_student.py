@@ -104,3 +104,11 @@ def test_deepspeed_zero_on_cpu(tmp_path, stage, plain_run):
     # same data, seed and optimizer: the loss curve matches the plain run closely
     assert info["losses"] == pytest.approx(plain["losses"], rel=0.05)
     assert sum(p.numel() for p in model.parameters()) == plain["parameters"]
+
+
+def test_unloadable_model_is_a_clear_error(tmp_path):
+    from harness.errors import BadInputError
+
+    student = TransformersStudent(Config(model=str(tmp_path / "no-such-model")))
+    with pytest.raises(BadInputError, match=r"^student.model: cannot load '.*no-such-model'"):
+        student.train(ROWS, TrainingSettings(max_steps=1), tmp_path / "out", [], lambda n: None)
