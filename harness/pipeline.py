@@ -188,19 +188,23 @@ class Pipeline:
         examples = splits[ev.split][: ev.limit] if ev.limit else splits[ev.split]
         name = task_name(self.recipe.name, run_name)
 
+        # The lm-eval task lives outside the stage folder, at a path that stays valid, so that the stock
+        # `lm_eval --include_path <task_dir>` can re-run it later.
+        task_dir = self.rundir.root / "lm_eval_tasks" / name
+
         def work(out: Path, progress) -> tuple[str, dict]:
             model, tokenizer = student.load(model_dir)
-            write_task(out / "task", name, examples, [strategy.prompt(e) for e in examples], task.answer,
+            write_task(task_dir, name, examples, [strategy.prompt(e) for e in examples], task.answer,
                        strategy.prediction_prefix, strategy.stop(), ev.max_gen_toks)
             max_length = getattr(model.config, "n_positions", None) or getattr(
                 model.config, "max_position_embeddings", 2048)
-            res, _, _ = run_lm_eval(model, tokenizer, out / "task", name, out / "lm_eval",
+            res, _, _ = run_lm_eval(model, tokenizer, task_dir, name, out / "lm_eval",
                                     f"{self.recipe.name}__{run_name}", ev.batch_size, max_length,
                                     self.recipe.run.seed)
             m = res["results"][name]
             metrics = {"acc": m["acc,none"], "acc_stderr": m["acc_stderr,none"],
                        "contains_answer": m["contains_answer,none"], "correct_format": m["correct_format,none"],
-                       "n": len(examples), "task": name}
+                       "n": len(examples), "task": name, "task_dir": str(task_dir)}
             rundir.atomic_write_json(out / "metrics.json", metrics)
             return f"accuracy {100 * metrics['acc']:.1f}% on {len(examples)} {ev.split} examples", metrics
 
@@ -264,7 +268,7 @@ class Pipeline:
         r = self.recipe
         self.rundir.update_manifest(
             recipe=str(r.path), recipe_name=r.name, recipe_hash=r.digest(), recipe_resolved=r.plain(),
-            versions=rundir.versions(), git_commit=rundir.git_commit(Path.cwd()),
+            versions=rundir.versions(), git_commit=rundir.git_commit(Path(__file__).resolve().parent),
             plugins=[{"kind": c.kind, "name": c.name, "plugin": c.plugin, "distribution": c.distribution,
                       "version": c.version} for c in self.registry.all()],
             started=time.strftime("%Y-%m-%dT%H:%M:%S"))

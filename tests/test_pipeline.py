@@ -125,3 +125,60 @@ def test_crashed_stage_leaves_finished_work_and_resumes(first_run, monkeypatch):
     assert ran(tmp_path) == ["evaluate-vanilla", "publish-vanilla", "evaluate-fine_tune_cot",
                              "publish-fine_tune_cot"]
     assert list((tmp_path / "runs" / "tiny").glob("*.partial")) == []
+
+
+def test_observer_hooks_see_every_stage(first_run):
+    tmp_path, recipe, _ = first_run
+    from harness import hookimpl
+    from harness.pipeline import Pipeline
+    from harness.plugins import load_registry
+    from harness.recipe import load_recipe
+    from harness.ui import UI
+    from rich.console import Console
+
+    events = []
+
+    class Observer:
+        @hookimpl
+        def on_run_start(self, run_dir, recipe):
+            events.append(("start", run_dir.name))
+
+        @hookimpl
+        def on_stage_end(self, stage, summary, seconds, skipped):
+            events.append((stage, skipped))
+
+        @hookimpl
+        def on_run_end(self, run_dir, results):
+            events.append(("end", sorted(results)))
+
+    registry = load_registry([Observer()])
+    quiet = UI(Console(file=open("/dev/null", "w")), Console(file=open("/dev/null", "w")))
+    Pipeline(load_recipe(recipe, registry, NATURAL[:2] + NATURAL[2:]), registry, quiet).run()
+    assert events[0] == ("start", "tiny") and events[-1] == ("end", ["fine_tune_cot", "vanilla"])
+    assert [e for e in events[1:-1]] == [(s, True) for s in STAGES]
+
+
+def test_failure_during_a_run_exits_1_and_keeps_finished_stages(tmp_path, tiny_recipe, cli):
+    result = cli("run", tiny_recipe, "--set", "teacher.error_rate=1.0", "--set", "training.max_steps=2",
+                 "--set", "evaluation.limit=2")
+    assert result.code == 1
+    runs = tmp_path / "runs" / "tiny"
+    assert (f"error: strategy 'fine_tune_cot' built no training examples (did the filter drop everything? see "
+            f"{runs / 'filter' / 'teacher_report.json'})\n") in result.err
+    assert result.err.endswith("finished stages are kept; run the same command again to resume\n")
+    assert "0/300 rationales pass the filter, 300 questions have none" in result.err
+    assert (runs / "publish-vanilla" / "done.json").exists()  # vanilla needs no teacher output and finished
+
+
+def test_two_students_side_by_side(tmp_path, tiny_recipe, cli):
+    text = tiny_recipe.read_text().replace('[[strategy]]\nkind = "fine_tune_cot"\n', "")
+    text = text.replace("[[student]]\n", '[[student]]\nname = "wide"\n', 1)
+    text += ('\n[[student]]\nname = "deep"\nkind = "transformers"\ntokenizer = "word"\narchitecture = '
+             '{ model_type = "gpt2", n_layer = 2, n_embd = 16, n_head = 2, n_positions = 128 }\n')
+    tiny_recipe.write_text(text)
+    result = cli("run", tiny_recipe, "--set", "training.max_steps=2", "--set", "evaluation.limit=2")
+    assert result.code == 0, result.err
+    summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    assert sorted(summary) == ["vanilla+deep", "vanilla+wide"]
+    assert "teach" not in json.loads((tmp_path / "runs" / "tiny" / "manifest.json").read_text())["stages"]
+    assert "vanilla+deep" in result.out and "vanilla+wide" in result.out
