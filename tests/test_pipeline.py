@@ -153,7 +153,8 @@ def test_observer_hooks_see_every_stage(first_run):
 
     registry = load_registry([Observer()])
     quiet = UI(Console(file=open("/dev/null", "w")), Console(file=open("/dev/null", "w")))
-    Pipeline(load_recipe(recipe, registry, NATURAL[:2] + NATURAL[2:]), registry, quiet).run()
+    last_state = [*NATURAL, "--set", "evaluation.limit=3"][1::2]  # what the crash test above left
+    Pipeline(load_recipe(recipe, registry, last_state), registry, quiet).run()
     assert events[0] == ("start", "tiny") and events[-1] == ("end", ["fine_tune_cot", "vanilla"])
     assert [e for e in events[1:-1]] == [(s, True) for s in STAGES]
 
