@@ -14,6 +14,7 @@ from harness.types import AnswerSpec
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _YESNO_PUNCT = re.compile(r"[\"'\n.\s:,]")
+_TEXT_STRIP = re.compile(r"[\"'\n.\s]")
 KINDS = ("number", "number_string", "choice", "yesno", "text")
 
 
@@ -26,8 +27,8 @@ def candidates(text: str, spec: AnswerSpec) -> list[str]:
         return re.findall(f"[{re.escape(letters)}]", text)
     if spec.kind == "yesno":
         return [t for t in _YESNO_PUNCT.sub(" ", text.lower()).split() if t in ("yes", "no")]
-    if spec.kind == "text":
-        stripped = text.strip().strip("\"'\n.").strip()
+    if spec.kind == "text":  # quotes, newlines, periods and all whitespace removed: "n a o a". -> naoa
+        stripped = _TEXT_STRIP.sub("", text)
         return [stripped] if stripped else []
     raise ValueError(f"unknown answer kind {spec.kind!r}; expected one of {', '.join(KINDS)}")
 

@@ -34,8 +34,9 @@ TEXT = AnswerSpec("text")
     ("It is not, so: no, --> ", YESNO, "-->", None),
     ("maybe... Yes, no", YESNO, None, "yes"),
     ("'yes'\n", YESNO, "-->", "yes"),
-    # text answers: quotes, trailing period and whitespace stripped
+    # text answers: quotes, periods, newlines and all whitespace removed
     (' "ab". ', TEXT, None, "ab"),
+    ('"n a o a".', TEXT, None, "naoa"),
 ])
 def test_extract(text, spec, prefix, expected):
     assert extract(text, spec, prefix) == expected
