@@ -79,6 +79,43 @@ def cmd_plugins(args: argparse.Namespace, err: Console) -> int:
     return 0
 
 
+def cmd_tasks(args: argparse.Namespace, err: Console) -> int:
+    from harness.config import build
+    from harness.pipeline import split_overlap
+
+    registry = _registry()
+    rows = []
+    for name in sorted(registry.components["task"]):
+        factory = registry.get("task", name).factory
+        config_cls = getattr(factory, "Config", None)
+        options = {"data_dir": args.data_dir} if args.data_dir and config_cls and "data_dir" in getattr(
+            config_cls, "__dataclass_fields__", {}) else {}
+        row = {"task": name, "train": None, "validation": None, "test": None, "overlap": None, "source": ""}
+        try:
+            problems: list[str] = []
+            config = build(config_cls, options, "task", problems) if config_cls else None
+            task = factory(config)
+            splits = task.load()
+            row.update({k: len(splits.get(k, [])) for k in ("train", "validation", "test")},
+                       overlap=len(split_overlap(splits)), source=task.source())
+        except HarnessError as exc:
+            row["source"] = f"unavailable: {exc.message}"
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title="harness tasks")
+    for col in ("task", "train", "validation", "test", "test in train", "source"):
+        table.add_column(col, justify="right" if col in ("train", "validation", "test", "test in train") else "left",
+                         overflow="fold")
+    for r in rows:
+        table.add_row(r["task"], *("-" if r[k] is None else str(r[k]) for k in ("train", "validation", "test",
+                                                                                 "overlap")), r["source"])
+    stdout_console().print(table)
+    _warn_problems(registry, err)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description="Distil chain-of-thought from teachers into students.")
     p.add_argument("--version", action="version", version=f"harness {__version__}")
@@ -104,6 +141,11 @@ def parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list the registered components and their plugins")
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.set_defaults(func=cmd_plugins)
+
+    tasks = sub.add_parser("tasks", help="list tasks with their split sizes and where their data comes from")
+    tasks.add_argument("--data-dir", help="local data folder (default: $HARNESS_DATA_DIR)")
+    tasks.add_argument("--json", action="store_true", help="print JSON")
+    tasks.set_defaults(func=cmd_tasks)
     return p
 
 

@@ -30,6 +30,12 @@ from harness.ui import UI
 STAGES = ("task", "teach", "filter", "build", "train", "evaluate", "publish")
 
 
+def split_overlap(splits: dict[str, list[Example]]) -> list[str]:
+    """Ids of test examples whose question (normalised) also occurs in train or validation."""
+    seen = {" ".join(e.question.lower().split()) for name in ("train", "validation") for e in splits.get(name, ())}
+    return [e.id for e in splits.get("test", ()) if " ".join(e.question.lower().split()) in seen]
+
+
 class Pipeline:
     def __init__(self, recipe: Recipe, registry: Registry, ui: UI | None = None, force: bool = False,
                  from_stage: str | None = None):
@@ -95,8 +101,11 @@ class Pipeline:
             for name, examples in splits.items():
                 write_jsonl(out / f"{name}.jsonl", (rundir.example_to_dict(e) for e in examples))
             sizes = {name: len(examples) for name, examples in splits.items()}
+            overlap = split_overlap(splits)
             summary = ", ".join(f"{n} {name}" for name, n in sizes.items()) + f" ({task.source()})"
-            return summary, {"sizes": sizes, "source": task.source()}
+            if overlap:
+                summary += f"; [yellow]{len(overlap)} test questions also in train/validation[/yellow]"
+            return summary, {"sizes": sizes, "source": task.source(), "test_overlap": overlap}
 
         folder = self._stage("task", "task", key, None, work)
         return {p.stem: [rundir.example_from_dict(d) for d in read_jsonl(p)] for p in sorted(folder.glob("*.jsonl"))}

@@ -1,0 +1,129 @@
+"""The 12 Fine-tune-CoT benchmarks from the real files in ../shared/data, and the recorded GPT-3 teacher."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.answers import extract, is_correct
+from harness.errors import DataError
+from harness.plugins import load_registry
+
+DATA = Path(os.environ.get("HARNESS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+pytestmark = pytest.mark.skipif(not (DATA / "reasoning-teacher").is_dir(),
+                                reason=f"benchmark data not found at {DATA} (set HARNESS_DATA_DIR)")
+
+# REFERENCE.md: Fine-tune-CoT's train/test sizes (AQuA's train set is not available as a local file).
+SIZES = {"single_eq": (356, 152), "addsub": (276, 119), "multiarith": (420, 180), "gsm8k": (7473, 1319),
+         "aqua": (0, 254), "svamp": (700, 300), "date_understanding": (258, 111),
+         "tracking_shuffled_objects": (525, 225), "last_letter_concatenation": (350, 150), "coin_flip": (350, 150),
+         "commonsense_qa": (9741, 1221), "strategy_qa": (1603, 687)}
+OVERLAP = {"multiarith": 5, "strategy_qa": 1}  # measured: duplicated questions across Fine-tune-CoT's splits
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return load_registry()
+
+
+def load(registry, name, **options):
+    factory = registry.get("task", name).factory
+    return factory(factory.Config(data_dir=str(DATA), **options))
+
+
+@pytest.fixture(scope="module")
+def splits(registry):
+    return {name: load(registry, name).load() for name in SIZES}
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_fine_tune_cot_splits(name, splits):
+    from harness.pipeline import split_overlap
+
+    s = splits[name]
+    train, test = SIZES[name]
+    assert (len(s["train"]) + len(s["validation"]), len(s["test"])) == (train, test)
+    assert len(s["validation"]) == int(train * 0.1)
+    assert not {e.id for e in s["train"]} & {e.id for e in s["validation"]}
+    assert len(split_overlap(s)) == OVERLAP.get(name, 0)
+    assert all(e.question and e.answer for split in s.values() for e in split)
+
+
+def test_gold_structure(splits):
+    gsm = splits["gsm8k"]["train"][0]
+    assert gsm.answer == "72" and "<<48/2=24>>" in gsm.rationale
+    assert gsm.steps[0].question == "How many clips did Natalia sell in May?"
+    assert all(e.steps for e in splits["gsm8k"]["test"])
+    svamp = splits["svamp"]
+    assert all("equation" in e.meta for split in svamp.values() for e in split)
+    assert all("equations" in e.meta for name in ("addsub", "multiarith", "single_eq")
+               for split in splits[name].values() for e in split)
+    sqa = [e for split in splits["strategy_qa"].values() for e in split]
+    assert all(e.steps and e.rationale for e in sqa)
+    aqua = splits["aqua"]["test"][0]
+    assert aqua.question.endswith("Answer choices: (A) 5(√3 + 1), (B) 6(√3 + √2), (C) 7(√3 – 1), (D) 8(√3 – 2), "
+                                  "(E) None of these.")
+    date = splits["date_understanding"]["test"][0]
+    assert "Which choice is true? Answer choices: (A)" in date.question and date.answer in "ABCDEF"
+
+
+def test_validation_and_random_splits_are_seeded(registry, splits):
+    again = load(registry, "svamp").load()
+    assert again == splits["svamp"]
+    other = load(registry, "svamp", seed=1).load()
+    assert other["test"] == splits["svamp"]["test"] and other["validation"] != splits["svamp"]["validation"]
+    random_split = load(registry, "svamp", split="random", test_fraction=0.25).load()
+    assert len(random_split["test"]) == 250 and random_split["test"] != splits["svamp"]["test"]
+
+
+def test_missing_data_is_a_clear_error(registry, tmp_path, monkeypatch):
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    factory = registry.get("task", "svamp").factory
+    with pytest.raises(DataError, match="task.data_dir: no local data directory; set task.data_dir in the recipe "
+                                        "or the HARNESS_DATA_DIR environment variable"):
+        factory(factory.Config()).load()
+    with pytest.raises(DataError, match=r"task.data_dir: .*svamp.json is missing \(expected under the data "
+                                        r"directory"):
+        factory(factory.Config(data_dir=str(tmp_path))).load()
+    bad = tmp_path / "reasoning-teacher" / "acl-branch-5a5104a" / "dataset"
+    bad.mkdir(parents=True)
+    (bad / "svamp.json").write_text('[{"question": "q"}]')
+    with pytest.raises(DataError, match=r"svamp.json: record 0 has no 'answer' field"):
+        factory(factory.Config(data_dir=str(tmp_path))).load()
+
+
+def test_hub_source_offline_fails_clearly(registry, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataError, match=r"task 'gsm8k': cannot load hub dataset openai/gsm8k: .*Use source = "
+                                        r"\"local\" with data_dir"):
+        load(registry, "gsm8k", source="hub").load()
+    with pytest.raises(DataError, match=r"task 'svamp' has no hub source defined"):
+        load(registry, "svamp", source="hub").load()
+
+
+@pytest.mark.parametrize("name, log_accuracy", [("svamp", 62.1), ("date_understanding", 67.48),
+                                                 ("commonsense_qa", 64.62), ("strategy_qa", 54.76)])
+def test_recorded_teacher_replays_gpt3_with_the_logs_accuracy(registry, splits, name, log_accuracy):
+    """Every example finds its log record; multiple-choice letters are mapped into the task's own choice order,
+    so grading the replayed answers against the task's gold letters gives the log's accuracy."""
+    teacher_cls = registry.get("teacher", "zero_shot_cot_log").factory
+    teacher = teacher_cls(teacher_cls.Config(dataset=name, data_dir=str(DATA)))
+    task = load(registry, name)
+    examples = [e for split in splits[name].values() for e in split]
+    if name == "commonsense_qa":  # the log covers the dev set (the test split) only
+        examples = splits[name]["test"]
+    generations = teacher.generate(examples, task, lambda n: None)
+    assert not [g for (g,) in generations if g.meta.get("missing")]
+    correct = sum(is_correct(extract(g.answer_text, task.answer, None), e.answer, task.answer)
+                  for e, (g,) in zip(examples, generations))
+    assert 100 * correct / len(examples) == pytest.approx(log_accuracy, abs=0.5)
+
+
+def test_recorded_teacher_needs_a_matching_log(registry, splits):
+    from harness.errors import BadInputError
+
+    teacher_cls = registry.get("teacher", "zero_shot_cot_log").factory
+    teacher = teacher_cls(teacher_cls.Config(dataset="coin_flip", data_dir=str(DATA)))
+    with pytest.raises(BadInputError, match=r"none of the 3 questions is in .*coin_flip_zero_shot_cot.log"):
+        teacher.generate(splits["svamp"]["test"][:3], load(registry, "svamp"), lambda n: None)
