@@ -97,3 +97,32 @@ def _record(chunk: str, trigger: str, index: int, path: Path) -> LogRecord:
         head, answer_step = body[: cut + 1 + len(trigger)], body[cut + 1 + len(trigger):].strip()
     return LogRecord(index=index, question=chunk[q + 4: a].strip(), rationale=head[: -len(trigger)].strip(),
                      answer_step=answer_step, prediction=prediction.group(1).strip(), gold=gold.group(1).strip())
+
+
+def accuracy_table(root: Path) -> str:
+    """Markdown: each log's reported accuracy next to the harness's scoring of its records.
+
+    ``python -m harness_builtins.zero_shot_cot_logs DATA_DIR`` prints it (docs/tasks.md holds a copy).
+    """
+    from harness.answers import extract, is_correct
+    from harness.plugins import load_registry
+
+    registry = load_registry()
+    lines = ["| benchmark | records | log's accuracy | harness scoring | difference | records scored differently |",
+             "|---|---|---|---|---|---|"]
+    for task, stem in sorted(LOG_NAMES.items()):
+        log = parse_log(root / "zero_shot_cot" / "log" / f"{stem}_zero_shot_cot.log")
+        factory = registry.get("task", task).factory
+        spec = factory(factory.Config(data_dir=str(root))).answer
+        verdicts = [is_correct(extract(r.answer_step, spec, None), r.gold, spec) for r in log.records]
+        ours = 100 * sum(verdicts) / len(verdicts)
+        differ = sum(ok != (r.prediction == r.gold) for r, ok in zip(log.records, verdicts))
+        lines.append(f"| {task} | {len(log.records)} | {log.reported_accuracy:.2f} | {ours:.2f} | "
+                     f"{ours - (log.reported_accuracy or 0):+.2f} | {differ} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(accuracy_table(Path(sys.argv[1])))
