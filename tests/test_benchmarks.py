@@ -1,5 +1,6 @@
 """The 12 Fine-tune-CoT benchmarks from the real files in ../shared/data, and the recorded GPT-3 teacher."""
 
+import json
 import os
 from pathlib import Path
 
@@ -127,3 +128,27 @@ def test_recorded_teacher_needs_a_matching_log(registry, splits):
     teacher = teacher_cls(teacher_cls.Config(dataset="coin_flip", data_dir=str(DATA)))
     with pytest.raises(BadInputError, match=r"none of the 3 questions is in .*coin_flip_zero_shot_cot.log"):
         teacher.generate(splits["svamp"]["test"][:3], load(registry, "svamp"), lambda n: None)
+
+
+def test_real_task_with_recorded_teacher_end_to_end(tmp_path, monkeypatch, cli):
+    """recipes/multiarith_gpt3.toml, with a tiny from-scratch student, runs end to end on the real files."""
+    from .conftest import REPO
+
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(DATA))
+    result = cli("run", REPO / "recipes" / "multiarith_gpt3.toml",
+                 "--set", f'run.output_dir="{tmp_path / "runs"}"', "--set", 'student.model=""',
+                 "--set", "student.tokenizer=word", "--set",
+                 'student.architecture={model_type="gpt2", n_layer=1, n_embd=32, n_head=2, n_positions=512}',
+                 "--set", "training.max_steps=5", "--set", "evaluation.limit=4", "--set", "evaluation.max_gen_toks=16",
+                 "--set", "sink.kind=local", "--set", f'sink.dir="{tmp_path / "results"}"')
+    assert result.code == 0, result.err
+    runs = tmp_path / "runs" / "multiarith_gpt3"
+    report = json.loads((runs / "filter" / "teacher_report.json").read_text())
+    assert report["questions"] == 378 and report["questions_without_correct"] == 378 - report["correct_samples"]
+    assert 0.7 < report["teacher_accuracy"] < 0.9  # text-davinci-002 on MultiArith: 78.67% over all 600
+    task_record = json.loads((runs / "task" / "done.json").read_text())["record"]
+    assert task_record["sizes"] == {"train": 378, "validation": 42, "test": 180}
+    assert len(task_record["test_overlap"]) == 5
+    built = (runs / "build-fine_tune_cot" / "train.jsonl").read_text().splitlines()
+    assert len(built) == report["correct_samples"]
+    assert " --> " in json.loads(built[0])["target"]
