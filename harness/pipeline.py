@@ -123,7 +123,19 @@ class Pipeline:
                                                  for g in gens]}
                 for e, gens in zip(train, samples)))
             total = sum(len(g) for g in samples)
-            return f"{total} rationales for {count} questions", {"questions": count, "generations": total}
+            failed = sum(bool(g.meta.get("error")) for gens in samples for g in gens)
+            summary = f"{total} rationales for {count} questions"
+            record: dict[str, Any] = {"questions": count, "generations": total, "failed": failed}
+            stats = getattr(teacher, "stats", None)
+            if callable(stats):  # API teachers: requests, cache hits, tokens, cost
+                record["usage"] = usage = stats()
+                summary += (f"; {usage['requests']} requests, {usage['cached']} cached, "
+                            f"{usage['input_tokens']:,}+{usage['output_tokens']:,} tokens")
+                if usage.get("cost"):
+                    summary += f", ${usage['cost']:.4f}"
+            if failed:
+                summary += f"; [yellow]{failed} failed (re-run to retry them)[/yellow]"
+            return summary, record
 
         self._stage("teach", f"teach ({self.recipe.teacher.kind})", key, len(train), work)
 

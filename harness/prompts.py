@@ -1,0 +1,80 @@
+"""Teacher prompts: Zero-shot-CoT (two stages, Kojima et al.), Few-shot-CoT exemplars, and decomposition into
+Socratic (sub-question, answer) pairs. Shared by every prompting teacher (API or local model)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from harness.errors import DataError
+from harness.types import SubStep
+
+COT_TRIGGER = "Let's think step by step."
+FEW_SHOT_ANSWER = "The answer is"
+
+
+def zero_shot_stage1(question: str) -> str:
+    """``Q: {question}\\nA: Let's think step by step.`` -> the rationale."""
+    return f"Q: {question}\nA: {COT_TRIGGER}"
+
+
+def zero_shot_stage2(question: str, rationale: str, trigger: str) -> str:
+    """``{stage-1 prompt}{rationale}\\n{trigger}`` -> the answer."""
+    return f"{zero_shot_stage1(question)}{rationale}\n{trigger}"
+
+
+def load_few_shot(path: Path, key: str) -> str:
+    """The exemplar block for ``key`` from a ``few_shot_cot_prompts.json``-style file."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read few-shot prompts: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg})") from None
+    if key not in data or "prompt" not in data[key]:
+        raise DataError(f"{path}: no few-shot prompt for '{key}'; it has {', '.join(sorted(data))}")
+    return data[key]["prompt"].rstrip()
+
+
+def few_shot(exemplars: str, question: str) -> str:
+    """Exemplars, then ``Q: {question}\\nA:``; the completion is a rationale ending in ``The answer is X.``"""
+    return f"{exemplars}\n\nQ: {question}\nA:"
+
+
+def split_few_shot(completion: str) -> tuple[str, str]:
+    """(rationale, answer text) of a Few-shot-CoT completion; the answer text follows the last 'The answer is'."""
+    text = completion.split("\n\nQ:", 1)[0]
+    at = text.rfind(FEW_SHOT_ANSWER)
+    if at < 0:
+        return text.strip(), ""
+    return text[:at].strip(), text[at + len(FEW_SHOT_ANSWER):].strip()
+
+
+DECOMPOSE_INSTRUCTIONS = (
+    "Break the problem into simpler sub-questions and answer each one in turn. Write each as\n"
+    "Sub-question N: ...\nAnswer N: ...\nand finish with the final answer as 'The answer is X.'"
+)
+DECOMPOSE_EXAMPLE = (
+    "Problem: Tom has 5 apples. He buys 3 more and then gives 2 away. How many apples does he have?\n"
+    "Sub-question 1: How many apples does Tom have after buying 3 more?\nAnswer 1: 5 + 3 = 8.\n"
+    "Sub-question 2: How many apples does he have after giving 2 away?\nAnswer 2: 8 - 2 = 6.\n"
+    "The answer is 6."
+)
+
+
+def decompose(question: str, example: str = DECOMPOSE_EXAMPLE) -> str:
+    return f"{DECOMPOSE_INSTRUCTIONS}\n\n{example}\n\nProblem: {question}\n"
+
+
+_STEP = re.compile(r"Sub-question\s*(\d+)\s*:\s*(.*?)\s*\n\s*Answer\s*\1\s*:\s*(.*?)(?=\n\s*Sub-question|\n\s*The answer is|\Z)",
+                   re.S)
+
+
+def parse_decomposition(completion: str) -> tuple[tuple[SubStep, ...], str, str]:
+    """(steps, rationale, answer text) from a decomposition completion; the rationale joins the sub-answers."""
+    text = completion.split("\n\nProblem:", 1)[0]
+    steps = tuple(SubStep(q.strip(), a.strip()) for _, q, a in _STEP.findall(text))
+    _, answer = split_few_shot(text)
+    rationale = " ".join(s.answer for s in steps)
+    return steps, rationale, answer

@@ -1,0 +1,268 @@
+"""A teacher behind any OpenAI-compatible server (OpenAI, vLLM, llama.cpp, Ollama, TGI, ``transformers serve``).
+
+Prompting: Zero-shot-CoT in two stages (rationale, then the answer with the task's trigger), Few-shot-CoT from
+exemplars, or a decomposition into Socratic (sub-question, answer) pairs. Diverse reasoning asks for ``samples``
+completions per question through ``n`` and falls back to separate requests for any the server did not return.
+
+Every completion is cached by content (endpoint, model, prompt, parameters, sample index) in an append-only
+JSON Lines file, so a re-run makes no request for finished work and a killed run loses only requests in flight.
+Requests run concurrently (at most ``concurrency`` at once) with retries: exponential backoff with jitter that
+honours ``Retry-After``, a timeout, and a cap on attempts. An error no retry can fix (bad key, unknown model,
+bad request) stops the run at once with its message; a request that keeps failing is recorded as a failure
+(an empty generation with ``meta.error``) and is retried by the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import BadInputError, Example, Generation, hookimpl
+from harness import prompts
+from harness.cache import JsonlCache, content_key, default_cache_dir
+from harness.errors import RunError
+
+PROMPTS = ("zero_shot_cot", "few_shot_cot", "decompose")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: str
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the API key; empty for servers that need none."""
+    endpoint: str = "completions"
+    """``completions`` or ``chat``."""
+    prompt: str = "zero_shot_cot"
+    few_shot_file: str = ""
+    """For ``few_shot_cot``: a ``few_shot_cot_prompts.json``-style file."""
+    few_shot_key: str = ""
+    """Its entry to use (e.g. ``svamp``)."""
+    samples: int = 1
+    temperature: float = 0.0
+    max_tokens: int = 128
+    answer_max_tokens: int = 32
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    use_n: bool = True
+    """Ask for all samples in one request (``n``); false sends one request per sample."""
+    concurrency: int = 32
+    timeout: float = 60.0
+    max_attempts: int = 6
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    cache_dir: str = ""
+    """Default ``$HARNESS_CACHE_DIR`` or ``~/.cache/harness``."""
+    price_per_million_input: float = 0.0
+    price_per_million_output: float = 0.0
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        if self.endpoint not in ("completions", "chat"):
+            problems.append(("endpoint", f"'{self.endpoint}': use \"completions\" or \"chat\""))
+        if self.prompt not in PROMPTS:
+            problems.append(("prompt", f"'{self.prompt}': choose from {', '.join(PROMPTS)}"))
+        if self.prompt == "few_shot_cot" and not (self.few_shot_file and self.few_shot_key):
+            problems.append(("few_shot_file", "few_shot_cot needs few_shot_file and few_shot_key"))
+        for key in ("samples", "concurrency", "max_attempts", "max_tokens", "answer_max_tokens"):
+            if getattr(self, key) < 1:
+                problems.append((key, "must be at least 1"))
+        if self.timeout <= 0:
+            problems.append(("timeout", "must be positive"))
+        return problems
+
+
+class Fatal(Exception):
+    """A request no retry can fix."""
+
+
+@dataclass
+class Usage:
+    requests: int = 0
+    cached: int = 0
+    failed: int = 0
+    retries: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class OpenAITeacher:
+    Config = Config
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.usage = Usage()
+        self._exemplars = ""
+
+    # Public: the batch interface ---------------------------------------------------------------------------
+
+    def generate(self, examples: Sequence[Example], task, progress) -> list[list[Generation]]:
+        c = self.config
+        if c.prompt == "few_shot_cot":
+            self._exemplars = prompts.load_few_shot(Path(c.few_shot_file), c.few_shot_key)
+        trigger = getattr(getattr(task, "answer", None), "trigger", "Therefore, the answer is")
+        cache_path = Path(c.cache_dir or default_cache_dir()) / "teacher" / (
+            content_key(base_url=c.base_url, model=c.model)[:16] + ".jsonl")
+        with JsonlCache(cache_path) as cache:
+            return asyncio.run(self._generate_all(examples, trigger, cache, progress))
+
+    def stats(self) -> dict[str, Any]:
+        u, c = self.usage, self.config
+        cost = (u.input_tokens * c.price_per_million_input + u.output_tokens * c.price_per_million_output) / 1e6
+        return {"requests": u.requests, "cached": u.cached, "failed": u.failed, "retries": u.retries,
+                "input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "cost": round(cost, 6)}
+
+    # The flow per example ---------------------------------------------------------------------------------
+
+    async def _generate_all(self, examples, trigger, cache, progress) -> list[list[Generation]]:
+        from openai import AsyncOpenAI
+
+        c = self.config
+        key = os.environ.get(c.api_key_env, "") if c.api_key_env else "none"
+        if c.api_key_env and not key:
+            raise BadInputError(f"teacher.api_key_env: the environment variable {c.api_key_env} is not set "
+                                "(set it, or api_key_env = \"\" for a server that needs no key)")
+        client = AsyncOpenAI(base_url=c.base_url, api_key=key, max_retries=0, timeout=c.timeout)
+        self._client, self._cache, self._gate = client, cache, asyncio.Semaphore(c.concurrency)
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._example(e, trigger, progress)) for e in examples]
+        except* Fatal as fatal:
+            raise BadInputError(f"teacher: {fatal.exceptions[0]}") from None
+        finally:
+            await client.close()
+        return [t.result() for t in tasks]
+
+    async def _example(self, example: Example, trigger: str, progress) -> list[Generation]:
+        c = self.config
+        if c.prompt == "zero_shot_cot":
+            prompt = prompts.zero_shot_stage1(example.question)
+        elif c.prompt == "few_shot_cot":
+            prompt = prompts.few_shot(self._exemplars, example.question)
+        else:
+            prompt = prompts.decompose(example.question)
+        first = await self._samples(prompt, c.samples, c.temperature, c.max_tokens)
+        out = await asyncio.gather(*(self._finish(example, i, text, trigger) for i, text in enumerate(first)))
+        progress(1)
+        return list(out)
+
+    async def _finish(self, example: Example, index: int, text: str | Exception, trigger: str) -> Generation:
+        c = self.config
+        if isinstance(text, Exception):
+            return Generation(example.id, index, "", "", meta={"error": str(text)})
+        if c.prompt == "few_shot_cot":
+            rationale, answer = prompts.split_few_shot(text)
+            return Generation(example.id, index, rationale, answer)
+        if c.prompt == "decompose":
+            steps, rationale, answer = prompts.parse_decomposition(text)
+            return Generation(example.id, index, rationale, answer, steps=steps)
+        stage2 = prompts.zero_shot_stage2(example.question, text, trigger)
+        (answer,) = await self._samples(stage2, 1, 0.0, c.answer_max_tokens)
+        if isinstance(answer, Exception):
+            return Generation(example.id, index, text.strip(), "", meta={"error": str(answer)})
+        return Generation(example.id, index, text.strip(), answer.strip())
+
+    # Requests: cache, n / separate samples, retries ---------------------------------------------------------
+
+    def _key(self, prompt: str, temperature: float, max_tokens: int, index: int) -> str:
+        c = self.config
+        return content_key(base_url=c.base_url, endpoint=c.endpoint, model=c.model, prompt=prompt,
+                           temperature=temperature, max_tokens=max_tokens, stop=list(c.stop), seed=c.seed,
+                           extra_body=c.extra_body, sample_index=index)
+
+    async def _samples(self, prompt: str, n: int, temperature: float, max_tokens: int) -> list[str | Exception]:
+        keys = [self._key(prompt, temperature, max_tokens, i) for i in range(n)]
+        out: list[str | Exception | None] = [None] * n
+        for i, k in enumerate(keys):
+            hit = self._cache.get(k)
+            if hit is not None:
+                out[i] = hit["text"]
+                self.usage.cached += 1
+        missing = [i for i in range(n) if out[i] is None]
+        if len(missing) > 1 and self.config.use_n:
+            texts = await self._request(prompt, len(missing), temperature, max_tokens)
+            if not isinstance(texts, Exception):
+                for i, text in zip(missing, texts):
+                    self._cache.put(keys[i], {"text": text})
+                    out[i] = text
+            missing = [i for i in range(n) if out[i] is None]  # fewer choices than asked: ask separately
+        results = await asyncio.gather(*(self._request(prompt, 1, temperature, max_tokens, i) for i in missing))
+        for i, texts in zip(missing, results):
+            if isinstance(texts, Exception):
+                out[i] = texts
+                self.usage.failed += 1
+            else:
+                self._cache.put(keys[i], {"text": texts[0]})
+                out[i] = texts[0]
+        return out  # type: ignore[return-value]
+
+    async def _request(self, prompt: str, n: int, temperature: float, max_tokens: int,
+                       index: int = 0) -> list[str] | Exception:
+        import openai
+
+        c = self.config
+        params: dict[str, Any] = {"model": c.model, "n": n, "temperature": temperature, "max_tokens": max_tokens,
+                                  "extra_body": c.extra_body or None}
+        if c.stop:
+            params["stop"] = list(c.stop)
+        if c.seed is not None:
+            params["seed"] = c.seed + index
+        last: Exception = RunError("no attempt made")
+        for attempt in range(c.max_attempts):
+            if attempt:
+                self.usage.retries += 1
+                await asyncio.sleep(self._delay(attempt, last))
+            try:
+                async with self._gate:
+                    self.usage.requests += 1
+                    if c.endpoint == "chat":
+                        r = await self._client.chat.completions.create(
+                            messages=[{"role": "user", "content": prompt}], **params)
+                        texts = [ch.message.content for ch in r.choices]
+                    else:
+                        r = await self._client.completions.create(prompt=prompt, **params)
+                        texts = [ch.text for ch in r.choices]
+                if not texts or any(not isinstance(t, str) for t in texts):
+                    raise ValueError("response has no completion text")
+                if r.usage is not None:
+                    self.usage.input_tokens += r.usage.prompt_tokens or 0
+                    self.usage.output_tokens += r.usage.completion_tokens or 0
+                return texts
+            except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError,
+                    openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+                raise Fatal(f"{type(exc).__name__} from {c.base_url} (model {c.model}): {_message(exc)}") from None
+            except (openai.APIError, ValueError, KeyError, TypeError) as exc:
+                last = exc  # 429, 5xx, timeouts, dropped connections, malformed bodies: retry
+        return RunError(f"gave up after {c.max_attempts} attempts: {type(last).__name__}: {_message(last)}")
+
+    def _delay(self, attempt: int, last: Exception) -> float:
+        c = self.config
+        response = getattr(last, "response", None)
+        retry_after = response.headers.get("retry-after") if response is not None else None
+        if retry_after:
+            try:
+                return min(float(retry_after), c.backoff_max)
+            except ValueError:
+                pass
+        return min(c.backoff_max, c.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+
+
+def _message(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        message = body.get("message") or (body.get("error") or {}).get("message") if isinstance(
+            body.get("error"), dict) or "message" in body else None
+        if message:
+            return str(message)
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+@hookimpl
+def register_teachers(register):
+    register("openai", OpenAITeacher)

@@ -1,0 +1,180 @@
+"""A small OpenAI-compatible server on 127.0.0.1 for tests and benchmarks, with injectable faults.
+
+Completions are deterministic functions of the prompt: a stage-2 prompt (ending in an answer trigger) gets
+`` 42.``; any other prompt gets ``Rationale <k> for <hash>.`` where k is the choice index. Faults are scripted
+per request number (``faults={3: "429", 5: "drop"}``) or drawn with a seeded rate (``fault_rate``), from:
+``429`` (with Retry-After), ``500``, ``timeout`` (sleeps past the client's timeout), ``truncated`` (half a JSON
+body), ``drop`` (closes the connection). ``api_key`` set: other keys get 401. ``models`` set: others get 404.
+``max_n`` caps the choices returned, like servers that ignore ``n``.
+
+Run standalone: ``python tests/fake_openai.py --port 8123 --latency 0.1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import threading
+import time
+from collections import Counter
+
+from aiohttp import web
+
+FAULTS = ("429", "500", "timeout", "truncated", "drop")
+
+
+class FakeOpenAI:
+    def __init__(self, latency: float = 0.0, faults: dict[int, str] | None = None, fault_rate: float = 0.0,
+                 fault_kinds: tuple[str, ...] = FAULTS, seed: int = 0, api_key: str | None = None,
+                 models: tuple[str, ...] = (), max_n: int | None = None, retry_after: float = 0.05,
+                 hang: float = 5.0, poison: str | None = None):
+        self.latency, self.faults, self.fault_rate, self.fault_kinds = latency, dict(faults or {}), fault_rate, fault_kinds
+        self.rng = random.Random(seed)
+        self.api_key, self.models, self.max_n = api_key, models, max_n
+        self.retry_after, self.hang = retry_after, hang
+        self.poison = poison
+        """Any prompt containing this text always gets a 500."""
+        self.requests = 0
+        self.served = Counter()  # successful responses by path
+        self.prompts: list[str] = []  # prompts of successful responses, in order
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # HTTP ---------------------------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        number = self.requests
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
+                                                "code": "invalid_api_key"}}, status=401)
+        body = await request.json()
+        if self.models and body.get("model") not in self.models:
+            return web.json_response({"error": {"message": f"The model `{body.get('model')}` does not exist.",
+                                                "type": "invalid_request_error", "code": "model_not_found"}},
+                                     status=404)
+        fault = self.faults.get(number)
+        prompt_text = body["messages"][-1]["content"] if "messages" in body else body.get("prompt", "")
+        if self.poison and self.poison in prompt_text:
+            fault = "500"
+        if fault is None and self.fault_rate and self.rng.random() < self.fault_rate:
+            fault = self.rng.choice(self.fault_kinds)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if fault == "429":
+            return web.json_response({"error": {"message": "Rate limit reached", "type": "rate_limit"}}, status=429,
+                                     headers={"Retry-After": str(self.retry_after)})
+        if fault == "500":
+            return web.json_response({"error": {"message": "internal error", "type": "server_error"}}, status=500)
+        if fault == "timeout":
+            await asyncio.sleep(self.hang)
+        if fault == "drop":
+            request.transport.close()
+            return web.Response(status=500)
+        chat = request.path.endswith("/chat/completions")
+        prompt = body["messages"][-1]["content"] if chat else body["prompt"]
+        n = int(body.get("n") or 1)
+        if self.max_n:
+            n = min(n, self.max_n)
+        texts = [self.complete(prompt, k) for k in range(n)]
+        payload = self.payload(body["model"], texts, chat, prompt)
+        if fault == "truncated":
+            raw = json.dumps(payload)
+            return web.Response(text=raw[: len(raw) // 2], content_type="application/json")
+        self.served[request.path] += 1
+        self.prompts.append(prompt)
+        return web.json_response(payload)
+
+    @staticmethod
+    def complete(prompt: str, k: int) -> str:
+        if prompt.rstrip().endswith(" is"):
+            return " 42."
+        digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
+        return f" Rationale {k} for {digest}."
+
+    @staticmethod
+    def payload(model: str, texts: list[str], chat: bool, prompt: str) -> dict:
+        usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": sum(len(t.split()) for t in texts)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if chat:
+            choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+                       for i, t in enumerate(texts)]
+            return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
+                    "choices": choices, "usage": usage}
+        choices = [{"index": i, "text": t, "finish_reason": "stop", "logprobs": None} for i, t in enumerate(texts)]
+        return {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()), "model": model,
+                "choices": choices, "usage": usage}
+
+    # Running ------------------------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/completions", self.handle)
+        app.router.add_post("/v1/chat/completions", self.handle)
+        app.router.add_get("/stats", self.stats)
+        return app
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response({"requests": self.requests, "served": dict(self.served)})
+
+    async def _serve(self, port: int, started: threading.Event) -> None:
+        runner = web.AppRunner(self.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024)
+        await site.start()
+        self.port = runner.addresses[0][1]
+        self._runner = runner
+        started.set()
+
+    def start(self, port: int = 0) -> "FakeOpenAI":
+        started = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self._serve(port, started))
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        if not started.wait(10):
+            raise RuntimeError("fake OpenAI server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> "FakeOpenAI":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--port-file", help="write the bound port here once listening")
+    args = parser.parse_args()
+    server = FakeOpenAI(latency=args.latency).start(args.port)
+    if args.port_file:
+        with open(args.port_file, "w") as f:
+            f.write(str(server.port))
+    print(f"listening on {server.base_url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()

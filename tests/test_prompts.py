@@ -1,0 +1,39 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from harness import prompts
+from harness.errors import DataError
+from harness.types import SubStep
+
+DATA = Path(os.environ.get("HARNESS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def test_zero_shot_cot_prompts_are_exact():
+    assert prompts.zero_shot_stage1("What is 2+3?") == "Q: What is 2+3?\nA: Let's think step by step."
+    assert prompts.zero_shot_stage2("What is 2+3?", " 2+3 is 5.", "Therefore, the answer (arabic numerals) is") == (
+        "Q: What is 2+3?\nA: Let's think step by step. 2+3 is 5.\nTherefore, the answer (arabic numerals) is")
+
+
+def test_few_shot_split():
+    assert prompts.split_few_shot(" 2 + 3 = 5. The answer is 5.\n\nQ: next") == ("2 + 3 = 5.", "5.")
+    assert prompts.split_few_shot(" no answer here") == ("no answer here", "")
+
+
+def test_decomposition_parse():
+    completion = ("Sub-question 1: How many after buying?\nAnswer 1: 5 + 3 = 8.\n"
+                  "Sub-question 2: How many after giving?\nAnswer 2: 8 - 2 = 6.\nThe answer is 6.")
+    steps, rationale, answer = prompts.parse_decomposition(completion)
+    assert steps == (SubStep("How many after buying?", "5 + 3 = 8."), SubStep("How many after giving?", "8 - 2 = 6."))
+    assert rationale == "5 + 3 = 8. 8 - 2 = 6." and answer == "6."
+    assert prompts.decompose("Q?").endswith("Problem: Q?\n")
+
+
+@pytest.mark.skipif(not (DATA / "reasoning-teacher").is_dir(), reason="no ../shared/data")
+def test_few_shot_exemplars_from_the_fine_tune_cot_file(tmp_path):
+    block = prompts.load_few_shot(DATA / "reasoning-teacher" / "data" / "few_shot_cot_prompts.json", "svamp")
+    assert block.startswith("Q: ") and "The answer is" in block
+    assert prompts.few_shot(block, "Q2?").endswith("\n\nQ: Q2?\nA:")
+    with pytest.raises(DataError, match="no few-shot prompt for 'nope'"):
+        prompts.load_few_shot(DATA / "reasoning-teacher" / "data" / "few_shot_cot_prompts.json", "nope")

@@ -1,0 +1,120 @@
+"""The openai teacher against a real HTTP server on 127.0.0.1 (tests/fake_openai.py), faults included."""
+
+import time
+
+import pytest
+
+from harness.errors import BadInputError
+from harness_builtins.task_synthetic import Config as TaskConfig, SyntheticArithmetic
+from harness_builtins.teacher_openai import Config, OpenAITeacher
+
+from .fake_openai import FakeOpenAI
+
+TASK = SyntheticArithmetic(TaskConfig(train_size=12, validation_size=0, test_size=1))
+EXAMPLES = TASK.load()["train"]
+
+
+def teacher(server, tmp_path, **options) -> OpenAITeacher:
+    settings = {"model": "m", "base_url": server.base_url, "api_key_env": "", "cache_dir": str(tmp_path),
+                "backoff_base": 0.01, "timeout": 2.0} | options
+    return OpenAITeacher(Config(**settings))
+
+
+def test_zero_shot_cot_two_stages_exact_prompts(tmp_path):
+    with FakeOpenAI() as server:
+        ticks = []
+        out = teacher(server, tmp_path).generate(EXAMPLES[:2], TASK, ticks.append)
+    q = EXAMPLES[0].question
+    stage1 = f"Q: {q}\nA: Let's think step by step."
+    assert server.prompts.count(stage1) == 1
+    rationale = FakeOpenAI.complete(stage1, 0)
+    assert f"{stage1}{rationale}\nTherefore, the answer (arabic numerals) is" in server.prompts
+    g = out[0][0]
+    assert (g.rationale, g.answer_text, g.sample_index) == (rationale.strip(), "42.", 0)
+    assert len(ticks) == 2 and server.served["/v1/completions"] == 4
+
+
+def test_chat_endpoint_and_usage(tmp_path):
+    with FakeOpenAI() as server:
+        t = teacher(server, tmp_path, endpoint="chat", price_per_million_input=1.0, price_per_million_output=2.0)
+        out = t.generate(EXAMPLES[:3], TASK, lambda n: None)
+    assert server.served["/v1/chat/completions"] == 6 and all(g.answer_text == "42." for (g,) in out)
+    stats = t.stats()
+    assert stats["requests"] == 6 and stats["input_tokens"] > 0 and stats["cost"] == pytest.approx(
+        (stats["input_tokens"] * 1.0 + stats["output_tokens"] * 2.0) / 1e6)
+
+
+def test_diverse_samples_via_n_and_fallback_when_the_server_ignores_n(tmp_path):
+    with FakeOpenAI() as server:
+        out = teacher(server, tmp_path / "a", samples=4, temperature=0.7).generate(EXAMPLES[:2], TASK, lambda n: 0)
+    assert [g.sample_index for g in out[0]] == [0, 1, 2, 3]
+    assert len({g.rationale for g in out[0]}) == 4
+    assert server.requests == 2 + 8  # one n=4 request per question, then 8 answer requests
+    with FakeOpenAI(max_n=1) as capped:
+        out2 = teacher(capped, tmp_path / "b", samples=4, temperature=0.7).generate(EXAMPLES[:2], TASK, lambda n: 0)
+    assert [len(g) for g in out2] == [4, 4]
+    assert capped.requests == 2 * (1 + 3) + 8  # n=4 answered with 1 choice: 3 separate requests each
+
+
+def test_every_fault_is_retried_and_nothing_is_lost(tmp_path):
+    faults = {1: "429", 2: "500", 3: "truncated", 4: "drop", 5: "timeout", 9: "429", 10: "500"}
+    with FakeOpenAI(faults=faults, hang=2.5) as server:
+        t = teacher(server, tmp_path, timeout=1.0)
+        out = t.generate(EXAMPLES, TASK, lambda n: None)
+    assert all(g.answer_text == "42." and not g.meta for (g,) in out)
+    assert t.stats()["retries"] == len(faults) and t.stats()["failed"] == 0
+    # every prompt answered; the timed-out request is answered again (the server finished it after the client left)
+    assert len(set(server.prompts)) == 2 * len(EXAMPLES) and len(server.prompts) == 2 * len(EXAMPLES) + 1
+
+
+def test_retry_after_is_honoured(tmp_path):
+    with FakeOpenAI(faults={1: "429"}, retry_after=0.6) as server:
+        started = time.perf_counter()
+        teacher(server, tmp_path, backoff_base=0.001, concurrency=1).generate(EXAMPLES[:1], TASK, lambda n: None)
+        assert time.perf_counter() - started >= 0.6
+    assert server.requests == 3
+
+
+def test_requests_that_keep_failing_are_recorded_then_retried_next_run(tmp_path):
+    with FakeOpenAI(poison=EXAMPLES[0].question) as server:
+        t = teacher(server, tmp_path, max_attempts=3)
+        out = t.generate(EXAMPLES[:2], TASK, lambda n: None)
+        assert out[0][0].rationale == "" and "gave up after 3 attempts: InternalServerError" in out[0][0].meta["error"]
+        assert out[1][0].answer_text == "42." and t.stats()["failed"] == 1 and server.requests == 3 + 2
+        server.poison = None
+        again = teacher(server, tmp_path).generate(EXAMPLES[:2], TASK, lambda n: None)
+        assert server.requests == 5 + 2  # only the failed question is asked again
+    assert again[0][0].answer_text == "42." and again[1] == out[1]
+
+
+def test_cached_rerun_makes_no_requests(tmp_path):
+    with FakeOpenAI() as server:
+        first = teacher(server, tmp_path, samples=2, temperature=0.7).generate(EXAMPLES, TASK, lambda n: None)
+        before = server.requests
+        t = teacher(server, tmp_path, samples=2, temperature=0.7)
+        second = t.generate(EXAMPLES, TASK, lambda n: None)
+        assert server.requests == before and second == first and t.stats()["cached"] == 4 * len(EXAMPLES)
+        teacher(server, tmp_path, samples=2, temperature=0.5).generate(EXAMPLES[:1], TASK, lambda n: 0)
+        # another temperature is other content: stage 1 is asked anew; the stage-2 prompts came out identical
+        # (this server's text ignores temperature), so those come from the cache
+        assert server.requests == before + 1
+
+
+def test_bad_key_stops_at_once_and_never_shows_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY_VAR", "sk-very-secret-123")
+    with FakeOpenAI(api_key="sk-right") as server:
+        with pytest.raises(BadInputError) as info:
+            teacher(server, tmp_path, api_key_env="SECRET_KEY_VAR").generate(EXAMPLES, TASK, lambda n: None)
+    assert str(info.value).startswith("teacher: AuthenticationError from http://127.0.0.1:")
+    assert "Incorrect API key provided." in str(info.value) and "sk-very-secret-123" not in str(info.value)
+    assert server.requests <= 32  # stopped at once: no retries of the 401s
+    assert not any("sk-very-secret" in p.read_text() for p in tmp_path.rglob("*") if p.is_file())
+
+
+def test_unknown_model_and_missing_key_variable(tmp_path, monkeypatch):
+    with FakeOpenAI(models=("real",)) as server:
+        with pytest.raises(BadInputError, match=r"NotFoundError .*\(model m\): The model `m` does not exist."):
+            teacher(server, tmp_path).generate(EXAMPLES[:1], TASK, lambda n: None)
+        monkeypatch.delenv("NOPE_KEY", raising=False)
+        with pytest.raises(BadInputError, match="teacher.api_key_env: the environment variable NOPE_KEY is not set"):
+            teacher(server, tmp_path, api_key_env="NOPE_KEY").generate(EXAMPLES[:1], TASK, lambda n: None)
