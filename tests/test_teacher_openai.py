@@ -118,3 +118,152 @@ def test_unknown_model_and_missing_key_variable(tmp_path, monkeypatch):
         monkeypatch.delenv("NOPE_KEY", raising=False)
         with pytest.raises(BadInputError, match="teacher.api_key_env: the environment variable NOPE_KEY is not set"):
             teacher(server, tmp_path, api_key_env="NOPE_KEY").generate(EXAMPLES[:1], TASK, lambda n: None)
+
+
+KILL_RECIPE = """\
+[run]
+name = "killed"
+output_dir = "{out}"
+
+[task]
+kind = "synthetic_arithmetic"
+train_size = 240
+validation_size = 0
+test_size = 4
+
+[teacher]
+kind = "openai"
+model = "m"
+base_url = "{url}"
+api_key_env = ""
+concurrency = 4
+
+[[strategy]]
+kind = "fine_tune_cot"
+filter = false
+
+[[student]]
+kind = "transformers"
+tokenizer = "word"
+architecture = {{ model_type = "gpt2", n_layer = 1, n_embd = 16, n_head = 2, n_positions = 256 }}
+
+[training]
+max_steps = 2
+
+[evaluation]
+max_gen_toks = 8
+
+[[sink]]
+kind = "local"
+dir = "{out}/results"
+"""
+
+
+def test_kill_9_mid_teach_then_resume_loses_only_requests_in_flight(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HARNESS_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1"}
+    with FakeOpenAI(latency=0.03) as server:
+        recipe = tmp_path / "killed.toml"
+        recipe.write_text(KILL_RECIPE.format(out=tmp_path, url=server.base_url))
+        cmd = [sys.executable, "-m", "harness.cli", "run", str(recipe)]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        cache_files = []
+        while time.time() < deadline and proc.poll() is None:
+            cache_files = list((tmp_path / "cache").rglob("*.jsonl"))
+            if cache_files and cache_files[0].read_bytes().count(b"\n") >= 150:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        (cache_file,) = cache_files
+        lines = cache_file.read_bytes().split(b"\n")
+        complete = [json.loads(line) for line in lines[:-1]]
+        keys = [r["key"] for r in complete]
+        assert len(keys) == len(set(keys)) >= 150  # no duplicates, nothing before the kill lost
+        served_before = len(server.prompts)
+        assert served_before - len(keys) <= 4 + 1  # at most the requests in flight (+ a torn line) are lost
+        assert not (tmp_path / "killed" / "teach").exists()  # the stage did not finish
+
+        requests_before = server.requests
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert server.requests - requests_before == 480 - len(keys)  # exactly the work not yet cached
+        assert len(set(server.prompts)) == 480
+    final = [json.loads(line)["key"] for line in cache_file.read_text().splitlines()]
+    assert len(final) == len(set(final)) == 480
+    teach = tmp_path / "killed" / "teach"
+    rows = [json.loads(line) for line in (teach / "generations.jsonl").read_text().splitlines()]
+    assert len(rows) == 240 and all(r["samples"][0]["answer_text"] == "42." for r in rows)
+    record = json.loads((teach / "done.json").read_text())["record"]
+    assert record["usage"]["requests"] == 480 - len(keys) and record["usage"]["cached"] == len(keys)
+
+
+@pytest.fixture(scope="module")
+def transformers_server(tmp_path_factory):
+    """`transformers serve` on 127.0.0.1 with a tiny local model (random weights, word-level tokenizer)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from harness_builtins.student_transformers import train_word_tokenizer
+
+    model_dir = tmp_path_factory.mktemp("served") / "tiny"
+    tok = train_word_tokenizer([e.question for e in EXAMPLES])
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    cfg = AutoConfig.for_model("gpt2", vocab_size=len(tok), n_layer=1, n_embd=32, n_head=2, n_positions=512,
+                               bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(model_dir.parent / "hub")}
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("transformers")), "serve", str(model_dir), "--host",
+                             "127.0.0.1", "--port", str(port), "--device", "cpu"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("transformers serve did not become healthy")
+            time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}/v1", str(model_dir)
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("endpoint", ["completions", "chat"])
+def test_transformers_serve(transformers_server, tmp_path, endpoint):
+    base_url, model = transformers_server
+    config = dict(model=model, base_url=base_url, api_key_env="", endpoint=endpoint, samples=2, temperature=0.7,
+                  max_tokens=12, answer_max_tokens=4, cache_dir=str(tmp_path), concurrency=2)
+    t = OpenAITeacher(Config(**config))
+    out = t.generate(EXAMPLES[:3], TASK, lambda n: None)
+    assert [[g.sample_index for g in gens] for gens in out] == [[0, 1]] * 3
+    assert all(isinstance(g.rationale, str) and not g.meta for gens in out for g in gens)
+    # the server ignores n: one n=2 request per question returns one choice, the second sample is asked
+    # separately, then one answer request per sample
+    assert t.stats()["requests"] == 3 * (2 + 2) and t.stats()["input_tokens"] > 0
+    again = OpenAITeacher(Config(**config))
+    assert again.generate(EXAMPLES[:3], TASK, lambda n: None) == out and again.stats()["requests"] == 0
