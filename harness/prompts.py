@@ -78,3 +78,29 @@ def parse_decomposition(completion: str) -> tuple[tuple[SubStep, ...], str, str]
     _, answer = split_few_shot(text)
     rationale = " ".join(s.answer for s in steps)
     return steps, rationale, answer
+
+
+PROMPT_KINDS = ("zero_shot_cot", "few_shot_cot", "decompose")
+
+
+def first_prompt(kind: str, question: str, exemplars: str = "") -> str:
+    """The first (for Zero-shot-CoT: stage-1) prompt of a prompting teacher."""
+    if kind == "zero_shot_cot":
+        return zero_shot_stage1(question)
+    if kind == "few_shot_cot":
+        return few_shot(exemplars, question)
+    if kind == "decompose":
+        return decompose(question)
+    raise ValueError(f"unknown prompt kind {kind!r}; one of {', '.join(PROMPT_KINDS)}")
+
+
+def parse_first(kind: str, completion: str) -> tuple[str, str | None, tuple[SubStep, ...]]:
+    """(rationale, answer text, steps) of a first completion; the answer is None when a second stage must ask
+    for it (Zero-shot-CoT)."""
+    if kind == "few_shot_cot":
+        rationale, answer = split_few_shot(completion)
+        return rationale, answer, ()
+    if kind == "decompose":
+        steps, rationale, answer = parse_decomposition(completion)
+        return rationale, answer, steps
+    return completion.strip(), None, ()

@@ -27,7 +27,7 @@ from harness import prompts
 from harness.cache import JsonlCache, content_key, default_cache_dir
 from harness.errors import RunError
 
-PROMPTS = ("zero_shot_cot", "few_shot_cot", "decompose")
+PROMPTS = prompts.PROMPT_KINDS
 
 
 @dataclass(frozen=True)
@@ -141,32 +141,23 @@ class OpenAITeacher:
 
     async def _example(self, example: Example, trigger: str, progress) -> list[Generation]:
         c = self.config
-        if c.prompt == "zero_shot_cot":
-            prompt = prompts.zero_shot_stage1(example.question)
-        elif c.prompt == "few_shot_cot":
-            prompt = prompts.few_shot(self._exemplars, example.question)
-        else:
-            prompt = prompts.decompose(example.question)
+        prompt = prompts.first_prompt(c.prompt, example.question, self._exemplars)
         first = await self._samples(prompt, c.samples, c.temperature, c.max_tokens)
         out = await asyncio.gather(*(self._finish(example, i, text, trigger) for i, text in enumerate(first)))
         progress(1)
         return list(out)
 
     async def _finish(self, example: Example, index: int, text: str | Exception, trigger: str) -> Generation:
-        c = self.config
         if isinstance(text, Exception):
             return Generation(example.id, index, "", "", meta={"error": str(text)})
-        if c.prompt == "few_shot_cot":
-            rationale, answer = prompts.split_few_shot(text)
-            return Generation(example.id, index, rationale, answer)
-        if c.prompt == "decompose":
-            steps, rationale, answer = prompts.parse_decomposition(text)
-            return Generation(example.id, index, rationale, answer, steps=steps)
-        stage2 = prompts.zero_shot_stage2(example.question, text, trigger)
-        (answer,) = await self._samples(stage2, 1, 0.0, c.answer_max_tokens)
-        if isinstance(answer, Exception):
-            return Generation(example.id, index, text.strip(), "", meta={"error": str(answer)})
-        return Generation(example.id, index, text.strip(), answer.strip())
+        rationale, answer, steps = prompts.parse_first(self.config.prompt, text)
+        if answer is None:  # Zero-shot-CoT stage 2: ask for the answer after the task's trigger
+            stage2 = prompts.zero_shot_stage2(example.question, text, trigger)
+            (reply,) = await self._samples(stage2, 1, 0.0, self.config.answer_max_tokens)
+            if isinstance(reply, Exception):
+                return Generation(example.id, index, rationale, "", meta={"error": str(reply)})
+            answer = reply.strip()
+        return Generation(example.id, index, rationale, answer, steps=steps)
 
     # Requests: cache, n / separate samples, retries ---------------------------------------------------------
 
