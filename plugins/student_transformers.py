@@ -8,10 +8,11 @@ recipe's ``training.deepspeed_stage`` is set.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,19 +118,33 @@ def deepspeed_config(settings: TrainingSettings) -> dict[str, Any]:
     }
 
 
-def ensure_distributed_env() -> None:
-    """DeepSpeed needs these even for one process; set them unless a launcher already did.
+_OWN_DIST_ENV: dict[str, str] | None = None
 
-    The process group DeepSpeed then starts lives as long as the process and is reused by later trainings
-    (another strategy of the same recipe); DeepSpeed keeps its own references to it, so it is never torn down.
+
+@contextlib.contextmanager
+def training_env(deepspeed: bool) -> Iterator[None]:
+    """Training may change ``os.environ`` (accelerate sets ``ACCELERATE_USE_DEEPSPEED`` and friends; DeepSpeed
+    needs MASTER_ADDR/PORT, RANK, WORLD_SIZE and LOCAL_RANK even for one process): the environment is restored
+    afterwards, so later trainings and anything this process starts see the environment it had before.
+
+    Without a launcher, the single-process values are chosen once: the process group DeepSpeed starts lives as
+    long as the process (DeepSpeed keeps references to it) and later trainings reuse it with the same values.
     """
-    if "WORLD_SIZE" in os.environ:
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "RANK": "0", "WORLD_SIZE": "1",
-                       "LOCAL_RANK": "0"})
+    global _OWN_DIST_ENV
+    saved = dict(os.environ)
+    if deepspeed and "WORLD_SIZE" not in os.environ:
+        if _OWN_DIST_ENV is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = str(s.getsockname()[1])
+            _OWN_DIST_ENV = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "RANK": "0", "WORLD_SIZE": "1",
+                             "LOCAL_RANK": "0"}
+        os.environ.update(_OWN_DIST_ENV)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 class TransformersStudent:
@@ -192,11 +207,8 @@ class TransformersStudent:
                 if logs and "loss" in logs:
                     losses.append(float(logs["loss"]))
 
-        ds = None
-        if settings.deepspeed_stage is not None:
-            ensure_distributed_env()
-            ds = deepspeed_config(settings)
-        args = TrainingArguments(
+        ds = deepspeed_config(settings) if settings.deepspeed_stage is not None else None
+        args = dict(
             output_dir=str(out_dir / "trainer"),
             max_steps=settings.max_steps,
             per_device_train_batch_size=settings.batch_size,
@@ -221,14 +233,15 @@ class TransformersStudent:
             remove_unused_columns=False,
             dataloader_num_workers=0,
         )
-        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator,
-                          callbacks=[Report()])
-        trainer.remove_callback(PrinterCallback)  # the harness shows its own progress
-        started = time.perf_counter()
-        result = trainer.train()
-        seconds = time.perf_counter() - started
-        out_dir.mkdir(parents=True, exist_ok=True)
-        trainer.save_model(str(out_dir))
+        with training_env(deepspeed=ds is not None):
+            trainer = Trainer(model=model, args=TrainingArguments(**args), train_dataset=rows,
+                              data_collator=collator, callbacks=[Report()])
+            trainer.remove_callback(PrinterCallback)  # the harness shows its own progress
+            started = time.perf_counter()
+            result = trainer.train()
+            seconds = time.perf_counter() - started
+            out_dir.mkdir(parents=True, exist_ok=True)
+            trainer.save_model(str(out_dir))
         tokenizer.save_pretrained(str(out_dir))
         _release()
         return {
