@@ -62,9 +62,21 @@ def write_task(task_dir: Path, name: str, examples: Sequence[Example], prompts: 
     return path
 
 
-def run_lm_eval(model: Any, tokenizer: Any, task_dir: Path, name: str, out_dir: Path, model_name: str,
-                batch_size: int, max_length: int, seed: int) -> tuple[dict[str, Any], Path, list[Path]]:
-    """Evaluate an in-memory model on the generated task; save lm-eval's results and samples files."""
+def hf_lm(model: Any, tokenizer: Any, batch_size: int, max_length: int) -> Any:
+    """lm-eval's own HF model wrapper around an in-memory transformers model."""
+    from lm_eval.models.huggingface import HFLM
+
+    device = "cuda" if _cuda() else "cpu"
+    return HFLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size, max_length=max_length)
+
+
+def max_positions(model: Any) -> int:
+    return getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 2048)
+
+
+def run_lm_eval(lm: Any, task_dir: Path, name: str, out_dir: Path, model_name: str,
+                seed: int) -> tuple[dict[str, Any], Path, list[Path]]:
+    """Evaluate an lm-eval ``LM`` on the generated task; save lm-eval's results and samples files."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     for logger in ("lm-eval", "lm_eval"):
@@ -74,11 +86,8 @@ def run_lm_eval(model: Any, tokenizer: Any, task_dir: Path, name: str, out_dir: 
     datasets.disable_progress_bars()
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    device = "cuda" if _cuda() else "cpu"
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size, max_length=max_length)
     tracker = EvaluationTracker(output_path=str(out_dir))
     results = simple_evaluate(
         model=lm,

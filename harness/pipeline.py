@@ -20,7 +20,7 @@ from typing import Any
 from harness import answers, rundir
 from harness.config import as_plain
 from harness.errors import BadInputError, RunError
-from harness.evaluate import run_lm_eval, task_name, write_task
+from harness.evaluate import hf_lm, max_positions, run_lm_eval, task_name, write_task
 from harness.plugins import Registry
 from harness.recipe import ComponentSpec, Recipe, stable_hash
 from harness.rundir import RunDir, read_jsonl, write_jsonl
@@ -77,10 +77,16 @@ class Pipeline:
             for student_spec in r.students:
                 run_name = spec.name if len(r.students) == 1 else f"{spec.name}+{student_spec.name}"
                 student = self._make("student", student_spec)
-                train_key = stable_hash(["train", build_key, student_spec.plain(), as_plain(r.training)])
-                model_dir = self.train(run_name, student, train_rows, train_key)
-                eval_key = stable_hash(["evaluate", train_key, task_key, spec.plain(), as_plain(r.evaluation)])
-                metrics, eval_dir = self.evaluate(run_name, student, model_dir, strategy, task, splits, eval_key)
+                roles = list(strategy.roles()) if hasattr(strategy, "roles") else [""]
+                model_dirs, train_keys = {}, []
+                for role in roles:  # one model per role (e.g. Socratic's decomposer and solver)
+                    rows = [t for t in train_rows if t.role == role] if len(roles) > 1 else train_rows
+                    train_key = stable_hash(["train", build_key, role, student_spec.plain(), as_plain(r.training)])
+                    stage_name = f"{run_name}-{role}" if len(roles) > 1 else run_name
+                    model_dirs[role] = self.train(stage_name, student, rows, train_key)
+                    train_keys.append(train_key)
+                eval_key = stable_hash(["evaluate", train_keys, task_key, spec.plain(), as_plain(r.evaluation)])
+                metrics, eval_dir = self.evaluate(run_name, student, model_dirs, strategy, task, splits, eval_key)
                 self.publish(run_name, eval_key, eval_dir)
                 results[run_name] = {"strategy": spec.name, "student": student_spec.name, **metrics}
 
@@ -181,8 +187,17 @@ class Pipeline:
                                f"see {self.rundir.path('filter') / 'teacher_report.json'})")
             write_jsonl(out / "train.jsonl", (rundir.training_to_dict(t) for t in rows))
             covered = len({t.example_id for t in rows})
-            return f"{len(rows)} training examples from {covered} questions", {"examples": len(rows),
-                                                                              "questions": covered}
+            summary = f"{len(rows)} training examples from {covered} questions"
+            record: dict[str, Any] = {"examples": len(rows), "questions": covered}
+            roles = sorted({t.role for t in rows})
+            if roles != [""]:
+                record["roles"] = {role: sum(t.role == role for t in rows) for role in roles}
+                summary += " (" + ", ".join(f"{n} {role}" for role, n in record["roles"].items()) + ")"
+            stats = getattr(strategy, "stats", None)
+            if callable(stats):
+                record["strategy"] = stats()
+                summary += "; " + ", ".join(f"{k} {v}" for k, v in record["strategy"].items())
+            return summary, record
 
         folder = self._stage(f"build-{name}", f"build {name}", key, None, work)
         return [rundir.training_from_dict(d) for d in read_jsonl(folder / "train.jsonl")]
@@ -201,7 +216,7 @@ class Pipeline:
         folder = self._stage(f"train-{run_name}", f"train {run_name}", key, settings.max_steps, work)
         return folder / "model"
 
-    def evaluate(self, run_name: str, student: Any, model_dir: Path, strategy: Any, task: Any,
+    def evaluate(self, run_name: str, student: Any, model_dirs: dict[str, Path], strategy: Any, task: Any,
                  splits: dict[str, list[Example]], key: str) -> tuple[dict[str, Any], Path]:
         ev = self.recipe.evaluation
         if ev.split not in splits:
@@ -214,13 +229,16 @@ class Pipeline:
         task_dir = self.rundir.root / "lm_eval_tasks" / name
 
         def work(out: Path, progress) -> tuple[str, dict]:
-            model, tokenizer = student.load(model_dir)
+            models = {role: student.load(path) for role, path in model_dirs.items()}
             write_task(task_dir, name, examples, [strategy.prompt(e) for e in examples], task.answer,
                        strategy.prediction_prefix, strategy.stop(), ev.max_gen_toks)
-            max_length = getattr(model.config, "n_positions", None) or getattr(
-                model.config, "max_position_embeddings", 2048)
-            res, _, _ = run_lm_eval(model, tokenizer, task_dir, name, out / "lm_eval",
-                                    f"{self.recipe.name}__{run_name}", ev.batch_size, max_length,
+            custom = getattr(strategy, "lm_eval_model", None)
+            if callable(custom):  # inference that is more than one generate call (e.g. Socratic CoT)
+                lm = custom(models, ev.batch_size, task)
+            else:
+                model, tokenizer = models[""]
+                lm = hf_lm(model, tokenizer, ev.batch_size, max_positions(model))
+            res, _, _ = run_lm_eval(lm, task_dir, name, out / "lm_eval", f"{self.recipe.name}__{run_name}",
                                     self.recipe.run.seed)
             m = res["results"][name]
             metrics = {"acc": m["acc,none"], "acc_stderr": m["acc_stderr,none"],

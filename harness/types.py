@@ -83,7 +83,10 @@ class TrainingExample:
     prompt: str
     target: str
     role: str = ""
-    """Free label for multi-role strategies (e.g. decomposer / solver); empty for single-role ones."""
+    """For strategies with several models (``Strategy.roles()``): which model learns this pair."""
+    weight: float = 1.0
+    """Loss weight of this pair. With any weight other than 1, each pair's mean token loss is weighted, so a
+    multi-task strategy can set loss = alpha * task_a + (1 - alpha) * task_b."""
 
 
 @dataclass(frozen=True)

@@ -67,11 +67,12 @@ def encode(tokenizer, examples: Sequence[TrainingExample], max_length: int) -> l
     prompts = tokenizer([e.prompt for e in examples], add_special_tokens=False)["input_ids"]
     targets = tokenizer([e.target for e in examples], add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
+    weighted = any(e.weight != 1.0 for e in examples)
     rows = []
-    for p, t in zip(prompts, targets):
+    for p, t, e in zip(prompts, targets, examples):
         ids = (p + t + [eos])[:max_length]
         labels = ([-100] * len(p) + t + [eos])[:max_length]
-        rows.append({"input_ids": ids, "labels": labels})
+        rows.append({"input_ids": ids, "labels": labels, **({"weight": e.weight} if weighted else {})})
     return rows
 
 
@@ -95,7 +96,22 @@ class Collator:
             ids[i, :n] = torch.tensor(r["input_ids"])
             labels[i, :n] = torch.tensor(r["labels"])
             mask[i, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        if "weight" in rows[0]:
+            batch["weights"] = torch.tensor([r["weight"] for r in rows], dtype=torch.float32)
+        return batch
+
+
+def weighted_loss(logits, labels, weights):
+    """Each example's mean token loss (labels -100 ignored), weighted, averaged over the batch."""
+    import torch.nn.functional as F
+
+    logits, target = logits[:, :-1].float(), labels[:, 1:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
+                         reduction="none").view(target.shape)
+    mask = (target != -100).float()
+    per_example = (ce * mask).sum(1) / mask.sum(1).clamp(min=1)
+    return (per_example * weights.to(per_example.device)).mean()
 
 
 def deepspeed_config(settings: TrainingSettings) -> dict[str, Any]:
@@ -184,7 +200,7 @@ class TransformersStudent:
     def train(self, train: Sequence[TrainingExample], settings: TrainingSettings, out_dir: Path,
               corpus: Sequence[str], progress) -> dict[str, Any]:
         import torch
-        from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+        from transformers import PrinterCallback, TrainerCallback, TrainingArguments
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -208,6 +224,7 @@ class TransformersStudent:
                     losses.append(float(logs["loss"]))
 
         ds = deepspeed_config(settings) if settings.deepspeed_stage is not None else None
+        WeightedTrainer = _weighted_trainer()
         args = dict(
             output_dir=str(out_dir / "trainer"),
             max_steps=settings.max_steps,
@@ -234,7 +251,7 @@ class TransformersStudent:
             dataloader_num_workers=0,
         )
         with training_env(deepspeed=ds is not None):
-            trainer = Trainer(model=model, args=TrainingArguments(**args), train_dataset=rows,
+            trainer = WeightedTrainer(model=model, args=TrainingArguments(**args), train_dataset=rows,
                               data_collator=collator, callbacks=[Report()])
             trainer.remove_callback(PrinterCallback)  # the harness shows its own progress
             started = time.perf_counter()
@@ -267,6 +284,24 @@ class TransformersStudent:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir))
         model.eval()
         return model, tokenizer
+
+
+def _weighted_trainer():
+    from transformers import Trainer
+
+    class WeightedTrainer(Trainer):
+        """The Trainer, with per-example loss weights when the batch carries ``weights``."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            weights = inputs.pop("weights", None)
+            if weights is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = weighted_loss(outputs.logits, labels, weights)
+            return (loss, outputs) if return_outputs else loss
+
+    return WeightedTrainer
 
 
 def _release() -> None:

@@ -224,30 +224,47 @@ class BenchmarkTask:
         return records, True
 
     def _hub_records(self) -> list[dict]:
+        """Records from the hub dataset; the hub's own train/test splits are kept (``hub_split`` field).
+
+        The definition's ``hub`` table names the dataset (``path``, optional ``name``), its split names
+        (``train``, ``test``), the question as a template over its fields (``question = "{Body} {Question}"``),
+        the ``answer`` field, and ``answer_format = "gsm8k"`` when the answer is a solution ending ``#### N``.
+        """
         d = self.definition
         if not d.hub:
             raise DataError(f"task '{self.name}' has no hub source defined; use source = \"local\" with data_dir")
+        hub = d.hub
         try:
             import datasets
 
-            parts = [datasets.load_dataset(d.hub["path"], d.hub.get("name"), split=d.hub[s]) for s in ("train", "test")]
+            parts = {s: datasets.load_dataset(hub["path"], hub.get("name"), split=hub[s]) for s in ("train", "test")}
         except Exception as exc:  # offline, missing repo, changed schema: say which and how to go local
-            raise DataError(f"task '{self.name}': cannot load hub dataset {d.hub['path']}: "
+            raise DataError(f"task '{self.name}': cannot load hub dataset {hub['path']}: "
                             f"{str(exc).splitlines()[0]}. Use source = \"local\" with data_dir") from None
-        self._source = f"hub {d.hub['path']}"
+        self._source = f"hub {hub['path']}"
         records = []
-        for part in parts:
-            for r in part:
-                rationale, _, answer = r["answer"].rpartition("####")
-                records.append({"question": r["question"], "answer": answer.strip().replace(",", ""),
-                                "rationale": rationale.strip()})
+        for split, rows in parts.items():
+            for i, r in enumerate(rows):
+                try:
+                    question = hub.get("question", "{question}").format(**r)
+                    answer, rationale = str(r[hub.get("answer", "answer")]), None
+                except KeyError as exc:
+                    raise DataError(f"hub dataset {hub['path']} ({split} row {i}) has no field {exc}; its fields: "
+                                    f"{', '.join(r)}") from None
+                if hub.get("answer_format") == "gsm8k":
+                    rationale, _, answer = answer.rpartition("####")
+                    answer, rationale = answer.strip().replace(",", ""), rationale.strip()
+                records.append({"question": question, "answer": answer, "rationale": rationale,
+                                "hub_split": split, "index": f"{split}-{i}"})
         return records
 
     def _example(self, position: int, r: dict) -> Example:
         index = r.get("index", position)
+        meta = {"index": index, **r.get("meta", {})}
+        if "hub_split" in r:
+            meta["hub_split"] = r["hub_split"]
         return Example(id=f"{self.name}-{index}", question=r["question"], answer=r["answer"],
-                       rationale=r.get("rationale"), steps=tuple(r.get("steps", ())),
-                       meta={"index": index, **r.get("meta", {})})
+                       rationale=r.get("rationale"), steps=tuple(r.get("steps", ())), meta=meta)
 
     def _split(self, examples: list[Example], indexed: bool) -> tuple[list[Example], list[Example]]:
         c, d = self.config, self.definition
@@ -260,6 +277,9 @@ class BenchmarkTask:
                 raise DataError(f"{path}: none of its indices match the {len(examples)} records loaded")
             return [by_index[i] for i in split["train"] if i in by_index], \
                    [by_index[i] for i in split["test"] if i in by_index]
+        if not indexed and c.split == "fine_tune_cot":  # hub data: the hub's own train/test split
+            return [e for e in examples if e.meta.get("hub_split") == "train"], \
+                   [e for e in examples if e.meta.get("hub_split") == "test"]
         rng = random.Random(c.seed)
         order = examples[:]
         rng.shuffle(order)

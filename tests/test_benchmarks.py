@@ -99,8 +99,10 @@ def test_hub_source_offline_fails_clearly(registry, monkeypatch):
     with pytest.raises(DataError, match=r"task 'gsm8k': cannot load hub dataset openai/gsm8k: .*Use source = "
                                         r"\"local\" with data_dir"):
         load(registry, "gsm8k", source="hub").load()
-    with pytest.raises(DataError, match=r"task 'svamp' has no hub source defined"):
+    with pytest.raises(DataError, match=r"task 'svamp': cannot load hub dataset ChilleD/SVAMP"):
         load(registry, "svamp", source="hub").load()
+    with pytest.raises(DataError, match=r"task 'coin_flip' has no hub source defined"):
+        load(registry, "coin_flip", source="hub").load()
 
 
 @pytest.mark.parametrize("name, log_accuracy", [("svamp", 62.1), ("date_understanding", 67.48),
@@ -152,3 +154,26 @@ def test_real_task_with_recorded_teacher_end_to_end(tmp_path, monkeypatch, cli):
     built = (runs / "build-fine_tune_cot" / "train.jsonl").read_text().splitlines()
     assert len(built) == report["correct_samples"]
     assert " --> " in json.loads(built[0])["target"]
+
+
+def test_hub_loading_with_a_local_dataset_folder(tmp_path, monkeypatch):
+    """The hub path (datasets.load_dataset + field templates + the hub's own splits) on a local dataset folder."""
+    from harness_builtins.task_benchmarks import BenchmarkTask, Config, Definition
+
+    folder = tmp_path / "svamp_like"
+    folder.mkdir()
+    rows = lambda n, off: "".join(json.dumps({"Body": f"Tom has {i} apples.", "Question": "How many?",
+                                              "Answer": float(i)}) + "\n" for i in range(off, off + n))
+    (folder / "train.jsonl").write_text(rows(10, 0))
+    (folder / "test.jsonl").write_text(rows(4, 100))
+    definition = Definition(title="t", answer="number", trigger="x", format="unified", files={},
+                            hub={"path": str(folder), "train": "train", "test": "test",
+                                 "question": "{Body} {Question}", "answer": "Answer"})
+    task_cls = type("HubTask", (BenchmarkTask,), {"definition": definition, "name": "hubtask"})
+    splits = task_cls(Config(source="hub", validation_fraction=0.2)).load()
+    assert [len(splits[k]) for k in ("train", "validation", "test")] == [8, 2, 4]
+    assert splits["test"][0].question == "Tom has 100 apples. How many?" and splits["test"][0].answer == "100.0"
+    bad = Definition(**{**definition.__dict__, "hub": {**definition.hub, "answer": "Nope"}})
+    bad_cls = type("BadHubTask", (BenchmarkTask,), {"definition": bad, "name": "bad"})
+    with pytest.raises(DataError, match=r"has no field 'Nope'; its fields: Body, Question, Answer"):
+        bad_cls(Config(source="hub")).load()

@@ -114,3 +114,35 @@ def test_unloadable_model_is_a_clear_error(tmp_path):
     student = TransformersStudent(Config(model=str(tmp_path / "no-such-model")))
     with pytest.raises(BadInputError, match=r"^student.model: cannot load '.*no-such-model'"):
         student.train(ROWS, TrainingSettings(max_steps=1), tmp_path / "out", [], lambda n: None)
+
+
+def test_weighted_loss_is_the_weighted_mean_of_per_example_losses():
+    import torch
+
+    from harness_builtins.student_transformers import weighted_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 7)
+    labels = torch.tensor([[-100, 1, 2, 3], [-100, -100, 5, -100]])
+    per = []
+    for i in range(2):
+        keep = labels[i, 1:] != -100
+        per.append(torch.nn.functional.cross_entropy(logits[i, :-1][keep], labels[i, 1:][keep]))
+    w = torch.tensor([1.5, 0.5])
+    assert weighted_loss(logits, labels, w).item() == pytest.approx(((per[0] * 1.5 + per[1] * 0.5) / 2).item())
+
+
+def test_weights_reach_the_batch_only_when_used(tokenizer):
+    rows = encode(tokenizer, ROWS, 256)
+    assert "weight" not in rows[0] and "weights" not in Collator(0)(rows)
+    weighted = [TrainingExample("a", ROWS[0].prompt, ROWS[0].target, weight=0.5), ROWS[1]]
+    batch = Collator(0)(encode(tokenizer, weighted, 256))
+    assert batch["weights"].tolist() == [0.5, 1.0]
+
+
+def test_training_with_weights(tmp_path):
+    student = TransformersStudent(Config(architecture=ARCH, tokenizer="word"))
+    rows = [TrainingExample("a", r.prompt, r.target, weight=w) for r in ROWS for w in (0.2, 1.8)] * 4
+    info = student.train(rows, TrainingSettings(max_steps=4, batch_size=4, logging_steps=2, threads=1),
+                         tmp_path / "m", [r.prompt + r.target for r in ROWS], lambda n: None)
+    assert info["steps"] == 4 and math.isfinite(info["train_loss"])

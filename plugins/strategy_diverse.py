@@ -1,0 +1,67 @@
+"""Diverse reasoning (Ho et al. 2022): Fine-tune-CoT on D sampled rationales per question instead of one.
+
+The teacher must sample at least D rationales per question (``teacher.samples``, temperature > 0; the paper uses
+0.7 and D up to 64). The first D samples of each question are filtered for correctness, duplicates (the same
+rationale text) are dropped, and the counts actually kept are reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness import TrainingExample, hookimpl
+from harness_builtins.strategy_fine_tune_cot import FORMATS, FineTuneCoT
+
+
+@dataclass(frozen=True)
+class Config:
+    samples: int = 8
+    """D: rationales used per question."""
+    format: str = "token"
+    filter: bool = True
+    deduplicate: bool = True
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.samples < 1:
+            return [("samples", "must be at least 1")]
+        if self.format not in FORMATS:
+            return [("format", f"unknown format '{self.format}'; choose from {', '.join(FORMATS)}")]
+        return []
+
+
+class DiverseReasoning(FineTuneCoT):
+    Config = Config
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._prompt, self._target, self.prediction_prefix, self._stop = FORMATS[config.format]
+        self._stats: dict[str, int] = {}
+
+    def build(self, examples, generations, task) -> list[TrainingExample]:
+        out: list[TrainingExample] = []
+        offered = wrong = duplicates = 0
+        for e in examples:
+            seen: set[str] = set()
+            for g in sorted(generations.get(e.id, ()), key=lambda g: g.generation.sample_index)[: self.config.samples]:
+                offered += 1
+                rationale = g.generation.rationale.strip()
+                if self.config.filter and not g.correct:
+                    wrong += 1
+                    continue
+                if self.config.deduplicate and " ".join(rationale.split()) in seen:
+                    duplicates += 1
+                    continue
+                seen.add(" ".join(rationale.split()))
+                out.append(TrainingExample(e.id, self.prompt(e), self._target.format(rationale=rationale,
+                                                                                      answer=e.answer)))
+        self._stats = {"samples_per_question": self.config.samples, "offered": offered, "wrong": wrong,
+                       "duplicates": duplicates, "kept": len(out)}
+        return out
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._stats)
+
+
+@hookimpl
+def register_strategies(register):
+    register("diverse_reasoning", DiverseReasoning)

@@ -1,0 +1,183 @@
+"""Socratic CoT (Shridhar et al. 2022): a problem decomposer and a subproblem solver, distilled from
+(sub-question, answer) decompositions, that take turns at test time.
+
+Formats (``q`` the question; earlier steps ``Q: sq_i A: a_i``):
+- decomposer: ``{q} ### Q: sq_1 Q: sq_2 ... Q:`` -> `` {next sub-question}``, or `` [END]`` after the last;
+- solver: ``{q} ### Q: sq_1 A: a_1 ... Q: sq_k A:`` -> `` {a_k}``.
+``mode = "two_models"`` trains one model per role; ``"unified"`` trains one model on both, with the prompts
+prefixed ``decompose:`` / ``solve:``. Decompositions come from the teacher (``source = "teacher"``: its
+``Generation.steps``, kept when the final answer is right) or from the task's human annotations
+(``source = "gold"``: ``Example.steps``, e.g. GSM8K's Socratic sub-questions; steps without answers are skipped).
+
+At test time the decomposer proposes a sub-question, the solver answers it, and so on until the decomposer says
+``[END]`` or ``max_steps`` is reached. The output is the transcript followed by `` --> {answer}``, the answer
+being the last candidate in the solver's last answer. This runs inside lm-eval as the model type
+``harness-socratic``, so lm-eval's results and per-sample logs cover it like any other model.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harness import SubStep, TrainingExample, hookimpl
+from harness.answers import extract
+
+END = "[END]"
+ROLES = {"two_models": ("decomposer", "solver"), "unified": ("",)}
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str = "two_models"
+    source: str = "teacher"
+    filter: bool = True
+    max_steps: int = 8
+    """Inference bound on decomposer/solver turns."""
+    max_new_tokens: int = 48
+    """Per generated sub-question or answer."""
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        if self.mode not in ROLES:
+            problems.append(("mode", f"'{self.mode}': use \"two_models\" or \"unified\""))
+        if self.source not in ("teacher", "gold"):
+            problems.append(("source", f"'{self.source}': use \"teacher\" or \"gold\""))
+        if self.max_steps < 1:
+            problems.append(("max_steps", "must be at least 1"))
+        return problems
+
+
+def decomposer_prompt(question: str, previous: Sequence[SubStep]) -> str:
+    return f"{question} ###" + "".join(f" Q: {s.question}" for s in previous) + " Q:"
+
+
+def solver_prompt(question: str, previous: Sequence[SubStep], current: str) -> str:
+    return f"{question} ###" + "".join(f" Q: {s.question} A: {s.answer}" for s in previous) + f" Q: {current} A:"
+
+
+def transcript(steps: Sequence[SubStep]) -> str:
+    return "".join(f" Q: {s.question} A: {s.answer}" for s in steps)
+
+
+class Socratic:
+    Config = Config
+    prediction_prefix = "-->"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.uses_teacher = config.source == "teacher"
+        self.unified = config.mode == "unified"
+
+    def roles(self) -> tuple[str, ...]:
+        return ROLES[self.config.mode]
+
+    def prompt(self, example) -> str:
+        return f"{example.question} ###"
+
+    def stop(self) -> list[str]:
+        return []
+
+    def _pair(self, role: str, example_id: str, prompt: str, target: str) -> TrainingExample:
+        if self.unified:
+            return TrainingExample(example_id, f"{'decompose' if role == 'decomposer' else 'solve'}: {prompt}",
+                                   target)
+        return TrainingExample(example_id, prompt, target, role=role)
+
+    def build(self, examples, generations, task) -> list[TrainingExample]:
+        out = []
+        for e in examples:
+            steps = self._steps(e, generations.get(e.id, ()))
+            if not steps:
+                continue
+            for k, step in enumerate(steps):
+                out.append(self._pair("decomposer", e.id, decomposer_prompt(e.question, steps[:k]), f" {step.question}"))
+                out.append(self._pair("solver", e.id, solver_prompt(e.question, steps[:k], step.question),
+                                      f" {step.answer}"))
+            out.append(self._pair("decomposer", e.id, decomposer_prompt(e.question, steps), f" {END}"))
+        return out
+
+    def _steps(self, example, graded) -> tuple[SubStep, ...]:
+        if self.config.source == "gold":
+            steps = example.steps
+        else:
+            usable = [g for g in graded if g.generation.steps and (g.correct or not self.config.filter)]
+            steps = usable[0].generation.steps if usable else ()
+        return steps if steps and all(s.question and s.answer for s in steps) else ()
+
+    def lm_eval_model(self, models: dict[str, tuple[Any, Any]], batch_size: int, task: Any = None) -> Any:
+        return socratic_lm_class()(models, self, batch_size, getattr(task, "answer", None))
+
+
+@functools.cache
+def socratic_lm_class() -> type:
+    """lm-eval's ``LM`` subclass for Socratic inference, built on first use (importing lm-eval is slow) and
+    registered as the model type ``harness-socratic``."""
+    from lm_eval.api.model import LM
+
+    class SocraticLM(LM):
+        """lm-eval model type ``harness-socratic``: the decomposer/solver loop behind ``generate_until``."""
+
+        def __init__(self, models, strategy: Socratic, batch_size: int, answer_spec):
+            super().__init__()
+            self.models, self.strategy, self.batch_size, self.answer_spec = models, strategy, batch_size, answer_spec
+
+        def _role(self, role: str):
+            return self.models[""] if self.strategy.unified else self.models[role]
+
+        def _generate(self, role: str, prompts: list[str]) -> list[str]:
+            import torch
+
+            model, tok = self._role(role)
+            if self.strategy.unified:
+                prompts = [f"{'decompose' if role == 'decomposer' else 'solve'}: {p}" for p in prompts]
+            tok.padding_side = "left"
+            out: list[str] = []
+            limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 2048)
+            new = self.strategy.config.max_new_tokens
+            for start in range(0, len(prompts), self.batch_size):
+                chunk = prompts[start: start + self.batch_size]
+                enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False,
+                          truncation=True, max_length=max(1, limit - new)).to(model.device)
+                with torch.no_grad():
+                    ids = model.generate(**enc, max_new_tokens=new, do_sample=False,
+                                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                out += [t.strip() for t in tok.batch_decode(ids[:, enc["input_ids"].shape[1]:],
+                                                             skip_special_tokens=True)]
+            return out
+
+        def generate_until(self, requests) -> list[str]:
+            questions = [r.args[0][: -len(" ###")] if r.args[0].endswith(" ###") else r.args[0] for r in requests]
+            steps: list[list[SubStep]] = [[] for _ in questions]
+            active = list(range(len(questions)))
+            for _ in range(self.strategy.config.max_steps):
+                if not active:
+                    break
+                asked = self._generate("decomposer", [decomposer_prompt(questions[i], steps[i]) for i in active])
+                going = [(i, q) for i, q in zip(active, asked) if q and END not in q]
+                answers = self._generate("solver", [solver_prompt(questions[i], steps[i], q) for i, q in going])
+                for (i, q), a in zip(going, answers):
+                    steps[i].append(SubStep(q, a))
+                active = [i for i, _ in going]
+            outputs = []
+            for s in steps:
+                final = extract(s[-1].answer, self.answer_spec, "\0") if s and self.answer_spec else None
+                outputs.append(f"{transcript(s)} --> {final if final is not None else ''}".strip())
+            return outputs
+
+        def loglikelihood(self, requests):
+            raise NotImplementedError("harness-socratic generates only (generate_until)")
+
+        def loglikelihood_rolling(self, requests):
+            raise NotImplementedError("harness-socratic generates only (generate_until)")
+
+    from lm_eval.api.registry import register_model
+
+    return register_model("harness-socratic")(SocraticLM)
+
+
+@hookimpl
+def register_strategies(register):
+    register("socratic", Socratic)
