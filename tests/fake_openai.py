@@ -93,6 +93,9 @@ class FakeOpenAI:
     def complete(prompt: str, k: int) -> str:
         if prompt.rstrip().endswith(" is"):
             return " 42."
+        if "Sub-question N:" in prompt:  # a decomposition prompt
+            return (f"Sub-question 1: What comes first ({k})?\nAnswer 1: 1 + 1 = 2.\n"
+                    "Sub-question 2: What comes next?\nAnswer 2: 2 + 2 = 4.\nThe answer is 4.")
         digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
         return f" Rationale {k} for {digest}."
 

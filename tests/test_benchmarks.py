@@ -177,3 +177,30 @@ def test_hub_loading_with_a_local_dataset_folder(tmp_path, monkeypatch):
     bad_cls = type("BadHubTask", (BenchmarkTask,), {"definition": bad, "name": "bad"})
     with pytest.raises(DataError, match=r"has no field 'Nope'; its fields: Body, Question, Answer"):
         bad_cls(Config(source="hub")).load()
+
+
+def test_svamp_socratic_recipe_runs_offline_with_overrides(tmp_path, monkeypatch, cli):
+    """recipes/svamp_socratic.toml with local SVAMP files, a local OpenAI-compatible server and a tiny student."""
+    from .conftest import REPO
+    from .fake_openai import FakeOpenAI
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    with FakeOpenAI() as server:
+        result = cli("run", REPO / "recipes" / "svamp_socratic.toml",
+                     "--set", f'run.output_dir="{tmp_path / "runs"}"', "--set", "task.source=local",
+                     "--set", f'task.data_dir="{DATA}"', "--set", f'teacher.base_url="{server.base_url}"',
+                     "--set", 'teacher.api_key_env=""', "--set", 'student.model=""', "--set", "student.tokenizer=word",
+                     "--set", 'student.architecture={model_type="gpt2", n_layer=1, n_embd=32, n_head=2, n_positions=512}',
+                     # the server's decompositions answer 4 every time: keep them all (no correctness filter)
+                     "--set", "strategy.0.filter=false", "--set", "strategy.1.filter=false",
+                     "--set", "strategy.2.filter=false", "--set", "training.max_steps=3",
+                     "--set", "evaluation.limit=3", "--set", "evaluation.max_gen_toks=8",
+                     "--set", "strategy.1.max_steps=2", "--set", "strategy.2.max_steps=2",
+                     "--set", "sink.kind=local", "--set", f'sink.dir="{tmp_path / "results"}"')
+        assert result.code == 0, result.err
+        assert server.served["/v1/chat/completions"] == 630  # one decomposition per training question
+    runs = tmp_path / "runs" / "svamp_socratic"
+    assert sorted(json.loads((runs / "summary.json").read_text())) == ["fine_tune_cot", "socratic",
+                                                                       "socratic_unified"]
+    build = json.loads((runs / "build-socratic" / "done.json").read_text())["record"]
+    assert build["roles"] == {"decomposer": 630 * 3, "solver": 630 * 2}
