@@ -13,7 +13,7 @@ import json
 import resource
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from harness.evaluate import hf_lm, max_positions, run_lm_eval, task_name, write
 from harness.plugins import Registry
 from harness.recipe import ComponentSpec, Recipe, stable_hash
 from harness.rundir import RunDir, read_jsonl, write_jsonl
-from harness.types import Example, GradedGeneration
+from harness.types import Example, GradedGeneration, TrainingSettings
 from harness.ui import UI
 
 STAGES = ("task", "teach", "filter", "build", "train", "evaluate", "publish")
@@ -79,11 +79,16 @@ class Pipeline:
                 student = self._make("student", student_spec)
                 roles = list(strategy.roles()) if hasattr(strategy, "roles") else [""]
                 model_dirs, train_keys = {}, []
+                total_chars = sum(len(t.prompt) + len(t.target) for t in train_rows) or 1
                 for role in roles:  # one model per role (e.g. Socratic's decomposer and solver)
                     rows = [t for t in train_rows if t.role == role] if len(roles) > 1 else train_rows
-                    train_key = stable_hash(["train", build_key, role, student_spec.plain(), as_plain(r.training)])
+                    settings = r.training
+                    if settings.max_tokens and len(roles) > 1:  # a token budget is shared by the roles' models
+                        share = sum(len(t.prompt) + len(t.target) for t in rows) / total_chars
+                        settings = replace(settings, max_tokens=max(1, round(settings.max_tokens * share)))
+                    train_key = stable_hash(["train", build_key, role, student_spec.plain(), as_plain(settings)])
                     stage_name = f"{run_name}-{role}" if len(roles) > 1 else run_name
-                    model_dirs[role] = self.train(stage_name, student, rows, train_key)
+                    model_dirs[role] = self.train(stage_name, student, rows, train_key, settings)
                     train_keys.append(train_key)
                 eval_key = stable_hash(["evaluate", train_keys, task_key, spec.plain(), as_plain(r.evaluation)])
                 metrics, eval_dir = self.evaluate(run_name, student, model_dirs, strategy, task, splits, eval_key)
@@ -202,8 +207,7 @@ class Pipeline:
         folder = self._stage(f"build-{name}", f"build {name}", key, None, work)
         return [rundir.training_from_dict(d) for d in read_jsonl(folder / "train.jsonl")]
 
-    def train(self, run_name: str, student: Any, rows: list, key: str) -> Path:
-        settings = self.recipe.training
+    def train(self, run_name: str, student: Any, rows: list, key: str, settings: TrainingSettings) -> Path:
 
         def work(out: Path, progress) -> tuple[str, dict]:
             corpus = [t.prompt + t.target for t in rows]
@@ -213,7 +217,8 @@ class Pipeline:
                        f"{info.get('tokens_per_second') or 0:,.0f} tokens/s, {info.get('parameters', 0):,} params")
             return summary, {k: v for k, v in info.items() if k != "losses"}
 
-        folder = self._stage(f"train-{run_name}", f"train {run_name}", key, settings.max_steps, work)
+        folder = self._stage(f"train-{run_name}", f"train {run_name}", key,
+                             None if settings.max_tokens else settings.max_steps, work)
         return folder / "model"
 
     def evaluate(self, run_name: str, student: Any, model_dirs: dict[str, Path], strategy: Any, task: Any,

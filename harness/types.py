@@ -94,6 +94,9 @@ class TrainingSettings:
     """The recipe's single set of training knobs, shared by every student."""
 
     max_steps: int = 1000
+    max_tokens: int = 0
+    """A budget in training tokens (prompt + target, no padding) instead of steps: the student trains for
+    ceil(max_tokens / (batch_size * mean example length)) steps. 0: use max_steps."""
     batch_size: int = 32
     learning_rate: float = 2e-3
     weight_decay: float = 0.01
@@ -118,6 +121,8 @@ class TrainingSettings:
         for key in ("max_steps", "batch_size", "max_length", "logging_steps"):
             if getattr(self, key) < 1:
                 problems.append((key, "must be at least 1"))
+        if self.max_tokens < 0:
+            problems.append(("max_tokens", "must be 0 (use max_steps) or more"))
         if self.learning_rate <= 0:
             problems.append(("learning_rate", "must be positive"))
         if not 0 <= self.warmup_ratio < 1:

@@ -9,6 +9,7 @@ recipe's ``training.deepspeed_stage`` is set.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import time
@@ -213,6 +214,10 @@ class TransformersStudent:
         parameters = sum(p.numel() for p in model.parameters())
         rows = encode(tokenizer, train, settings.max_length)
         collator = Collator(tokenizer.pad_token_id)
+        max_steps = settings.max_steps
+        if settings.max_tokens:  # a token budget: as many steps as it buys on this data
+            mean_length = sum(len(r["input_ids"]) for r in rows) / max(len(rows), 1)
+            max_steps = max(1, math.ceil(settings.max_tokens / (settings.batch_size * mean_length)))
         losses: list[float] = []
 
         class Report(TrainerCallback):
@@ -227,7 +232,7 @@ class TransformersStudent:
         WeightedTrainer = _weighted_trainer()
         args = dict(
             output_dir=str(out_dir / "trainer"),
-            max_steps=settings.max_steps,
+            max_steps=max_steps,
             per_device_train_batch_size=settings.batch_size,
             learning_rate=settings.learning_rate,
             weight_decay=settings.weight_decay,

@@ -46,12 +46,13 @@ def test_all_problems_reported_at_once(tmp_path, registry):
     f = tmp_path / "r.toml"
     assert problems(tmp_path, text, registry) == [
         f"{f}: training.max_stepz: unknown key. Did you mean 'max_steps'? Allowed: " + ", ".join([
-            "max_steps", "batch_size", "learning_rate", "weight_decay", "warmup_ratio", "lr_scheduler",
+            "max_steps", "max_tokens", "batch_size", "learning_rate", "weight_decay", "warmup_ratio", "lr_scheduler",
             "min_lr_ratio", "adam_beta2", "max_grad_norm", "max_length", "seed", "threads", "deepspeed_stage",
             "deepspeed_offload", "bf16", "logging_steps"]),
         f"{f}: evaluation.limit: must be at least 1",
         f"{f}: task.train_size: expected an integer, got string 'many'",
-        f"{f}: strategy[0].kind: unknown strategy 'vanila'. Did you mean 'vanilla'? Available: fine_tune_cot, vanilla",
+        f"{f}: strategy[0].kind: unknown strategy 'vanila'. Did you mean 'vanilla'? Available: diverse_reasoning, "
+        "fine_tune_cot, socratic, step_by_step, vanilla",
     ]
 
 
