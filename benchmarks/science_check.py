@@ -82,7 +82,8 @@ def main() -> int:
         run_dir = workdir / r.name
         per_seed[seed] = {name: {"acc": m["acc"], "by_steps": by_steps(run_dir, name)} for name, m in results.items()}
         for name in results:
-            stages = [p for p in run_dir.glob(f"train-{name}*/done.json")]
+            stages = [run_dir / f"train-{name}" / "done.json", *run_dir.glob(f"train-{name}-*/done.json")]
+            stages = [p for p in stages if p.exists()]
             per_seed[seed][name]["train_seconds"] = sum(json.loads(p.read_text())["seconds"] for p in stages)
             per_seed[seed][name]["train_tokens"] = sum(json.loads(p.read_text())["record"]["tokens"] for p in stages)
     seconds = time.perf_counter() - started

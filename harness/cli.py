@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -116,6 +117,91 @@ def cmd_tasks(args: argparse.Namespace, err: Console) -> int:
     return 0
 
 
+def _rows(args: argparse.Namespace):
+    from harness import results
+
+    rows = results.load(Path(args.dir), latest=not args.all)
+    if args.reference:
+        rows += results.reference_rows()
+    for field in ("task", "strategy", "student", "teacher"):
+        wanted = getattr(args, field)
+        if wanted:
+            rows = [r for r in rows if wanted in getattr(r, field)]
+    key = {"accuracy": lambda r: -r.acc, "task": lambda r: (r.task, -r.acc), "strategy": lambda r: (r.strategy, -r.acc),
+           "student": lambda r: (r.student, -r.acc), "date": lambda r: r.date}[args.sort]
+    return sorted(rows, key=key)
+
+
+def cmd_leaderboard(args: argparse.Namespace, err: Console) -> int:
+    from harness import report
+
+    rows = _rows(args)
+    if args.format == "table":
+        stdout_console().print(report.rich_table(rows))
+    elif args.format == "html":
+        images = _plots(rows)
+        sys.stdout.write(report.html_page(rows, images))
+    else:
+        sys.stdout.write({"markdown": report.markdown, "csv": report.csv_text, "json": report.json_text}[args.format](rows))
+    return 0
+
+
+def _plots(rows) -> dict[str, bytes]:
+    import tempfile
+
+    from harness import report
+
+    images = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, draw in (("accuracy vs student size", report.plot_size),
+                           ("accuracy vs diverse samples", report.plot_diverse),
+                           ("teacher vs student accuracy", report.plot_teacher)):
+            path = Path(tmp) / "plot.png"
+            if draw([r for r in rows if not r.reference or name == "accuracy vs student size"], path):
+                images[name] = path.read_bytes()
+    return images
+
+
+def cmd_plot(args: argparse.Namespace, err: Console) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = _plots(_rows(args))
+    for name, data in images.items():
+        path = out / (name.replace(" ", "_") + ".png")
+        path.write_bytes(data)
+        print(path)
+    if not images:
+        err.print("no plot: the results hold no student sizes, diverse-sample counts or teacher accuracies")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, err: Console) -> int:
+    from harness import results
+
+    base = results.load(Path(args.baseline))
+    cand = results.load(Path(args.candidate))
+    if not base:
+        raise BadInputError(f"{args.baseline}: no results with an accuracy metric")
+    found = results.compare(base, cand, args.max_drop, args.z, args.tasks)
+    table = Table(title=f"candidate vs baseline (regression: drop > {100 * args.max_drop:.1f} points and > "
+                        f"{args.z:g} combined stderr)")
+    for col in ("run / task", "baseline", "candidate", "change", "noise", "verdict"):
+        table.add_column(col, justify="left" if col in ("run / task", "verdict") else "right", overflow="fold")
+    for c in found:
+        se = lambda r: f" ± {100 * r.stderr:.1f}" if r.stderr is not None else ""
+        table.add_row(c.key, f"{100 * c.baseline.acc:.1f}{se(c.baseline)}",
+                      "missing" if c.candidate is None else f"{100 * c.candidate.acc:.1f}{se(c.candidate)}",
+                      "" if c.delta is None else f"{100 * c.delta:+.1f}", f"{100 * c.noise:.1f}",
+                      "[red]REGRESSION[/red]" if c.regression else "ok")
+    stdout_console().print(table)
+    bad = [c for c in found if c.regression]
+    if bad:
+        err.print(f"{len(bad)} regression{'s' if len(bad) != 1 else ''}: " + ", ".join(c.key for c in bad))
+        return 1
+    print(f"no regression in {len(found)} result{'s' if len(found) != 1 else ''}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description="Distil chain-of-thought from teachers into students.")
     p.add_argument("--version", action="version", version=f"harness {__version__}")
@@ -146,6 +232,33 @@ def parser() -> argparse.ArgumentParser:
     tasks.add_argument("--data-dir", help="local data folder (default: $HARNESS_DATA_DIR)")
     tasks.add_argument("--json", action="store_true", help="print JSON")
     tasks.set_defaults(func=cmd_tasks)
+
+    def with_results(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("dir", nargs="?", default="results", help="results folder or file (default: results)")
+        for field in ("task", "strategy", "student", "teacher"):
+            sp.add_argument(f"--{field}", help=f"only rows whose {field} contains this text")
+        sp.add_argument("--sort", choices=("accuracy", "task", "strategy", "student", "date"), default="task")
+        sp.add_argument("--reference", action="store_true", help="add the Fine-tune-CoT paper's numbers")
+        sp.add_argument("--all", action="store_true", help="every result, not only the newest per run and task")
+
+    board = sub.add_parser("leaderboard", help="a table of all results (filter, sort, several formats)")
+    with_results(board)
+    board.add_argument("--format", choices=("table", "markdown", "csv", "json", "html"), default="table")
+    board.set_defaults(func=cmd_leaderboard)
+
+    plot = sub.add_parser("plot", help="PNG plots: accuracy vs student size, vs diverse samples, teacher vs student")
+    with_results(plot)
+    plot.add_argument("--out", default="plots", help="folder for the PNG files (default: plots)")
+    plot.set_defaults(func=cmd_plot)
+
+    comp = sub.add_parser("compare", help="compare candidate results with a baseline; exit 1 on a regression")
+    comp.add_argument("baseline", help="baseline results folder or file")
+    comp.add_argument("candidate", help="candidate results folder or file")
+    comp.add_argument("--max-drop", type=float, default=0.02, help="largest tolerated accuracy drop (0.02 = 2 points)")
+    comp.add_argument("--z", type=float, default=1.96,
+                      help="a drop must also exceed this many combined standard errors (0: ignore noise)")
+    comp.add_argument("--tasks", nargs="+", help="only these tasks")
+    comp.set_defaults(func=cmd_compare)
     return p
 
 

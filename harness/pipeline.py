@@ -92,7 +92,7 @@ class Pipeline:
                     train_keys.append(train_key)
                 eval_key = stable_hash(["evaluate", train_keys, task_key, spec.plain(), as_plain(r.evaluation)])
                 metrics, eval_dir = self.evaluate(run_name, student, model_dirs, strategy, task, splits, eval_key)
-                self.publish(run_name, eval_key, eval_dir)
+                self.publish(run_name, eval_key, eval_dir, [p.parent.name for p in model_dirs.values()])
                 results[run_name] = {"strategy": spec.name, "student": student_spec.name, **metrics}
 
         rundir.atomic_write_json(self.rundir.root / "summary.json", results)
@@ -255,7 +255,7 @@ class Pipeline:
         folder = self._stage(f"evaluate-{run_name}", f"evaluate {run_name}", key, None, work)
         return json.loads((folder / "metrics.json").read_text()), folder
 
-    def publish(self, run_name: str, eval_key: str, eval_dir: Path) -> None:
+    def publish(self, run_name: str, eval_key: str, eval_dir: Path, train_stages: list[str]) -> None:
         """Hand one evaluation's lm-eval files to every sink (once per evaluation: never re-published)."""
         r = self.recipe
         key = stable_hash(["publish", eval_key, [s.plain() for s in r.sinks]])
@@ -264,7 +264,7 @@ class Pipeline:
         def work(out: Path, progress) -> tuple[str, dict]:
             results_file = sorted((eval_dir / "lm_eval").rglob("results_*.json"))[-1]
             samples = sorted((eval_dir / "lm_eval").rglob("samples_*.jsonl"))
-            provenance = self._provenance(run_name, eval_key)
+            provenance = self._provenance(run_name, eval_key, train_stages)
             published = [p for sink in sinks for p in sink.publish(results_file, samples, provenance)]
             rundir.atomic_write_json(out / "published.json", published)
             where = sorted({str(Path(p).parent) for p in published})
@@ -317,12 +317,21 @@ class Pipeline:
                       "version": c.version} for c in self.registry.all()],
             started=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
-    def _provenance(self, run_name: str, eval_key: str) -> dict[str, Any]:
+    def _provenance(self, run_name: str, eval_key: str, train_stages: list[str]) -> dict[str, Any]:
         r = self.recipe
         manifest = self.rundir.read_manifest()
-        strategy = next(s for s in r.strategies if run_name.split("+")[0] == s.name)
-        train = (self.rundir.done(f"train-{run_name}") or {}).get("record", {})
+        strategy_name, _, student_name = run_name.partition("+")
+        strategy = next(s for s in r.strategies if s.name == strategy_name)
+        student = next(s for s in r.students if s.name == student_name) if student_name else r.students[0]
+        records = [(self.rundir.done(stage) or {}).get("record", {}) for stage in train_stages]
+        teacher_report = (self.rundir.done("filter") or {}).get("record", {}) if getattr(
+            self._make("strategy", strategy), "uses_teacher", True) else {}
+        parameters = sum(rec.get("parameters") or 0 for rec in records)
         return {"run_name": run_name, "recipe": r.name, "recipe_hash": r.digest(), "evaluation_key": eval_key,
-                "task": r.task.plain(), "teacher": r.teacher.plain(), "strategy": strategy.plain(),
-                "student_parameters": train.get("parameters"), "training": asdict(r.training),
-                "git_commit": manifest.get("git_commit"), "versions": manifest.get("versions")}
+                "task": {"name": r.task.kind, **r.task.plain()}, "teacher": {"name": r.teacher.name,
+                                                                             **r.teacher.plain()},
+                "strategy": {"name": strategy.name, **strategy.plain()},
+                "student": {"name": student.name, **student.plain()}, "student_parameters": parameters or None,
+                "teacher_accuracy": teacher_report.get("teacher_accuracy"),
+                "training": asdict(r.training), "git_commit": manifest.get("git_commit"),
+                "versions": manifest.get("versions")}

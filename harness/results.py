@@ -1,0 +1,145 @@
+"""Reading lm-eval results files (the harness's and anyone's) into rows; comparing two sets of results."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import BadInputError
+
+# Fine-tune-CoT's headline accuracies (REFERENCE.md section 1; teacher text-davinci-002 Zero-shot-CoT).
+PAPER = {
+    "teacher (175B)": ("text-davinci-002", "zero_shot_cot", 175e9,
+                       [78.79, 64.20, 67.58, 53.20, 57.71, 90.04, 53.45]),
+    "GPT-3 6.7B vanilla fine-tune": ("GPT-3 6.7B", "vanilla", 6.7e9, [15.00, 20.67, 14.41, 33.78, 32.67, 72.00, 65.21]),
+    "GPT-3 6.7B Fine-tune-CoT": ("GPT-3 6.7B", "fine_tune_cot", 6.7e9, [33.33, 12.67, 60.36, 64.44, 52.67, 98.67, 55.02]),
+    "GPT-3 6.7B diverse reasoning": ("GPT-3 6.7B", "diverse_reasoning", 6.7e9,
+                                     [53.33, 30.33, 83.78, 73.33, 62.00, 100.00, 58.22]),
+    "GPT-2 124M vanilla": ("GPT-2 124M", "vanilla", 124e6, [12.22, 10.33, 27.93, 33.78, 1.33, 60.00, 54.44]),
+    "GPT-2 124M Fine-tune-CoT": ("GPT-2 124M", "fine_tune_cot", 124e6, [8.33, 4.33, 25.23, 38.67, 4.67, 77.33, 55.75]),
+    "GPT-2 124M diverse": ("GPT-2 124M", "diverse_reasoning", 124e6, [17.78, 10.33, 21.62, 45.33, 6.00, 76.00, 56.33]),
+    "Flan-T5 700M diverse": ("Flan-T5 700M", "diverse_reasoning", 700e6,
+                             [20.00, 13.67, 87.39, 89.33, 65.33, 100.00, 61.72]),
+}
+PAPER_TASKS = ["multiarith", "svamp", "date_understanding", "tracking_shuffled_objects", "last_letter_concatenation",
+               "coin_flip", "strategy_qa"]
+
+
+@dataclass(frozen=True)
+class Row:
+    task: str
+    """The benchmark (the harness task kind, or lm-eval's task name for foreign files)."""
+    strategy: str
+    student: str
+    teacher: str
+    acc: float
+    stderr: float | None
+    n: int | None
+    lm_eval_task: str
+    recipe: str = ""
+    run: str = ""
+    parameters: float | None = None
+    date: str = ""
+    file: str = ""
+    reference: bool = False
+    diverse_samples: int | None = None
+    """D, for diverse-reasoning results."""
+    teacher_accuracy: float | None = None
+    """The teacher's accuracy on the training questions, when a teacher was used."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _metric(values: dict[str, Any], name: str) -> float | None:
+    for key in (f"{name},none", name):
+        if isinstance(values.get(key), (int, float)):
+            return float(values[key])
+    return None
+
+
+def read_file(path: Path) -> list[Row]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"{path}: not a readable lm-eval results file ({exc})") from None
+    if not isinstance(data.get("results"), dict):
+        raise BadInputError(f"{path}: no 'results' table; is it an lm-eval results file?")
+    h = data.get("harness") or {}
+    strategy = h.get("strategy") or {}
+    diverse = (strategy.get("config") or {}).get("samples") if strategy.get("kind") == "diverse_reasoning" else None
+    rows = []
+    for task, values in data["results"].items():
+        acc = _metric(values, "acc")
+        if acc is None:
+            acc = _metric(values, "exact_match")
+        if acc is None:
+            continue
+        n = (data.get("n-samples") or {}).get(task, {}).get("effective")
+        name = lambda part, default: (h.get(part) or {}).get("name") or (h.get(part) or {}).get("kind") or default
+        rows.append(Row(
+            task=name("task", task), strategy=name("strategy", "-"),
+            student=name("student", None) or str(data.get("model_name") or "-"), teacher=name("teacher", "-"),
+            acc=acc,
+            stderr=_metric(values, "acc_stderr"), n=n, lm_eval_task=task, recipe=h.get("recipe", ""),
+            run=h.get("run_name", ""), parameters=h.get("student_parameters"), date=str(data.get("date", "")),
+            file=str(path), diverse_samples=diverse, teacher_accuracy=h.get("teacher_accuracy")))
+    return rows
+
+
+def load(path: Path, latest: bool = True) -> list[Row]:
+    """Every row under ``path`` (a results file or a folder searched recursively); with ``latest``, only the
+    newest result of each (recipe, run, lm-eval task)."""
+    if not path.exists():
+        raise BadInputError(f"{path}: no such results file or directory")
+    files = [path] if path.is_file() else sorted(path.rglob("results_*.json"))
+    rows = [row for f in files for row in read_file(f)]
+    if latest:
+        newest: dict[tuple, Row] = {}
+        for row in sorted(rows, key=lambda r: (r.date, r.file)):
+            newest[(row.recipe, row.run, row.lm_eval_task, row.student if not row.recipe else "")] = row
+        rows = list(newest.values())
+    return rows
+
+
+def reference_rows() -> list[Row]:
+    return [Row(task=task, strategy=strategy, student=student, teacher="text-davinci-002", acc=acc / 100,
+                stderr=None, n=None, lm_eval_task=task, run=label, parameters=params, reference=True)
+            for label, (student, strategy, params, values) in PAPER.items()
+            for task, acc in zip(PAPER_TASKS, values)]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    key: str
+    baseline: Row
+    candidate: Row | None
+    delta: float | None
+    noise: float
+    regression: bool
+
+
+def compare(baseline: list[Row], candidate: list[Row], max_drop: float, z: float,
+            tasks: list[str] | None = None) -> list[Comparison]:
+    """Per (run, lm-eval task) accuracy of ``candidate`` against ``baseline``. A drop is a regression when it is
+    larger than ``max_drop`` and than ``z`` combined standard errors (so noise alone is not flagged). A result
+    missing from the candidate is a regression too."""
+    def key(row: Row) -> str:
+        return f"{row.run or row.student}/{row.lm_eval_task}"
+
+    cand = {key(r): r for r in candidate}
+    out = []
+    for b in sorted(baseline, key=key):
+        if tasks and b.task not in tasks and b.lm_eval_task not in tasks:
+            continue
+        c = cand.get(key(b))
+        if c is None:
+            out.append(Comparison(key(b), b, None, None, 0.0, True))
+            continue
+        delta = c.acc - b.acc
+        noise = z * math.sqrt((b.stderr or 0) ** 2 + (c.stderr or 0) ** 2)
+        out.append(Comparison(key(b), b, c, delta, noise, -delta > max_drop and -delta > noise))
+    return out

@@ -1,0 +1,173 @@
+"""Results: reading lm-eval files, leaderboard formats, compare (CI regression), plots, sinks."""
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.results import compare, load, read_file, reference_rows
+
+
+def results_file(folder: Path, run: str, acc: float, stderr: float, n: int = 100, strategy: str = "fine_tune_cot",
+                 date: str = "1", samples: int | None = None, params: int = 850000, teacher_acc: float | None = 0.9):
+    """An lm-eval results file as the local sink writes it (lm-eval schema plus the harness key)."""
+    task = f"harness_r_{run}"
+    data = {"results": {task: {"alias": task, "acc,none": acc, "acc_stderr,none": stderr,
+                               "contains_answer,none": acc, "correct_format,none": 1.0}},
+            "n-samples": {task: {"original": n, "effective": n}}, "configs": {}, "versions": {}, "config": {},
+            "date": date, "model_name": f"r__{run}",
+            "harness": {"run_name": run, "recipe": "r", "task": {"name": "synthetic_arithmetic"},
+                        "teacher": {"name": "program"},
+                        "strategy": {"name": run, "kind": strategy,
+                                     "config": {"samples": samples} if samples else {}},
+                        "student": {"name": "gpt2-tiny"}, "student_parameters": params,
+                        "teacher_accuracy": teacher_acc}}
+    path = folder / f"r__{run}" / f"results_{date}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture
+def board(tmp_path):
+    base = tmp_path / "base"
+    results_file(base, "vanilla", 0.15, 0.02, strategy="vanilla")
+    results_file(base, "fine_tune_cot", 0.77, 0.024)
+    return base
+
+
+def test_rows_from_files_and_latest_only(board):
+    results_file(board, "vanilla", 0.20, 0.02, strategy="vanilla", date="2")  # a newer run of the same
+    rows = load(board)
+    assert sorted((r.run, r.acc) for r in rows) == [("fine_tune_cot", 0.77), ("vanilla", 0.20)]
+    assert len(load(board, latest=False)) == 3
+    r = rows[0]
+    assert (r.task, r.student, r.teacher, r.n) == ("synthetic_arithmetic", "gpt2-tiny", "program", 100)
+
+
+def test_foreign_lm_eval_file_and_bad_files(tmp_path):
+    path = tmp_path / "results_x.json"
+    path.write_text(json.dumps({"results": {"gsm8k": {"exact_match,strict-match": 0.5, "acc,none": 0.4}},
+                                "model_name": "someone/model"}))
+    (row,) = read_file(path)
+    assert (row.task, row.strategy, row.student, row.acc) == ("gsm8k", "-", "someone/model", 0.4)
+    (tmp_path / "results_bad.json").write_text("{")
+    from harness.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="results_bad.json: not a readable lm-eval results file"):
+        read_file(tmp_path / "results_bad.json")
+
+
+def test_leaderboard_formats(board, cli):
+    md = cli("leaderboard", board, "--format", "markdown", "--sort", "accuracy")
+    assert md.code == 0
+    assert md.out.splitlines()[2] == ("| synthetic_arithmetic | fine_tune_cot | gpt2-tiny | program | 77.00 | 2.40 | 100 "
+                                      "| r/fine_tune_cot |")
+    rows = list(csv.reader(io.StringIO(cli("leaderboard", board, "--format", "csv").out)))
+    assert rows[0] == ["task", "strategy", "student", "teacher", "accuracy", "stderr", "n", "run", "reference"]
+    assert len(rows) == 3
+    data = json.loads(cli("leaderboard", board, "--format", "json", "--strategy", "vanilla").out)
+    assert [d["acc"] for d in data] == [0.15]
+    ref = cli("leaderboard", board, "--format", "csv", "--reference", "--task", "multiarith").out
+    assert "paper: GPT-2 124M Fine-tune-CoT" in ref and ",8.33," in ref
+    table = cli("leaderboard", board)
+    assert "fine_tune_cot" in table.out and "77.00" in table.out
+
+
+def test_reference_rows_are_the_papers_numbers():
+    rows = {(r.task, r.run): r.acc for r in reference_rows()}
+    assert rows[("svamp", "teacher (175B)")] == pytest.approx(0.642)
+    assert rows[("coin_flip", "GPT-3 6.7B diverse reasoning")] == pytest.approx(1.0)
+    assert len(rows) == 8 * 7
+
+
+def test_compare_flags_real_drops_not_noise(board, tmp_path, cli):
+    same = cli("compare", board, board)
+    assert same.code == 0 and same.out.endswith("no regression in 2 results\n")
+    worse = tmp_path / "worse"
+    results_file(worse, "vanilla", 0.14, 0.02, strategy="vanilla")  # within noise
+    results_file(worse, "fine_tune_cot", 0.40, 0.03)  # a real drop
+    bad = cli("compare", board, worse, "--max-drop", "0.02")
+    assert bad.code == 1
+    assert bad.err == "1 regression: fine_tune_cot/harness_r_fine_tune_cot\n"
+    assert "REGRESSION" in bad.out
+    # with noise ignored, the small vanilla drop counts too; --tasks narrows what is compared
+    assert cli("compare", board, worse, "--z", "0", "--max-drop", "0.005").err.startswith("2 regressions")
+    missing = tmp_path / "missing"
+    results_file(missing, "vanilla", 0.15, 0.02, strategy="vanilla")
+    assert cli("compare", board, missing).code == 1
+
+
+
+def test_plots_are_written(tmp_path, board, cli):
+    for d, acc in ((1, 0.3), (2, 0.4), (4, 0.5)):
+        results_file(board, f"diverse_D{d}", acc, 0.02, strategy="diverse_reasoning", samples=d)
+    result = cli("plot", board, "--out", tmp_path / "plots")
+    assert result.code == 0
+    written = sorted(Path(p).name for p in result.out.split())
+    assert written == ["accuracy_vs_diverse_samples.png", "accuracy_vs_student_size.png",
+                       "teacher_vs_student_accuracy.png"]
+    for name in written:
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_html_page_in_a_real_browser(board, tmp_path, cli):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("chromium not installed (apt-get install chromium); .ci/run installs it")
+    import subprocess
+
+    page = tmp_path / "board.html"
+    page.write_text(cli("leaderboard", board, "--format", "html", "--reference", "--task", "synthetic").out)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+    # sort by accuracy (click the header twice: descending), then dump the DOM
+    script = tmp_path / "click.html"
+    script.write_text(page.read_text().replace(
+        "</body>", "<script>var th=document.querySelectorAll('th')[4]; th.click(); th.click();"
+                   "document.title=Array.from(document.querySelectorAll('tbody tr')).map("
+                   "function(r){return r.cells[1].textContent}).join(',');</script></body>"))
+    dom = subprocess.run([chromium, *flags, "--dump-dom", script.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert "<title>fine_tune_cot,vanilla</title>" in dom
+    shot = tmp_path / "board.png"
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,900", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5000
+
+
+def test_sinks(tmp_path, monkeypatch):
+    from harness.errors import BadInputError
+    from harness_builtins.sink_hub import EvalResultsConfig, EvalResultsSink, HubConfig, HubSink
+    from harness_builtins.sink_jsonl import Config as JsonlConfig, JsonlSink
+
+    path = results_file(tmp_path / "r", "fine_tune_cot", 0.77, 0.024)
+    provenance = json.loads(path.read_text())["harness"]
+    jsonl = JsonlSink(JsonlConfig(path=str(tmp_path / "all.jsonl")))
+    jsonl.publish(path, [], provenance)
+    jsonl.publish(path, [], provenance)
+    lines = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and lines[0]["results"]["harness_r_fine_tune_cot"]["acc,none"] == 0.77
+
+    sink = EvalResultsSink(EvalResultsConfig(dir=str(tmp_path / "model"),
+                                             dataset_ids={"synthetic_arithmetic": "me/synthetic"}))
+    (written,) = sink.publish(path, [], provenance)
+    import yaml
+
+    entries = yaml.safe_load(Path(written).read_text())
+    assert written.endswith(".eval_results/synthetic_arithmetic_fine_tune_cot.yaml")
+    assert entries == [{"dataset": {"id": "me/synthetic", "task_id": "harness_r_fine_tune_cot"}, "value": 77.0,
+                        "date": "1", "notes": "harness fine_tune_cot, teacher program"}]
+    with pytest.raises(BadInputError, match="no hub dataset id for task 'synthetic_arithmetic'"):
+        EvalResultsSink(EvalResultsConfig(dir=str(tmp_path / "m2"))).publish(path, [], provenance)
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(BadInputError, match="sink hub: the environment variable HF_TOKEN is not set"):
+        HubSink(HubConfig(org="me")).publish(path, [], provenance)
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BadInputError, match=r"sink hub: cannot reach the Hugging Face Hub .*the results stay in"):
+        HubSink(HubConfig(org="me")).publish(path, [], provenance)
