@@ -4,6 +4,7 @@ The names below are the public surface plugins may import; everything else is pr
 """
 
 from harness.errors import BadInputError, DataError, HarnessError, PluginError, RecipeError, RunError
+from harness import answers, cache, data, prompts
 from harness.hookspecs import hookimpl
 from harness.types import (
     AnswerSpec,
@@ -22,7 +23,12 @@ from harness.types import (
 
 __version__ = "0.1.0"
 
+PUBLIC_MODULES = ("harness", "harness.answers", "harness.cache", "harness.data", "harness.prompts",
+                  "harness.testing")
+"""What plugins may import. Everything else (pipeline, recipe, cli, rundir, ...) is private and may change."""
+
 __all__ = [
+    "PUBLIC_MODULES",
     "AnswerSpec",
     "BadInputError",
     "DataError",
@@ -41,5 +47,9 @@ __all__ = [
     "Teacher",
     "TrainingExample",
     "TrainingSettings",
+    "answers",
+    "cache",
+    "data",
     "hookimpl",
+    "prompts",
 ]

@@ -202,6 +202,14 @@ def cmd_compare(args: argparse.Namespace, err: Console) -> int:
     return 0
 
 
+def cmd_new_plugin(args: argparse.Namespace, err: Console) -> int:
+    from harness.template import new_plugin
+
+    root = new_plugin(args.name, args.kind, Path(args.dir))
+    print(f"wrote {root}: pip install {root} && pytest {root / 'tests'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description="Distil chain-of-thought from teachers into students.")
     p.add_argument("--version", action="version", version=f"harness {__version__}")
@@ -259,6 +267,12 @@ def parser() -> argparse.ArgumentParser:
                       help="a drop must also exceed this many combined standard errors (0: ignore noise)")
     comp.add_argument("--tasks", nargs="+", help="only these tasks")
     comp.set_defaults(func=cmd_compare)
+
+    new = sub.add_parser("new-plugin", help="write a plugin package skeleton (pyproject, module, passing test)")
+    new.add_argument("name", help="the component's name (lowercase, digits, _)")
+    new.add_argument("--kind", required=True, choices=("strategy", "teacher", "student", "task", "sink"))
+    new.add_argument("--dir", default=".", help="parent folder (default: .)")
+    new.set_defaults(func=cmd_new_plugin)
     return p
 
 

@@ -31,6 +31,8 @@ PLURAL = {"task": "tasks", "teacher": "teachers", "student": "students", "strate
 
 AUTOLOAD_ENV = "HARNESS_DISABLE_PLUGIN_AUTOLOAD"
 DISABLE_ENV = "HARNESS_DISABLE_PLUGINS"
+ONLY_ENV = "HARNESS_PLUGINS"
+"""Allow-list: when set, only these entry points or distributions load (comma-separated)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,10 @@ def _distribution_of(ep: Any) -> tuple[str, str]:
     return dist.metadata["Name"], dist.version
 
 
+EXTRA_PLUGINS: list[object] = []
+"""Plugins registered in-process on top of entry points (``harness.testing.plugin_registered`` uses this)."""
+
+
 def load_registry(extra_plugins: Iterable[ModuleType | object] = (), autoload: bool | None = None) -> Registry:
     """Discover plugins and collect their components.
 
@@ -87,10 +93,11 @@ def load_registry(extra_plugins: Iterable[ModuleType | object] = (), autoload: b
     if autoload is None:
         autoload = not os.environ.get(AUTOLOAD_ENV)
     disabled = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
+    allowed = {n.strip() for n in os.environ.get(ONLY_ENV, "").split(",") if n.strip()}
     if autoload:
         for ep in sorted(entry_points(group=hookspecs.PROJECT), key=lambda e: e.name):
             dist, version = _distribution_of(ep)
-            if ep.name in disabled or dist in disabled:
+            if ep.name in disabled or dist in disabled or (allowed and not {ep.name, dist} & allowed):
                 continue
             try:
                 module = ep.load()
@@ -104,7 +111,7 @@ def load_registry(extra_plugins: Iterable[ModuleType | object] = (), autoload: b
                 continue
             pm.register(module, name=ep.name)
             origin[ep.name] = (dist, version)
-    for plugin in extra_plugins:
+    for plugin in [*EXTRA_PLUGINS, *extra_plugins]:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
         pm.register(plugin, name=name)
         origin[name] = ("(registered in-process)", "")

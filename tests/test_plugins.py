@@ -112,3 +112,11 @@ def test_every_hookspec_is_documented():
     assert len(names) == 9
     missing = [n for n in names if f"### `{n}" not in doc]
     assert missing == [], f"hooks without a section in docs/plugins.md: {missing}"
+
+
+def test_allow_list_loads_only_the_named(monkeypatch, cli):
+    monkeypatch.setenv("HARNESS_PLUGINS", "program_teacher,vanilla_strategy")
+    names = {(c["kind"], c["name"]) for c in json.loads(cli("plugins", "--json").out)["components"]}
+    assert names == {("teacher", "program"), ("strategy", "vanilla")}
+    monkeypatch.setenv("HARNESS_PLUGINS", "harness")  # a distribution name allows all its entry points
+    assert len(json.loads(cli("plugins", "--json").out)["components"]) > 10
