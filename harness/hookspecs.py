@@ -3,7 +3,7 @@
 A plugin is a module (found through the ``harness`` entry-point group) with functions decorated by
 ``harness.hookimpl``. Registration hooks take a ``register(name, factory)`` callback; recipes then name the
 component (``kind = "name"``). Observer hooks are told about run and stage events and return nothing.
-Every hook here has a section in ``docs/plugins.md``.
+Every hook here has a section in ``docs/plugins/README.md``.
 """
 
 from __future__ import annotations

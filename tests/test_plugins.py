@@ -107,11 +107,11 @@ def test_every_hookspec_is_documented():
     from harness import hookspecs
     from .conftest import REPO
 
-    doc = (REPO / "docs" / "plugins.md").read_text()
+    doc = (REPO / "docs" / "plugins" / "README.md").read_text()
     names = [n for n, f in vars(hookspecs).items() if callable(f) and hasattr(f, "harness_spec")]
     assert len(names) == 9
     missing = [n for n in names if f"### `{n}" not in doc]
-    assert missing == [], f"hooks without a section in docs/plugins.md: {missing}"
+    assert missing == [], f"hooks without a section in docs/plugins/README.md: {missing}"
 
 
 def test_allow_list_loads_only_the_named(monkeypatch, cli):
