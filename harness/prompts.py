@@ -104,3 +104,16 @@ def parse_first(kind: str, completion: str) -> tuple[str, str | None, tuple[SubS
         steps, rationale, answer = parse_decomposition(completion)
         return rationale, answer, steps
     return completion.strip(), None, ()
+
+
+def check_options(config: object, at_least_one: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Problems with a prompting teacher's common options (``prompt``, ``few_shot_file``/``few_shot_key``,
+    and the counts named in ``at_least_one``), as ``(key, message)`` pairs for a ``Config.check``."""
+    problems = []
+    prompt = getattr(config, "prompt")
+    if prompt not in PROMPT_KINDS:
+        problems.append(("prompt", f"'{prompt}': choose from {', '.join(PROMPT_KINDS)}"))
+    if prompt == "few_shot_cot" and not (getattr(config, "few_shot_file") and getattr(config, "few_shot_key")):
+        problems.append(("few_shot_file", "few_shot_cot needs few_shot_file and few_shot_key"))
+    problems += [(key, "must be at least 1") for key in at_least_one if getattr(config, key) < 1]
+    return problems

@@ -29,15 +29,7 @@ class Config:
     cache_dir: str = ""
 
     def check(self) -> list[tuple[str, str]]:
-        problems = []
-        if self.prompt not in prompts.PROMPT_KINDS:
-            problems.append(("prompt", f"'{self.prompt}': choose from {', '.join(prompts.PROMPT_KINDS)}"))
-        if self.prompt == "few_shot_cot" and not (self.few_shot_file and self.few_shot_key):
-            problems.append(("few_shot_file", "few_shot_cot needs few_shot_file and few_shot_key"))
-        for key in ("samples", "batch_size", "max_tokens", "answer_max_tokens"):
-            if getattr(self, key) < 1:
-                problems.append((key, "must be at least 1"))
-        return problems
+        return prompts.check_options(self, ("samples", "batch_size", "max_tokens", "answer_max_tokens"))
 
 
 class HFTeacher:

@@ -27,7 +27,6 @@ from harness import prompts
 from harness.cache import JsonlCache, content_key, default_cache_dir
 from harness.errors import RunError
 
-PROMPTS = prompts.PROMPT_KINDS
 
 
 @dataclass(frozen=True)
@@ -66,13 +65,8 @@ class Config:
         problems = []
         if self.endpoint not in ("completions", "chat"):
             problems.append(("endpoint", f"'{self.endpoint}': use \"completions\" or \"chat\""))
-        if self.prompt not in PROMPTS:
-            problems.append(("prompt", f"'{self.prompt}': choose from {', '.join(PROMPTS)}"))
-        if self.prompt == "few_shot_cot" and not (self.few_shot_file and self.few_shot_key):
-            problems.append(("few_shot_file", "few_shot_cot needs few_shot_file and few_shot_key"))
-        for key in ("samples", "concurrency", "max_attempts", "max_tokens", "answer_max_tokens"):
-            if getattr(self, key) < 1:
-                problems.append((key, "must be at least 1"))
+        problems += prompts.check_options(self, ("samples", "concurrency", "max_attempts", "max_tokens",
+                                                 "answer_max_tokens"))
         if self.timeout <= 0:
             problems.append(("timeout", "must be positive"))
         return problems

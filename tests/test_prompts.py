@@ -37,3 +37,13 @@ def test_few_shot_exemplars_from_the_fine_tune_cot_file(tmp_path):
     assert prompts.few_shot(block, "Q2?").endswith("\n\nQ: Q2?\nA:")
     with pytest.raises(DataError, match="no few-shot prompt for 'nope'"):
         prompts.load_few_shot(DATA / "reasoning-teacher" / "data" / "few_shot_cot_prompts.json", "nope")
+
+
+def test_prompt_option_checks_shared_by_teachers():
+    from harness_builtins.teacher_hf import Config as HFConfig
+    from harness_builtins.teacher_openai import Config as OpenAIConfig
+
+    assert OpenAIConfig(model="m", prompt="few_shot_cot", concurrency=0).check() == [
+        ("few_shot_file", "few_shot_cot needs few_shot_file and few_shot_key"), ("concurrency", "must be at least 1")]
+    assert HFConfig(model="m", prompt="chain").check() == [
+        ("prompt", "'chain': choose from zero_shot_cot, few_shot_cot, decompose")]

@@ -12,20 +12,10 @@ EXAMPLES = TASK.load()["train"]
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from .conftest import tiny_causal_lm
 
-    from harness_builtins.student_transformers import train_word_tokenizer
-
-    path = tmp_path_factory.mktemp("teacher") / "tiny"
-    tok = train_word_tokenizer([e.question for e in EXAMPLES] + ["Let's think step by step. Therefore, the answer"])
-    cfg = AutoConfig.for_model("gpt2", vocab_size=len(tok), n_layer=1, n_embd=32, n_head=2, n_positions=512,
-                               bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
-                               pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return tiny_causal_lm(tmp_path_factory.mktemp("teacher") / "tiny",
+                          [e.question for e in EXAMPLES] + ["Let's think step by step. Therefore, the answer"])
 
 
 def test_sampling_batches_and_cache(model_dir, tmp_path):

@@ -216,20 +216,9 @@ def transformers_server(tmp_path_factory):
     import urllib.request
     from pathlib import Path
 
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from .conftest import tiny_causal_lm
 
-    from harness_builtins.student_transformers import train_word_tokenizer
-
-    model_dir = tmp_path_factory.mktemp("served") / "tiny"
-    tok = train_word_tokenizer([e.question for e in EXAMPLES])
-    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    cfg = AutoConfig.for_model("gpt2", vocab_size=len(tok), n_layer=1, n_embd=32, n_head=2, n_positions=512,
-                               bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
-                               pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    model_dir = tiny_causal_lm(tmp_path_factory.mktemp("served") / "tiny", [e.question for e in EXAMPLES])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
