@@ -22,12 +22,15 @@ from typing import Any
 from harness.types import Example, Generation, GradedGeneration, SubStep, TrainingExample
 
 DONE = "done.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; these are ordinary output files
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

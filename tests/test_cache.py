@@ -44,3 +44,16 @@ def test_damaged_middle_line_is_skipped(tmp_path):
 
 def test_content_key_is_stable_and_order_free():
     assert content_key(a=1, b=[1, 2]) == content_key(b=[1, 2], a=1) != content_key(a=2, b=[1, 2])
+
+
+def test_atomic_writes_are_ordinary_readable_files(tmp_path):
+    import os
+    import stat
+
+    from harness.rundir import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.json", "{}")
+    mode = stat.S_IMODE((tmp_path / "a.json").stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask and not list(tmp_path.glob(".a.json.*"))
