@@ -305,8 +305,15 @@ class Pipeline:
         return folder
 
     def _notify(self, hook: str, **kwargs: Any) -> None:
-        if self.hook is not None:
-            getattr(self.hook, hook)(**kwargs)
+        """Tell observer plugins; one that raises is named in a warning and the run goes on."""
+        if self.hook is None:
+            return
+        for impl in getattr(self.hook, hook).get_hookimpls():
+            try:
+                impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
+            except Exception as exc:  # an observer must not take the run down
+                self.ui.note(f"[yellow]warning:[/yellow] plugin '{impl.plugin_name}' failed in hook {hook}: "
+                             f"{type(exc).__name__}: {exc}")
 
     def _start_manifest(self) -> None:
         r = self.recipe

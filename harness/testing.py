@@ -64,7 +64,7 @@ temperature = 0.7
 [[student]]
 kind = "transformers"
 tokenizer = "word"
-architecture = {{ model_type = "gpt2", n_layer = 1, n_embd = 32, n_head = 2, n_positions = 128 }}
+architecture = {{ model_type = "gpt2", n_layer = 1, n_embd = 32, n_head = 2, n_positions = 256 }}
 
 [training]
 max_steps = {steps}

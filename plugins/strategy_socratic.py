@@ -133,10 +133,10 @@ def socratic_lm_class() -> type:
             model, tok = self._role(role)
             if self.strategy.unified:
                 prompts = [f"{'decompose' if role == 'decomposer' else 'solve'}: {p}" for p in prompts]
-            tok.padding_side = "left"
+            tok.padding_side = tok.truncation_side = "left"  # a long transcript keeps its latest turns
             out: list[str] = []
             limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 2048)
-            new = self.strategy.config.max_new_tokens
+            new = min(self.strategy.config.max_new_tokens, limit // 2)
             for start in range(0, len(prompts), self.batch_size):
                 chunk = prompts[start: start + self.batch_size]
                 enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False,

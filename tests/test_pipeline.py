@@ -151,10 +151,13 @@ def test_observer_hooks_see_every_stage(first_run):
         def on_run_end(self, run_dir, results):
             events.append(("end", sorted(results)))
 
+    from harness.cli import main
+
+    state = [*NATURAL, "--set", "evaluation.limit=3"]
+    assert main(["run", str(recipe), *state]) == 0  # every stage current for this state
     registry = load_registry([Observer()])
     quiet = UI(Console(file=open("/dev/null", "w")), Console(file=open("/dev/null", "w")))
-    last_state = [*NATURAL, "--set", "evaluation.limit=3"][1::2]  # what the crash test above left
-    Pipeline(load_recipe(recipe, registry, last_state), registry, quiet).run()
+    Pipeline(load_recipe(recipe, registry, state[1::2]), registry, quiet).run()
     assert events[0] == ("start", "tiny") and events[-1] == ("end", ["fine_tune_cot", "vanilla"])
     assert [e for e in events[1:-1]] == [(s, True) for s in STAGES]
 
@@ -183,3 +186,30 @@ def test_two_students_side_by_side(tmp_path, tiny_recipe, cli):
     assert sorted(summary) == ["vanilla+deep", "vanilla+wide"]
     assert "teach" not in json.loads((tmp_path / "runs" / "tiny" / "manifest.json").read_text())["stages"]
     assert "vanilla+deep" in result.out and "vanilla+wide" in result.out
+
+
+def test_observer_that_raises_is_named_and_the_run_goes_on(first_run, capsys):
+    tmp_path, recipe, _ = first_run
+    from rich.console import Console
+
+    from harness import hookimpl
+    from harness.pipeline import Pipeline
+    from harness.plugins import load_registry
+    from harness.recipe import load_recipe
+    from harness.ui import UI
+
+    class Broken:
+        @hookimpl
+        def on_stage_end(self, stage, summary, seconds, skipped):
+            raise ValueError("observer bug")
+
+    registry = load_registry([Broken()])
+    console = Console(file=open("/dev/null", "w"))
+    warnings = Console(record=True, width=300)
+    from harness.cli import main
+
+    state = [*NATURAL, "--set", "evaluation.limit=3"]
+    assert main(["run", str(recipe), *state]) == 0
+    results = Pipeline(load_recipe(recipe, registry, state[1::2]), registry, UI(warnings, console)).run()
+    assert set(results) == {"vanilla", "fine_tune_cot"}
+    assert "warning: plugin 'Broken' failed in hook on_stage_end: ValueError: observer bug" in warnings.export_text()

@@ -72,15 +72,18 @@ def lm_class() -> type:
         def generate_until(self, requests) -> list[str]:
             import torch
 
-            self.tok.padding_side = "left"
+            self.tok.padding_side = self.tok.truncation_side = "left"  # keep the end of a long prompt
             k, out = self.config.k, []
+            limit = getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings
+            new = min(self.config.max_new_tokens, limit // 2)
             prompts = [r.args[0] for r in requests]
             for start in range(0, len(prompts), self.batch_size):
                 chunk = prompts[start: start + self.batch_size]
-                enc = self.tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
+                enc = self.tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False, truncation=True,
+                               max_length=limit - new).to(self.model.device)
                 with torch.no_grad():
                     ids = self.model.generate(**enc, do_sample=True, temperature=self.config.temperature, top_k=0,
-                                              num_return_sequences=k, max_new_tokens=self.config.max_new_tokens,
+                                              num_return_sequences=k, max_new_tokens=new,
                                               pad_token_id=self.tok.pad_token_id)
                 texts = self.tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
                 out += [vote(texts[i * k: (i + 1) * k], self.spec) for i in range(len(chunk))]
