@@ -77,19 +77,8 @@ class Pipeline:
             for student_spec in r.students:
                 run_name = spec.name if len(r.students) == 1 else f"{spec.name}+{student_spec.name}"
                 student = self._make("student", student_spec)
-                roles = list(strategy.roles()) if hasattr(strategy, "roles") else [""]
-                model_dirs, train_keys = {}, []
-                total_chars = sum(len(t.prompt) + len(t.target) for t in train_rows) or 1
-                for role in roles:  # one model per role (e.g. Socratic's decomposer and solver)
-                    rows = [t for t in train_rows if t.role == role] if len(roles) > 1 else train_rows
-                    settings = r.training
-                    if settings.max_tokens and len(roles) > 1:  # a token budget is shared by the roles' models
-                        share = sum(len(t.prompt) + len(t.target) for t in rows) / total_chars
-                        settings = replace(settings, max_tokens=max(1, round(settings.max_tokens * share)))
-                    train_key = stable_hash(["train", build_key, role, student_spec.plain(), as_plain(settings)])
-                    stage_name = f"{run_name}-{role}" if len(roles) > 1 else run_name
-                    model_dirs[role] = self.train(stage_name, student, rows, train_key, settings)
-                    train_keys.append(train_key)
+                model_dirs, train_keys = self.train_roles(run_name, strategy, student, student_spec, train_rows,
+                                                          build_key)
                 eval_key = stable_hash(["evaluate", train_keys, task_key, spec.plain(), as_plain(r.evaluation)])
                 metrics, eval_dir = self.evaluate(run_name, student, model_dirs, strategy, task, splits, eval_key)
                 self.publish(run_name, eval_key, eval_dir, [p.parent.name for p in model_dirs.values()])
@@ -206,6 +195,25 @@ class Pipeline:
 
         folder = self._stage(f"build-{name}", f"build {name}", key, None, work)
         return [rundir.training_from_dict(d) for d in read_jsonl(folder / "train.jsonl")]
+
+    def train_roles(self, run_name: str, strategy: Any, student: Any, student_spec: ComponentSpec, train_rows: list,
+                    build_key: str) -> tuple[dict[str, Path], list[str]]:
+        """One model per role of the strategy (e.g. Socratic's decomposer and solver; most strategies have one).
+        A token budget is shared by the roles' models in proportion to their data."""
+        roles = list(strategy.roles()) if hasattr(strategy, "roles") else [""]
+        total_chars = sum(len(t.prompt) + len(t.target) for t in train_rows) or 1
+        model_dirs, keys = {}, []
+        for role in roles:
+            rows = [t for t in train_rows if t.role == role] if len(roles) > 1 else train_rows
+            settings = self.recipe.training
+            if settings.max_tokens and len(roles) > 1:
+                share = sum(len(t.prompt) + len(t.target) for t in rows) / total_chars
+                settings = replace(settings, max_tokens=max(1, round(settings.max_tokens * share)))
+            key = stable_hash(["train", build_key, role, student_spec.plain(), as_plain(settings)])
+            model_dirs[role] = self.train(f"{run_name}-{role}" if len(roles) > 1 else run_name, student, rows, key,
+                                          settings)
+            keys.append(key)
+        return model_dirs, keys
 
     def train(self, run_name: str, student: Any, rows: list, key: str, settings: TrainingSettings) -> Path:
 
