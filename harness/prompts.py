@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import DataError
@@ -117,3 +118,22 @@ def check_options(config: object, at_least_one: tuple[str, ...]) -> list[tuple[s
         problems.append(("few_shot_file", "few_shot_cot needs few_shot_file and few_shot_key"))
     problems += [(key, "must be at least 1") for key in at_least_one if getattr(config, key) < 1]
     return problems
+
+
+@dataclass(frozen=True)
+class PromptOptions:
+    """The recipe keys every prompting teacher shares; a teacher's ``Config`` extends this."""
+
+    model: str
+    """The teacher model: a server's model name, a local directory or a hub id."""
+    prompt: str = "zero_shot_cot"
+    """``zero_shot_cot``, ``few_shot_cot`` or ``decompose``."""
+    few_shot_file: str = ""
+    """For ``few_shot_cot``: a ``few_shot_cot_prompts.json``-style file."""
+    few_shot_key: str = ""
+    """Its entry to use (e.g. ``svamp``)."""
+    samples: int = 1
+    """Rationales per question (diverse reasoning), each with a stable sample index."""
+    temperature: float = 0.0
+    max_tokens: int = 128
+    answer_max_tokens: int = 32

@@ -13,15 +13,7 @@ from harness.cache import JsonlCache, content_key, default_cache_dir
 
 
 @dataclass(frozen=True)
-class Config:
-    model: str
-    prompt: str = "zero_shot_cot"
-    few_shot_file: str = ""
-    few_shot_key: str = ""
-    samples: int = 1
-    temperature: float = 0.0
-    max_tokens: int = 128
-    answer_max_tokens: int = 32
+class Config(prompts.PromptOptions):
     batch_size: int = 8
     seed: int = 0
     device: str = "auto"

@@ -30,22 +30,12 @@ from harness.errors import RunError
 
 
 @dataclass(frozen=True)
-class Config:
-    model: str
+class Config(prompts.PromptOptions):
     base_url: str = "https://api.openai.com/v1"
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable holding the API key; empty for servers that need none."""
     endpoint: str = "completions"
     """``completions`` or ``chat``."""
-    prompt: str = "zero_shot_cot"
-    few_shot_file: str = ""
-    """For ``few_shot_cot``: a ``few_shot_cot_prompts.json``-style file."""
-    few_shot_key: str = ""
-    """Its entry to use (e.g. ``svamp``)."""
-    samples: int = 1
-    temperature: float = 0.0
-    max_tokens: int = 128
-    answer_max_tokens: int = 32
     stop: tuple[str, ...] = ()
     seed: int | None = None
     use_n: bool = True
