@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.results import compare, load, read_file, reference_rows
+from harness.results import load, read_file, reference_rows
 
 
 def results_file(folder: Path, run: str, acc: float, stderr: float, n: int = 100, strategy: str = "fine_tune_cot",

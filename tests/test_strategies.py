@@ -1,6 +1,5 @@
 """Diverse reasoning, distilling step-by-step and Socratic CoT: exact formats, counts, inference loop."""
 
-import pytest
 
 from harness.types import Generation, GradedGeneration, SubStep, TrainingExample
 from harness_builtins.strategy_diverse import Config as DiverseConfig, DiverseReasoning
