@@ -18,13 +18,14 @@ from harness.types import (
     Task,
     Teacher,
     TrainingExample,
+    TrainingContext,
     TrainingSettings,
 )
 
 __version__ = "0.1.0"
 
-PUBLIC_MODULES = ("harness", "harness.answers", "harness.cache", "harness.data", "harness.prompts",
-                  "harness.testing")
+PUBLIC_MODULES = ("harness", "harness.answers", "harness.cache", "harness.data", "harness.generation",
+                  "harness.prompts", "harness.testing")
 """What plugins may import. Everything else (pipeline, recipe, cli, rundir, ...) is private and may change."""
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "Task",
     "Teacher",
     "TrainingExample",
+    "TrainingContext",
     "TrainingSettings",
     "answers",
     "cache",

@@ -11,11 +11,13 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from harness.errors import RunError
+from harness.answers import score
+from harness.generation import greedy_generate, is_encoder_decoder
 from harness.types import AnswerSpec, Example
 
 METRICS = ("acc", "contains_answer", "correct_format")
@@ -62,16 +64,28 @@ def write_task(task_dir: Path, name: str, examples: Sequence[Example], prompts: 
     return path
 
 
+def make_validator(strategy: Any, task: Any, examples: Sequence[Example], max_new_tokens: int,
+                   batch_size: int) -> Callable[[Any, Any], float]:
+    """Accuracy of a single-model strategy's student on ``examples`` (greedy, the task's answer rule): the score
+    model selection uses during training."""
+    prompts = [strategy.prompt(e) for e in examples]
+
+    def validate(model: Any, tokenizer: Any) -> float:
+        outputs = greedy_generate(model, tokenizer, prompts, max_new_tokens, batch_size, strategy.stop())
+        right = [score(o, e.answer, task.answer, strategy.prediction_prefix)["acc"] for o, e in zip(outputs, examples)]
+        return sum(right) / max(len(right), 1)
+
+    return validate
+
+
 def hf_lm(model: Any, tokenizer: Any, batch_size: int, max_length: int) -> Any:
     """lm-eval's own HF model wrapper around an in-memory transformers model."""
     from lm_eval.models.huggingface import HFLM
 
     device = "cuda" if _cuda() else "cpu"
-    return HFLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size, max_length=max_length)
-
-
-def max_positions(model: Any) -> int:
-    return getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 2048)
+    backend = "seq2seq" if is_encoder_decoder(model) else "causal"
+    return HFLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size, max_length=max_length,
+                backend=backend)
 
 
 def run_lm_eval(lm: Any, task_dir: Path, name: str, out_dir: Path, model_name: str,

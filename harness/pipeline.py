@@ -9,8 +9,11 @@ field re-runs exactly the stages that depend on it.
 
 from __future__ import annotations
 
+import inspect
 import json
+import random
 import resource
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -20,11 +23,12 @@ from typing import Any
 from harness import answers, rundir
 from harness.config import as_plain
 from harness.errors import BadInputError, RunError
-from harness.evaluate import hf_lm, max_positions, run_lm_eval, task_name, write_task
+from harness.evaluate import hf_lm, make_validator, run_lm_eval, task_name, write_task
+from harness.generation import max_positions
 from harness.plugins import Registry
 from harness.recipe import ComponentSpec, Recipe, stable_hash
 from harness.rundir import RunDir, read_jsonl, write_jsonl
-from harness.types import Example, GradedGeneration, TrainingSettings
+from harness.types import Example, GradedGeneration, TrainingContext, TrainingSettings
 from harness.ui import UI
 
 STAGES = ("task", "teach", "filter", "build", "train", "evaluate", "publish")
@@ -34,6 +38,22 @@ def split_overlap(splits: dict[str, list[Example]]) -> list[str]:
     """Ids of test examples whose question (normalised) also occurs in train or validation."""
     seen = {" ".join(e.question.lower().split()) for name in ("train", "validation") for e in splits.get(name, ())}
     return [e.id for e in splits.get("test", ()) if " ".join(e.question.lower().split()) in seen]
+
+
+OPERATIONAL = ("threads", "checkpoint_steps", "keep_checkpoints", "logging_steps")
+"""Training knobs that do not change the trained model: left out of the train stage's key."""
+
+
+def training_key(settings: TrainingSettings) -> dict[str, Any]:
+    return {k: v for k, v in as_plain(settings).items() if k not in OPERATIONAL}
+
+
+def validation_sample(examples: Sequence[Example], n: int, seed: int) -> list[Example]:
+    """A seeded sample of ``n`` validation examples (all of them when there are fewer), in split order."""
+    if len(examples) <= n:
+        return list(examples)
+    keep = set(random.Random(seed).sample(range(len(examples)), n))
+    return [e for i, e in enumerate(examples) if i in keep]
 
 
 class Pipeline:
@@ -78,7 +98,7 @@ class Pipeline:
                 run_name = spec.name if len(r.students) == 1 else f"{spec.name}+{student_spec.name}"
                 student = self._make("student", student_spec)
                 model_dirs, train_keys = self.train_roles(run_name, strategy, student, student_spec, train_rows,
-                                                          build_key)
+                                                          build_key, task, splits)
                 eval_key = stable_hash(["evaluate", train_keys, task_key, spec.plain(), as_plain(r.evaluation)])
                 metrics, eval_dir = self.evaluate(run_name, student, model_dirs, strategy, task, splits, eval_key)
                 self.publish(run_name, eval_key, eval_dir, [p.parent.name for p in model_dirs.values()])
@@ -197,7 +217,8 @@ class Pipeline:
         return [rundir.training_from_dict(d) for d in read_jsonl(folder / "train.jsonl")]
 
     def train_roles(self, run_name: str, strategy: Any, student: Any, student_spec: ComponentSpec, train_rows: list,
-                    build_key: str) -> tuple[dict[str, Path], list[str]]:
+                    build_key: str, task: Any = None,
+                    splits: dict[str, list[Example]] | None = None) -> tuple[dict[str, Path], list[str]]:
         """One model per role of the strategy (e.g. Socratic's decomposer and solver; most strategies have one).
         A token budget is shared by the roles' models in proportion to their data."""
         roles = list(strategy.roles()) if hasattr(strategy, "roles") else [""]
@@ -209,24 +230,51 @@ class Pipeline:
             if settings.max_tokens and len(roles) > 1:
                 share = sum(len(t.prompt) + len(t.target) for t in rows) / total_chars
                 settings = replace(settings, max_tokens=max(1, round(settings.max_tokens * share)))
-            key = stable_hash(["train", build_key, role, student_spec.plain(), as_plain(settings)])
+            key = stable_hash(["train", build_key, role, student_spec.plain(), training_key(settings)])
+            validate = self.validator(strategy, task, splits or {}, roles) if settings.select_every else None
             model_dirs[role] = self.train(f"{run_name}-{role}" if len(roles) > 1 else run_name, student, rows, key,
-                                          settings)
+                                          settings, validate)
             keys.append(key)
         return model_dirs, keys
 
-    def train(self, run_name: str, student: Any, rows: list, key: str, settings: TrainingSettings) -> Path:
+    def validator(self, strategy: Any, task: Any, splits: dict[str, list[Example]],
+                  roles: Sequence[str]) -> Callable[[Any, Any], float]:
+        """Model selection's score: accuracy on a seeded sample of the validation split (never test)."""
+        if len(roles) > 1 or callable(getattr(strategy, "lm_eval_model", None)):
+            raise BadInputError("training.select_every: this strategy answers through several generate calls or "
+                                "models; model selection scores single-model strategies. Set "
+                                "training.select_every = 0 for it")
+        if not splits.get("validation"):
+            raise BadInputError("training.select_every: the task has no validation split to select on; set "
+                                "training.select_every = 0 or use a task with one")
+        t = self.recipe.training
+        sample = validation_sample(splits["validation"], t.select_examples, t.seed)
+        return make_validator(strategy, task, sample, self.recipe.evaluation.max_gen_toks,
+                              self.recipe.evaluation.batch_size)
+
+    def train(self, run_name: str, student: Any, rows: list, key: str, settings: TrainingSettings,
+              validate: Callable[[Any, Any], float] | None = None) -> Path:
+        stage = f"train-{run_name}"
+        # Checkpoints live outside the stage folder (which restarts empty) so that a killed run resumes.
+        checkpoints = self.rundir.root / "checkpoints" / f"{stage}-{key[:12]}"
 
         def work(out: Path, progress) -> tuple[str, dict]:
             corpus = [t.prompt + t.target for t in rows]
-            info = student.train(rows, settings, out / "model", corpus, progress)
+            if "context" in inspect.signature(student.train).parameters:
+                context = TrainingContext(checkpoint_dir=checkpoints if settings.checkpoint_steps else None,
+                                          validate=validate)
+                info = student.train(rows, settings, out / "model", corpus, progress, context=context)
+            else:  # a student from before TrainingContext
+                info = student.train(rows, settings, out / "model", corpus, progress)
             rundir.atomic_write_json(out / "train.json", info)
             summary = (f"{info.get('steps')} steps, loss {info.get('final_loss') or info.get('train_loss'):.3f}, "
                        f"{info.get('tokens_per_second') or 0:,.0f} tokens/s, {info.get('parameters', 0):,} params")
             return summary, {k: v for k, v in info.items() if k != "losses"}
 
-        folder = self._stage(f"train-{run_name}", f"train {run_name}", key,
-                             None if settings.max_tokens else settings.max_steps, work)
+        folder = self._stage(stage, f"train {run_name}", key, None if settings.max_tokens else settings.max_steps,
+                             work)
+        if checkpoints.exists():  # the model is saved: its checkpoints are no longer needed
+            shutil.rmtree(checkpoints, ignore_errors=True)
         return folder / "model"
 
     def evaluate(self, run_name: str, student: Any, model_dirs: dict[str, Path], strategy: Any, task: Any,

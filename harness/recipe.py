@@ -19,6 +19,7 @@ from harness import config as cfg
 from harness.errors import RecipeError
 from harness.plugins import Registry
 from harness.suggest import did_you_mean
+from harness.deepspeed import load_config as load_deepspeed_config
 from harness.types import TrainingSettings
 
 TOP_LEVEL = ("run", "task", "teacher", "strategy", "student", "training", "evaluation", "sink")
@@ -216,6 +217,10 @@ def recipe_from_dict(data: Mapping[str, Any], path: Path, registry: Registry) ->
     training = settings(TrainingSettings, "training")
     if "seed" not in data.get("training", {}):
         training = dataclasses.replace(training, seed=run.seed)
+    if training.deepspeed_config:  # relative to the recipe; checked against the recipe's knobs now
+        ds_path = (path.parent / training.deepspeed_config).resolve()
+        training = dataclasses.replace(training, deepspeed_config=str(ds_path))
+        problems.extend(f"{file}: {p}" for p in load_deepspeed_config(ds_path, training)[1])
     evaluation = settings(EvaluationSettings, "evaluation")
 
     def one(kind_name: str, key: str) -> ComponentSpec | None:

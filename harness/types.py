@@ -115,6 +115,27 @@ class TrainingSettings:
     """Offload optimizer state to CPU (ZeRO stage 1-3)."""
     bf16: bool = False
     logging_steps: int = 50
+    micro_batch_size: int = 0
+    """A cap on examples per forward pass and process; the rest of ``batch_size`` becomes gradient accumulation
+    (``batch_size = micro_batch_size x accumulation x processes``). 0: ``batch_size / processes``. Lower it when
+    training runs out of memory: the optimisation stays the same."""
+    processes: int = 1
+    """Training processes (one per GPU, or CPU processes with gloo). More than 1 needs ``launcher``."""
+    launcher: str = ""
+    """How to start several processes: ``torchrun`` or ``deepspeed``. Empty: train in the harness's process."""
+    deepspeed_config: str = ""
+    """A DeepSpeed JSON file to use instead of the one built from these knobs (relative to the recipe). Its
+    ``"auto"`` values are filled from these knobs; a value that contradicts them is a recipe error."""
+    checkpoint_steps: int = 0
+    """Save a checkpoint (model in its native format + trainer state) every N steps; a killed run resumes from
+    the latest one. 0: no checkpoints."""
+    keep_checkpoints: int = 2
+    """How many of the latest checkpoints to keep."""
+    select_every: int = 0
+    """Score the model on a sample of the validation split every N steps (greedy generation, the task's answer
+    rule) and keep the best-scoring model rather than the last. 0: keep the last."""
+    select_examples: int = 64
+    """How many validation questions (a seeded sample) model selection scores."""
 
     def check(self) -> list[tuple[str, str]]:
         problems = []
@@ -131,7 +152,47 @@ class TrainingSettings:
             problems.append(("deepspeed_stage", f"ZeRO stage must be 0, 1, 2 or 3, got {self.deepspeed_stage}"))
         if self.deepspeed_offload and not self.deepspeed_stage:
             problems.append(("deepspeed_offload", "needs deepspeed_stage 1, 2 or 3"))
+        for key in ("micro_batch_size", "checkpoint_steps", "select_every"):
+            if getattr(self, key) < 0:
+                problems.append((key, "must be 0 (off) or more"))
+        if self.processes < 1:
+            problems.append(("processes", "must be at least 1"))
+        if self.keep_checkpoints < 1:
+            problems.append(("keep_checkpoints", "must be at least 1"))
+        if self.select_examples < 1:
+            problems.append(("select_examples", "must be at least 1"))
+        if self.launcher not in ("", "torchrun", "deepspeed"):
+            problems.append(("launcher", f"'{self.launcher}': use \"torchrun\", \"deepspeed\" or leave it out"))
+        if self.processes > 1 and not self.launcher:
+            problems.append(("processes", f"{self.processes} processes need a launcher: set training.launcher = "
+                                          "\"torchrun\" or \"deepspeed\""))
+        if self.launcher == "deepspeed" and self.deepspeed_stage is None and not self.deepspeed_config:
+            problems.append(("launcher", "the deepspeed launcher needs deepspeed_stage (0-3) or deepspeed_config"))
+        if self.deepspeed_config and self.deepspeed_stage is not None:
+            problems.append(("deepspeed_config", "give deepspeed_stage or deepspeed_config, not both (the file "
+                                                 "sets zero_optimization.stage)"))
+        per_step = self.processes * (self.micro_batch_size or max(1, self.batch_size // self.processes))
+        if self.batch_size >= 1 and self.batch_size % per_step:
+            problems.append(("batch_size", f"{self.batch_size} is not a multiple of processes x micro_batch_size "
+                                           f"= {per_step}; change batch_size or micro_batch_size"))
         return problems
+
+    def per_device_batch(self) -> int:
+        return self.micro_batch_size or max(1, self.batch_size // self.processes)
+
+    def accumulation(self) -> int:
+        return max(1, self.batch_size // (self.per_device_batch() * self.processes))
+
+
+@dataclass(frozen=True)
+class TrainingContext:
+    """What the pipeline offers a student beyond the data and the knobs. A student whose ``train`` accepts a
+    ``context`` keyword gets one; every field is optional to honour."""
+
+    checkpoint_dir: Path | None = None
+    """A folder that survives a crash: keep checkpoints here and resume from the latest one found."""
+    validate: Callable[[Any, Any], float] | None = None
+    """Scores ``(model, tokenizer)`` on the validation sample (accuracy in [0, 1]) for model selection."""
 
 
 @runtime_checkable

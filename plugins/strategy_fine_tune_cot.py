@@ -5,7 +5,8 @@ Formats (REFERENCE.md section 1):
 - ``natural``: ``Q: {question}\\n\\nA: Let's think step by step.\\n\\n`` ->
   `` {rationale}\\n\\nTherefore, the answer is {answer}``, answer read after ``Therefore, the answer is``.
 By default only rationales whose answer is correct are kept (the correctness filter); ``filter = false`` is the
-paper's no-filter ablation. The label after the rationale is the gold answer.
+paper's no-filter ablation. The label after the rationale is the gold answer. ``encoder_decoder = true`` gives
+the encoder-decoder variant: the ``token`` prompt is the bare question (no `` ###``), the target unchanged.
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ class Config:
     """Keep only rationales whose final answer is correct."""
     max_samples: int = 0
     """Use at most this many rationales per question (0: all the teacher gave)."""
+    encoder_decoder: bool = False
+    """The encoder-decoder students' format (T5): the question alone is the encoder's input."""
 
     def check(self) -> list[tuple[str, str]]:
+        if self.encoder_decoder and self.format != "token":
+            return [("encoder_decoder", "the encoder-decoder variant is defined for format = \"token\"")]
         if self.format not in FORMATS:
             return [("format", f"unknown format '{self.format}'; choose from {', '.join(FORMATS)}")]
         if self.max_samples < 0:
@@ -46,6 +51,8 @@ class FineTuneCoT:
     def __init__(self, config: Config):
         self.config = config
         self._prompt, self._target, self.prediction_prefix, self._stop = FORMATS[config.format]
+        if config.encoder_decoder:
+            self._prompt, self._stop = "{question}", []
 
     def prompt(self, example) -> str:
         return self._prompt.format(question=example.question)

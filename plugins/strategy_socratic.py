@@ -24,6 +24,7 @@ from typing import Any
 
 from harness import SubStep, TrainingExample, hookimpl
 from harness.answers import extract
+from harness.generation import greedy_generate
 
 END = "[END]"
 ROLES = {"two_models": ("decomposer", "solver"), "unified": ("",)}
@@ -128,25 +129,11 @@ def socratic_lm_class() -> type:
             return self.models[""] if self.strategy.unified else self.models[role]
 
         def _generate(self, role: str, prompts: list[str]) -> list[str]:
-            import torch
-
             model, tok = self._role(role)
             if self.strategy.unified:
                 prompts = [f"{'decompose' if role == 'decomposer' else 'solve'}: {p}" for p in prompts]
-            tok.padding_side = tok.truncation_side = "left"  # a long transcript keeps its latest turns
-            out: list[str] = []
-            limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 2048)
-            new = min(self.strategy.config.max_new_tokens, limit // 2)
-            for start in range(0, len(prompts), self.batch_size):
-                chunk = prompts[start: start + self.batch_size]
-                enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False,
-                          truncation=True, max_length=max(1, limit - new)).to(model.device)
-                with torch.no_grad():
-                    ids = model.generate(**enc, max_new_tokens=new, do_sample=False,
-                                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-                out += [t.strip() for t in tok.batch_decode(ids[:, enc["input_ids"].shape[1]:],
-                                                             skip_special_tokens=True)]
-            return out
+            return [t.strip() for t in greedy_generate(model, tok, prompts, self.strategy.config.max_new_tokens,
+                                                       self.batch_size)]
 
         def generate_until(self, requests) -> list[str]:
             questions = [r.args[0][: -len(" ###")] if r.args[0].endswith(" ###") else r.args[0] for r in requests]
