@@ -151,6 +151,40 @@ class Collator:
         return batch
 
 
+class LengthGroupedSampler:
+    """Training order with little padding, reproducible per epoch: each epoch's order depends only on
+    (seed, epoch), never on the global random state, so a run resumed mid-epoch sees the same batches as one
+    never interrupted. Indices are shuffled, cut into megabatches of 50 optimizer batches, sorted by length
+    inside each, cut into optimizer batches (``group`` rows: micro-batches x accumulation x processes) whose order
+    is shuffled, the longest batch first (memory trouble shows at step 1, not hours in)."""
+
+    def __init__(self, lengths: Sequence[int], group: int, seed: int):
+        self.lengths, self.group, self.seed, self.epoch = list(lengths), max(1, group), seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        import torch
+
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        mega = self.group * 50
+        batches = []
+        for start in range(0, len(order), mega):
+            chunk = sorted(order[start: start + mega], key=lambda i: -self.lengths[i])
+            batches += [chunk[i: i + self.group] for i in range(0, len(chunk), self.group)]
+        if not batches:
+            return iter([])
+        longest = max(range(len(batches)), key=lambda b: max(self.lengths[i] for i in batches[b]))
+        first = batches.pop(longest)
+        rest = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        return iter([i for batch in [first, *rest] for i in batch])
+
+
 def weighted_loss(logits, labels, weights, shift: bool = True):
     """Each example's mean token loss (labels -100 ignored), weighted, averaged over the batch. ``shift``: the
     logits at position i predict token i + 1 (decoder-only); encoder-decoder logits align with their labels."""
@@ -343,7 +377,6 @@ class TransformersStudent:
             lr_scheduler_type=settings.lr_scheduler,
             lr_scheduler_kwargs={"min_lr_rate": settings.min_lr_ratio}
             if settings.lr_scheduler == "cosine_with_min_lr" else {},
-            train_sampling_strategy="group_by_length",
             logging_steps=settings.logging_steps,
             save_strategy="steps" if checkpoints else "no",
             save_steps=settings.checkpoint_steps or 500,
@@ -539,7 +572,14 @@ def _weighted_trainer():
     from transformers import Trainer
 
     class WeightedTrainer(Trainer):
-        """The Trainer, with per-example loss weights when the batch carries ``weights``."""
+        """The Trainer, with the harness's length-grouped order and per-example loss weights when the batch
+        carries ``weights``."""
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            a = self.args
+            group = a.per_device_train_batch_size * a.gradient_accumulation_steps * max(1, a.world_size)
+            return LengthGroupedSampler([useful_tokens(r) for r in dataset], group, a.data_seed or a.seed)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             weights = inputs.pop("weights", None)
@@ -598,6 +638,16 @@ def _worker(job_file: str) -> None:
         tmp = Path(job["result"] + ".tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, job["result"])
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # leave together, once every rank is done
+        dist.barrier()
+        dist.destroy_process_group()
+    # Skip the interpreter's teardown: destroying gloo's threads there sometimes aborts a rank ("terminate
+    # called without an active exception") after its work is done, and the launcher then fails the whole run.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @hookimpl

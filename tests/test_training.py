@@ -174,7 +174,7 @@ def test_selection_scores_real_generations(tmp_path):
     validate = make_validator(strategy, task, validation, 4, 2)
     rows = [TrainingExample(e.id, strategy.prompt(e), f" {e.answer}") for e in validation]
     student = TransformersStudent(Config(architecture=GPT2, tokenizer="word"))
-    student.train(rows * 16, TrainingSettings(max_steps=60, batch_size=8, threads=1, learning_rate=1e-2),
+    student.train(rows * 16, TrainingSettings(max_steps=150, batch_size=8, threads=1, learning_rate=1e-2),
                   tmp_path / "m", [r.prompt + r.target for r in rows], lambda n: None)
     model, tok = student.load(tmp_path / "m")
     assert validate(model, tok) == 1.0  # memorised: every answer read back right
@@ -259,3 +259,58 @@ def test_deepspeed_json_auto_values_and_mismatches(tmp_path, cli):
     (tmp_path / "ds.json").write_text("{not json")
     bad = cli("validate", recipe)
     assert bad.code == 2 and "ds.json: not valid JSON" in bad.err
+
+
+def _recipe(tmp_path, name: str, **training) -> Path:
+    from harness.testing import tiny_recipe
+
+    extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in training.items())
+    text = tiny_recipe(str(tmp_path), steps=240).replace('name = "tiny"', f'name = "{name}"')
+    recipe = tmp_path / f"{name}.toml"
+    recipe.write_text(text.replace("batch_size = 16\n", f"batch_size = 16\nlogging_steps = 20\n{extra}"))
+    return recipe
+
+
+def test_kill_9_mid_training_then_resume_ends_like_an_uninterrupted_run(tmp_path):
+    """A run killed after a checkpoint resumes from it (not from step 0) and ends with the same model and the
+    same test metrics as a run never interrupted."""
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    run = [sys.executable, "-m", "harness.cli", "run"]
+    killed = _recipe(tmp_path, "killed", checkpoint_steps=40, keep_checkpoints=2, threads=1)
+    proc = subprocess.Popen([*run, str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "runs" / "killed" / "checkpoints"
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if list(checkpoints.glob("train-*/checkpoint-80/trainer_state.json")):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "runs" / "killed" / "train-fine_tune_cot").exists()  # the stage did not finish
+
+    resumed = subprocess.run([*run, str(killed)], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = _recipe(tmp_path, "whole", threads=1)
+    assert subprocess.run([*run, str(whole)], env=env, capture_output=True, text=True, timeout=300).returncode == 0
+
+    def outcome(name):
+        root = tmp_path / "runs" / name
+        info = json.loads((root / "train-fine_tune_cot" / "train.json").read_text())
+        metrics = json.loads((root / "evaluate-fine_tune_cot" / "metrics.json").read_text())
+        weights = load_file(str(root / "train-fine_tune_cot" / "model" / "model.safetensors"))
+        return info, metrics, weights
+
+    info, metrics, weights = outcome("killed")
+    whole_info, whole_metrics, whole_weights = outcome("whole")
+    assert info["resumed_from_step"] >= 80 and info["steps"] == whole_info["steps"] == 240
+    assert info["final_loss"] == pytest.approx(whole_info["final_loss"], abs=1e-5)
+    assert {k: metrics[k] for k in ("acc", "contains_answer", "correct_format")} == \
+        {k: whole_metrics[k] for k in ("acc", "contains_answer", "correct_format")}
+    assert all(float((weights[k] - whole_weights[k]).abs().max()) < 1e-5 for k in weights)
+    assert not checkpoints.exists() or not any(checkpoints.iterdir())  # removed once the model is saved
