@@ -9,11 +9,13 @@ field re-runs exactly the stages that depend on it.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import random
 import resource
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -38,6 +40,38 @@ def split_overlap(splits: dict[str, list[Example]]) -> list[str]:
     """Ids of test examples whose question (normalised) also occurs in train or validation."""
     seen = {" ".join(e.question.lower().split()) for name in ("train", "validation") for e in splits.get(name, ())}
     return [e.id for e in splits.get("test", ()) if " ".join(e.question.lower().split()) in seen]
+
+
+def reset_peak_memory() -> None:
+    """Start a stage's memory peak afresh: Linux resets the process's peak RSS (VmHWM) on request; CUDA's peak
+    allocation counter is reset too when torch has a GPU."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # not Linux, or not permitted: the peak stays the process's since start
+        pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory() -> dict[str, float]:
+    """The stage's peak memory in MiB: this process's resident set (``peak_rss_mb``), the largest process it
+    started so far, e.g. launched training processes (``peak_child_rss_mb``), and GPU memory
+    (``peak_gpu_mb``)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        status = Path("/proc/self/status").read_text()
+        rss = next(int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        pass
+    out = {"peak_rss_mb": round(rss, 1)}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if children:
+        out["peak_child_rss_mb"] = round(children, 1)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
 
 
 OPERATIONAL = ("threads", "checkpoint_steps", "keep_checkpoints", "logging_steps")
@@ -275,6 +309,8 @@ class Pipeline:
                              work)
         if checkpoints.exists():  # the model is saved: its checkpoints are no longer needed
             shutil.rmtree(checkpoints, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                checkpoints.parent.rmdir()  # only when no other stage's checkpoints are left
         return folder / "model"
 
     def evaluate(self, run_name: str, student: Any, model_dirs: dict[str, Path], strategy: Any, task: Any,
@@ -347,12 +383,12 @@ class Pipeline:
             return self.rundir.path(stage)
         self._notify("on_stage_start", stage=stage, key=key)
         out = self.rundir.begin(stage)
+        reset_peak_memory()
         started = time.perf_counter()
         with self.ui.stage(label, total) as progress:
             summary, record = work(out, progress)
         seconds = time.perf_counter() - started
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        entry = {"key": key, "summary": summary, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb, 1),
+        entry = {"key": key, "summary": summary, "seconds": round(seconds, 2), **peak_memory(),
                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "skipped_last_run": False}
         folder = self.rundir.commit(stage, key, {**entry, "record": record})
         self.rundir.update_manifest(stages={stage: entry})

@@ -59,7 +59,7 @@ class HubSink:
             for samples in samples_files:
                 task = next((t for t in data.get("results", {}) if t in samples.name), None)
                 if task:
-                    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+                    rows = [json.loads(line) for line in samples.read_text().split("\n") if line.strip()]
                     tracker.save_results_samples(task_name=task, samples=rows)
         return [f"https://huggingface.co/datasets/{c.org}/{c.repo_name}"]
 

@@ -620,7 +620,8 @@ def _worker(job_file: str) -> None:
     rank0 = int(os.environ.get("RANK", "0")) == 0
     settings = TrainingSettings(**job["settings"])
     student = TransformersStudent(Config(**job["config"]))
-    rows = [TrainingExample(**json.loads(line)) for line in (folder / "rows.jsonl").read_text().splitlines()]
+    with (folder / "rows.jsonl").open() as f:  # lines end at "\n" only (texts may hold U+2028 and friends)
+        rows = [TrainingExample(**json.loads(line)) for line in f if line.strip()]
     corpus = json.loads((folder / "corpus.json").read_text())
     step = [0]
 

@@ -88,7 +88,7 @@ def _read_json(path: Path) -> Any:
 
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(path.read_text().split("\n"), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
@@ -149,6 +149,15 @@ def load_aqua(d: Definition, root: Path) -> list[dict]:
 
 
 LOADERS = {"unified": load_unified, "gsm8k": load_gsm8k, "aqua": load_aqua}
+
+
+def hub_choices(kind: str, row: dict) -> list[str]:
+    """A hub row's answer choices as ``(A) text`` strings."""
+    if kind == "options":  # AQuA: ["A)21", "B)22", ...]
+        return [re.sub(r"^\(?([A-Z])\)\s*", r"(\1) ", o) for o in row["options"]]
+    if kind == "labelled":  # CommonsenseQA: {"label": ["A", ...], "text": ["ignore", ...]}
+        return [f"({label}) {text}" for label, text in zip(row["choices"]["label"], row["choices"]["text"])]
+    raise DataError(f"hub choices '{kind}': use \"options\" or \"labelled\"")
 
 
 # Enrichers: add the original files' gold structure, joined on the normalised question -----------------------
@@ -228,7 +237,10 @@ class BenchmarkTask:
 
         The definition's ``hub`` table names the dataset (``path``, optional ``name``), its split names
         (``train``, ``test``), the question as a template over its fields (``question = "{Body} {Question}"``),
-        the ``answer`` field, and ``answer_format = "gsm8k"`` when the answer is a solution ending ``#### N``.
+        the ``answer`` field, ``answer_format`` (``gsm8k``: a solution ending ``#### N``; ``bool``: true/false
+        becomes Yes/No), and ``choices`` when answer choices live in their own field (``options``: a list like
+        AQuA's ``["A)21", ...]``; ``labelled``: ``{label: [...], text: [...]}`` like CommonsenseQA's), rendered
+        as in Fine-tune-CoT: ``{question} Answer choices: (A) 21, (B) 22.``
         """
         d = self.definition
         if not d.hub:
@@ -247,13 +259,18 @@ class BenchmarkTask:
             for i, r in enumerate(rows):
                 try:
                     question = hub.get("question", "{question}").format(**r)
-                    answer, rationale = str(r[hub.get("answer", "answer")]), None
+                    raw_answer, rationale = r[hub.get("answer", "answer")], None
+                    if hub.get("choices"):
+                        question = f"{question} Answer choices: {', '.join(hub_choices(hub['choices'], r))}."
                 except KeyError as exc:
                     raise DataError(f"hub dataset {hub['path']} ({split} row {i}) has no field {exc}; its fields: "
                                     f"{', '.join(r)}") from None
+                answer = str(raw_answer)
                 if hub.get("answer_format") == "gsm8k":
                     rationale, _, answer = answer.rpartition("####")
                     answer, rationale = answer.strip().replace(",", ""), rationale.strip()
+                elif hub.get("answer_format") == "bool":
+                    answer = "Yes" if raw_answer in (True, "true", "True", 1) else "No"
                 records.append({"question": question, "answer": answer, "rationale": rationale,
                                 "hub_split": split, "index": f"{split}-{i}"})
         return records

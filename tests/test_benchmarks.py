@@ -1,6 +1,8 @@
 """The 12 Fine-tune-CoT benchmarks from the real files in ../shared/data, and the recorded GPT-3 teacher."""
 
 import json
+import re
+from dataclasses import replace
 import os
 from pathlib import Path
 
@@ -177,6 +179,54 @@ def test_hub_loading_with_a_local_dataset_folder(tmp_path, monkeypatch):
     bad_cls = type("BadHubTask", (BenchmarkTask,), {"definition": bad, "name": "bad"})
     with pytest.raises(DataError, match=r"has no field 'Nope'; its fields: Body, Question, Answer"):
         bad_cls(Config(source="hub")).load()
+
+
+HUB_ROWS = {  # one row per task in its hub dataset's own schema (see the dataset cards), and the split it is in
+    "aqua": ("test", {"question": "What is 7 x 3?", "options": ["A)21", "B)22", "C)23", "D)24", "E)25"],
+                      "rationale": "7 x 3 = 21", "correct": "A"}),
+    "commonsense_qa": ("validation", {
+        "id": "x", "question_concept": "punishing",
+        "question": "The sanctions against the school were a punishing blow, and they seemed to what the efforts "
+                    "the school had made to change?",
+        "choices": {"label": ["A", "B", "C", "D", "E"],
+                    "text": ["ignore", "enforce", "authoritarian", "yell at", "avoid"]}, "answerKey": "A"}),
+    "multiarith": ("test", {"question": "Tom had 5 apples and bought 3. How many now?", "final_ans": "8"}),
+    "strategy_qa": ("test", {"question": "Is it common to see frost during some college commencements?",
+                             "answer": True}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HUB_ROWS))
+def test_hub_schemas_render_like_the_fine_tune_cot_files(tmp_path, registry, name):
+    """Each hub definition, pointed at a local folder holding a row in the hub dataset's schema, gives the
+    question text and answer that Fine-tune-CoT's own files have (choices rendered ``(A) x, (B) y.``)."""
+    from harness_builtins.task_benchmarks import Config
+
+    split, row = HUB_ROWS[name]
+    task_cls = registry.get("task", name).factory
+    hub = task_cls.definition.hub
+    folder = tmp_path / name
+    folder.mkdir()
+    for part in {hub["train"], hub["test"]}:
+        (folder / f"{part}.jsonl").write_text(json.dumps(row) + "\n")
+    local_hub = {**{k: v for k, v in hub.items() if k != "name"}, "path": str(folder)}  # a folder has no configs
+    local = type("LocalHub", (task_cls,), {"definition": replace(task_cls.definition, hub=local_hub)})
+    loaded = local(Config(source="hub", validation_fraction=0.0)).load()
+    (example,) = loaded["test"]
+    assert split == hub["test"]
+    if name == "commonsense_qa":  # the very first record of Fine-tune-CoT's commonsense_qa.json
+        assert example.question == (
+            "The sanctions against the school were a punishing blow, and they seemed to what the efforts the school "
+            "had made to change? Answer choices: (A) ignore, (B) enforce, (C) authoritarian, (D) yell at, (E) avoid.")
+    expected = {"aqua": ("What is 7 x 3? Answer choices: (A) 21, (B) 22, (C) 23, (D) 24, (E) 25.", "A"),
+                "commonsense_qa": (example.question, "A"),
+                "multiarith": ("Tom had 5 apples and bought 3. How many now?", "8"),
+                "strategy_qa": ("Is it common to see frost during some college commencements?", "Yes")}[name]
+    assert (example.question, example.answer) == expected
+    if name == "aqua":  # the local AQuA file renders the same way
+        local_aqua = load(registry, "aqua").load()["test"][0]
+        assert re.search(r" Answer choices: \(A\) .+, \(B\) .+, \(C\) .+, \(D\) .+, \(E\) .+\.$",
+                         local_aqua.question)
 
 
 def test_svamp_socratic_recipe_runs_offline_with_overrides(tmp_path, monkeypatch, cli):

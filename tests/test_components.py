@@ -118,3 +118,18 @@ def test_fine_tune_cot_filter_counts(splits):
     assert len(FineTuneCoT(FtcConfig()).build(examples, graded, None)) == correct
     assert len(FineTuneCoT(FtcConfig(filter=False)).build(examples, graded, None)) == 800
     assert len(FineTuneCoT(FtcConfig(filter=False, max_samples=1)).build(examples, graded, None)) == 400
+
+
+def test_gold_teacher_gives_the_tasks_own_rationales_and_steps():
+    from harness.types import Example, SubStep
+    from harness_builtins.teacher_gold import Config, GoldTeacher
+
+    examples = [Example("a", "q1", "24", rationale="48/2 = <<48/2=24>>24 each.\nSo 24.",
+                        steps=(SubStep("How many each?", "48/2 = 24"),)),
+                Example("b", "q2", "3")]
+    ticks = []
+    (a,), (b,) = GoldTeacher(Config()).generate(examples, None, ticks.append)
+    assert (a.rationale, a.answer_text, a.steps) == ("48/2 = <<48/2=24>>24 each. So 24.", "24", examples[0].steps)
+    assert b.meta == {"missing": True} and b.answer_text == "" and len(ticks) == 2
+    (a,), _ = GoldTeacher(Config(strip_calculations=True)).generate(examples, None, ticks.append)
+    assert a.rationale == "48/2 = 24 each. So 24."

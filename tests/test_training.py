@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import RunError
+from harness.rundir import read_jsonl
 from harness.generation import greedy_generate
 from harness.types import TrainingContext, TrainingExample, TrainingSettings
 from harness_builtins.student_transformers import (
@@ -218,6 +219,7 @@ def test_real_out_of_memory_becomes_a_message_with_the_knobs(tmp_path):
         from pathlib import Path
         import torch
         from harness.errors import RunError
+from harness.rundir import read_jsonl
         from harness.types import TrainingExample, TrainingSettings
         from harness_builtins.student_transformers import Config, TransformersStudent
         import transformers, accelerate  # loaded before the cap
@@ -314,3 +316,71 @@ def test_kill_9_mid_training_then_resume_ends_like_an_uninterrupted_run(tmp_path
         {k: whole_metrics[k] for k in ("acc", "contains_answer", "correct_format")}
     assert all(float((weights[k] - whole_weights[k]).abs().max()) < 1e-5 for k in weights)
     assert not checkpoints.exists() or not any(checkpoints.iterdir())  # removed once the model is saved
+
+
+def test_recipe_model_selection_scores_the_validation_split(tmp_path, cli):
+    recipe = _recipe(tmp_path, "select", select_every=10, select_examples=6)
+    recipe.write_text(recipe.read_text().replace("max_steps = 240", "max_steps = 20")
+                      .replace("validation_size = 0", "validation_size = 10"))
+    assert cli("run", recipe).code == 0
+    info = json.loads((tmp_path / "runs" / "select" / "train-fine_tune_cot" / "train.json").read_text())
+    assert [h[0] for h in info["selection"]["history"]] == [10, 20]
+    assert all(0 <= h[1] <= 1 for h in info["selection"]["history"])
+    socratic = _recipe(tmp_path, "sel_socratic", select_every=10)
+    socratic.write_text(socratic.read_text().replace('kind = "fine_tune_cot"', 'kind = "socratic"')
+                        .replace("validation_size = 0", "validation_size = 10"))
+    res = cli("run", socratic)
+    assert res.code == 2 and "training.select_every: this strategy answers through several generate calls" in res.err
+
+
+DATA = Path(os.environ.get("HARNESS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "zero_shot_cot").exists(), reason=f"benchmark data not found under {DATA}")
+def test_flan_t5_recipe_runs_with_two_processes_lora_and_zero2(tmp_path, cli, monkeypatch):
+    """recipes/gsm8k_flan_t5.toml as shipped (encoder-decoder Fine-tune-CoT, LoRA, the deepspeed launcher,
+    ZeRO-2), with a tiny from-scratch T5, 2 CPU processes and fp32 instead of 8 GPUs in bf16."""
+    from .conftest import REPO
+
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(DATA))
+    t5 = "{" + ", ".join(f"{k}={json.dumps(v)}" for k, v in T5.items()) + "}"
+    result = cli("run", REPO / "recipes" / "gsm8k_flan_t5.toml", "--set", f'run.output_dir="{tmp_path / "runs"}"',
+                 "--set", 'student.model=""', "--set", "student.tokenizer=word", "--set", f"student.architecture={t5}",
+                 "--set", "training.processes=2", "--set", "training.batch_size=4", "--set",
+                 "training.micro_batch_size=2", "--set", "training.max_steps=4", "--set", "training.bf16=false",
+                 "--set", "evaluation.limit=4", "--set", "evaluation.max_gen_toks=8",
+                 "--set", "sink.kind=local", "--set", f'sink.dir="{tmp_path / "results"}"')
+    assert result.code == 0, result.err
+    run = tmp_path / "runs" / "gsm8k_flan_t5"
+    info = json.loads((run / "train-fine_tune_cot" / "train.json").read_text())
+    assert info["processes"] == 2 and info["deepspeed_stage"] == 2 and info["encoder_decoder"] is True
+    assert info["trainable_parameters"] < info["parameters"] and (run / "train-fine_tune_cot" / "model" / "adapter").is_dir()
+    rows = list(read_jsonl(run / "build-fine_tune_cot" / "train.jsonl"))
+    assert rows and not any(r["prompt"].endswith("###") for r in rows)
+    samples = list(read_jsonl(next((tmp_path / "results").rglob("samples_*.jsonl"))))
+    assert len(samples) == 4
+
+
+def test_shipped_deepspeed_json_fits_the_flan_t5_recipe(tmp_path, cli):
+    from .conftest import REPO
+
+    text = (REPO / "recipes" / "gsm8k_flan_t5.toml").read_text().replace(
+        "deepspeed_stage = 2", f'deepspeed_config = "{REPO / "recipes" / "deepspeed" / "zero3_offload.json"}"')
+    (tmp_path / "r.toml").write_text(text)
+    assert cli("validate", tmp_path / "r.toml").code == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="per-stage peaks need Linux")
+def test_peak_memory_is_per_stage():
+    from harness.pipeline import peak_memory, reset_peak_memory
+
+    reset_peak_memory()
+    before = peak_memory()["peak_rss_mb"]
+    block = bytearray(300 * 2**20)  # touched: zero-filled
+    block[::4096] = b"x" * len(block[::4096])
+    high = peak_memory()["peak_rss_mb"]
+    del block
+    reset_peak_memory()
+    after = peak_memory()["peak_rss_mb"]
+    assert high >= before + 290 and after < high - 250

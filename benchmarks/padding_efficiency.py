@@ -1,0 +1,169 @@
+"""Training throughput: useful (non-padding) tokens per second, the harness's training against a plain
+transformers Trainer with default settings, on the same model, data, batch size and steps.
+
+Data (both in the Fine-tune-CoT format, ``{question} ###`` -> `` {rationale} --> {answer}``):
+- ``gsm8k``: GSM8K's Fine-tune-CoT train split with its human rationales (``<<calc>>`` annotations kept), from
+  ``$HARNESS_DATA_DIR`` (default ``../shared/data``): long and very uneven lengths;
+- ``synthetic``: the quickstart's synthetic arithmetic with the program teacher: short, fairly even lengths.
+
+Contenders, each training the quickstart's 0.85M-parameter GPT-2 (4 layers, width 128, 512 positions) for the
+same number of steps of batch 32 on the same tokenized rows:
+- ``harness``: the transformers student as a recipe runs it (length-grouped batches padded to their own
+  longest row);
+- ``trainer_dynamic``: ``Trainer`` defaults (random order) with ``DataCollatorForSeq2Seq`` padding each batch to
+  its longest row: the most frugal default;
+- ``trainer_max_length``: ``Trainer`` defaults with every row padded to the longest one in the data (what
+  ``tokenizer(..., padding="max_length")`` gives).
+Useful tokens per second = non-padding tokens trained on / wall time of ``trainer.train()``. Target: the harness
+at least 1.5x ``trainer_dynamic``. Prints the table and writes JSON.
+
+    python benchmarks/padding_efficiency.py [--data gsm8k synthetic] [--steps 60] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ARCH = {"model_type": "gpt2", "n_layer": 4, "n_embd": 128, "n_head": 4, "n_positions": 512,
+        "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+
+
+def gsm8k_rows(data_dir: Path):
+    """GSM8K's train split in the Fine-tune-CoT format with its human rationales (the gold-rationale variant)."""
+    from harness.plugins import load_registry
+    from harness.types import TrainingExample
+
+    registry = load_registry()
+    task_cls = registry.get("task", "gsm8k").factory
+    train = task_cls(task_cls.Config(data_dir=str(data_dir))).load()["train"]
+    return [TrainingExample(e.id, f"{e.question} ###", f" {' '.join(e.rationale.split())} --> {e.answer}")
+            for e in train if e.rationale]
+
+
+def synthetic_rows():
+    from harness.answers import extract, is_correct
+    from harness.types import GradedGeneration
+    from harness_builtins.strategy_fine_tune_cot import Config, FineTuneCoT
+    from harness_builtins.task_synthetic import Config as TaskConfig, SyntheticArithmetic
+    from harness_builtins.teacher_program import Config as TeacherConfig, ProgramTeacher
+
+    task = SyntheticArithmetic(TaskConfig(train_size=5000, validation_size=0, test_size=1))
+    train = task.load()["train"]
+    generations = ProgramTeacher(TeacherConfig()).generate(train, task, lambda n: None)
+    graded = {e.id: [GradedGeneration(g, g.answer_text, is_correct(extract(g.answer_text, task.answer, None),
+                                                                    e.answer, task.answer)) for g in gens]
+              for e, gens in zip(train, generations)}
+    return FineTuneCoT(Config()).build(train, graded, task)
+
+
+def plain_trainer(rows, tokenizer, steps: int, batch: int, pad_to_max: bool, seed: int, out: Path) -> dict:
+    """A transformers Trainer with default settings on the same encoded rows."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    from harness_builtins.student_transformers import encode
+
+    encoded = encode(tokenizer, rows, ARCH["n_positions"])
+    useful = [len(r["input_ids"]) for r in encoded]
+    if pad_to_max:
+        width = max(useful)
+        encoded = [{"input_ids": r["input_ids"] + [tokenizer.pad_token_id] * (width - len(r["input_ids"])),
+                    "labels": r["labels"] + [-100] * (width - len(r["labels"])),
+                    "attention_mask": [1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"]))}
+                   for r in encoded]
+    arch = dict(ARCH)
+    config = AutoConfig.for_model(arch.pop("model_type"), vocab_size=len(tokenizer),
+                                  bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                  pad_token_id=tokenizer.pad_token_id, **arch)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+
+    class Counting(DataCollatorForSeq2Seq):
+        tokens = 0
+
+        def __call__(self, features, return_tensors=None):
+            Counting.tokens += sum(sum(f["attention_mask"]) if "attention_mask" in f else len(f["input_ids"])
+                                   for f in features)
+            return super().__call__(features, return_tensors)
+
+    collator = Counting(tokenizer, padding=True, label_pad_token_id=-100)
+    args = TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch,
+                             learning_rate=2e-3, report_to=[], disable_tqdm=True, save_strategy="no",
+                             use_cpu=True, seed=seed, logging_steps=10_000)
+    trainer = Trainer(model=model, args=args, train_dataset=encoded, data_collator=collator)
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    return {"useful_tokens": Counting.tokens, "seconds": round(seconds, 2),
+            "useful_tokens_per_second": round(Counting.tokens / seconds, 1)}
+
+
+def harness_training(rows, steps: int, batch: int, seed: int, out: Path) -> dict:
+    from harness.types import TrainingSettings
+    from harness_builtins.student_transformers import Config, TransformersStudent
+
+    student = TransformersStudent(Config(architecture=ARCH, tokenizer="word"))
+    info = student.train(rows, TrainingSettings(max_steps=steps, batch_size=batch, max_length=ARCH["n_positions"],
+                                                seed=seed, logging_steps=10_000),
+                         out, [r.prompt + r.target for r in rows], lambda n: None)
+    return {"useful_tokens": info["tokens"], "seconds": info["seconds"],
+            "useful_tokens_per_second": info["tokens_per_second"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", default=["gsm8k", "synthetic"], choices=["gsm8k", "synthetic"])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "padding_efficiency.json"))
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from harness_builtins.student_transformers import encode, train_word_tokenizer
+
+    hf_logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    data_dir = Path(os.environ.get("HARNESS_DATA_DIR", REPO.parent / "shared" / "data"))
+    report = {"steps": args.steps, "batch_size": args.batch, "threads": args.threads, "model": ARCH,
+              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}", "data": {}}
+    for name in args.data:
+        rows = gsm8k_rows(data_dir) if name == "gsm8k" else synthetic_rows()
+        tokenizer = train_word_tokenizer([r.prompt + r.target for r in rows])
+        lengths = [len(r["input_ids"]) for r in encode(tokenizer, rows, ARCH["n_positions"])]
+        entry = {"rows": len(rows), "mean_length": round(sum(lengths) / len(lengths), 1), "max_length": max(lengths)}
+        with tempfile.TemporaryDirectory() as tmp:
+            entry["harness"] = harness_training(rows, args.steps, args.batch, 0, Path(tmp) / "h")
+            entry["trainer_dynamic"] = plain_trainer(rows, tokenizer, args.steps, args.batch, False, 0,
+                                                     Path(tmp) / "d")
+            entry["trainer_max_length"] = plain_trainer(rows, tokenizer, args.steps, args.batch, True, 0,
+                                                        Path(tmp) / "m")
+        base = entry["trainer_dynamic"]["useful_tokens_per_second"]
+        for key in ("harness", "trainer_dynamic", "trainer_max_length"):
+            entry[key]["speedup_vs_trainer_dynamic"] = round(entry[key]["useful_tokens_per_second"] / base, 2)
+        report["data"][name] = entry
+        print(f"\n{name}: {entry['rows']} rows, mean {entry['mean_length']} tokens, longest {entry['max_length']}")
+        print(f"  {'contender':<20} {'useful tok/s':>12} {'seconds':>8} {'speed-up':>9}")
+        for key in ("harness", "trainer_dynamic", "trainer_max_length"):
+            e = entry[key]
+            print(f"  {key:<20} {e['useful_tokens_per_second']:>12,.0f} {e['seconds']:>8.1f} "
+                  f"{e['speedup_vs_trainer_dynamic']:>8.2f}x")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
