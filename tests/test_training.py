@@ -214,19 +214,18 @@ def test_out_of_memory_is_recognised():
 @pytest.mark.skipif(sys.platform != "linux", reason="uses RLIMIT_AS")
 def test_real_out_of_memory_becomes_a_message_with_the_knobs(tmp_path):
     """Training under a real address-space cap: the CPU allocator fails and the message names what to change."""
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import resource, sys
         from pathlib import Path
         import torch
         from harness.errors import RunError
-from harness.rundir import read_jsonl
         from harness.types import TrainingExample, TrainingSettings
         from harness_builtins.student_transformers import Config, TransformersStudent
         import transformers, accelerate  # loaded before the cap
         from transformers import Trainer, TrainingArguments
         rows = [TrainingExample(str(i), "a " * 200, " b" * 50) for i in range(64)]
-        student = TransformersStudent(Config(architecture={{"model_type": "gpt2", "n_layer": 2, "n_embd": 1024,
-                                                           "n_head": 8, "n_positions": 256}}, tokenizer="word"))
+        student = TransformersStudent(Config(architecture={"model_type": "gpt2", "n_layer": 2, "n_embd": 1024,
+                                                           "n_head": 8, "n_positions": 256}, tokenizer="word"))
         vm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize"))
         resource.setrlimit(resource.RLIMIT_AS, (vm + 600 * 2**20, vm + 600 * 2**20))
         try:
