@@ -19,7 +19,7 @@ def test_validate_bad_recipe_lists_every_problem_and_exits_2(cli, tmp_path):
     assert result.code == 2
     assert result.err == (
         f"error: {path}: training.batch_size: must be at least 1\n"
-        f"error: {path}: teacher.kind: unknown teacher 'opena'. Did you mean 'openai'? Available: hf, openai, program, "
+        f"error: {path}: teacher.kind: unknown teacher 'opena'. Did you mean 'openai'? Available: gold, hf, openai, program, "
         "zero_shot_cot_log\n"
         "2 problems found\n")
     assert result.out == ""

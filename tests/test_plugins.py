@@ -64,7 +64,7 @@ def test_hook_that_raises_is_reported_and_others_still_load(monkeypatch):
 
 
 def test_unknown_component_message(registry):
-    with pytest.raises(PluginError, match=r"unknown teacher 'progrm'. Did you mean 'program'\? Available: hf, openai, "
+    with pytest.raises(PluginError, match=r"unknown teacher 'progrm'. Did you mean 'program'\? Available: gold, hf, openai, "
                                           r"program, zero_shot_cot_log"):
         registry.get("teacher", "progrm")
 

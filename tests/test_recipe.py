@@ -35,7 +35,7 @@ def test_tiny_recipe_loads_into_frozen_objects(tmp_path, registry):
 def test_unknown_component_gets_a_suggestion_and_the_list(tmp_path, registry):
     found = problems(tmp_path, TINY.replace('kind = "program"', 'kind = "progam"'), registry)
     assert found == [f"{tmp_path / 'r.toml'}: teacher.kind: unknown teacher 'progam'. Did you mean 'program'? "
-                     f"Available: hf, openai, program, zero_shot_cot_log"]
+                     f"Available: gold, hf, openai, program, zero_shot_cot_log"]
 
 
 def test_all_problems_reported_at_once(tmp_path, registry):
