@@ -26,6 +26,7 @@ STRATEGIES = [
     *({"kind": "diverse_reasoning", "name": f"diverse_D{d}", "samples": d} for d in (1, 2, 4, 8)),
     {"kind": "socratic", "mode": "two_models"},
     {"kind": "socratic", "name": "socratic_unified", "mode": "unified"},
+    {"kind": "socratic", "name": "socratic_last", "mode": "two_models", "solver_context": "last"},
     {"kind": "step_by_step"},
 ]
 

@@ -39,6 +39,9 @@ class Config:
     """Inference bound on decomposer/solver turns."""
     max_new_tokens: int = 48
     """Per generated sub-question or answer."""
+    solver_context: str = "full"
+    """What the solver sees of earlier turns: ``full`` (all of them) or ``last`` (the latest one only: shorter
+    solver inputs, the running result still in view)."""
 
     def check(self) -> list[tuple[str, str]]:
         problems = []
@@ -46,6 +49,8 @@ class Config:
             problems.append(("mode", f"'{self.mode}': use \"two_models\" or \"unified\""))
         if self.source not in ("teacher", "gold"):
             problems.append(("source", f"'{self.source}': use \"teacher\" or \"gold\""))
+        if self.solver_context not in ("full", "last"):
+            problems.append(("solver_context", f"'{self.solver_context}': use \"full\" or \"last\""))
         if self.max_steps < 1:
             problems.append(("max_steps", "must be at least 1"))
         return problems
@@ -55,8 +60,11 @@ def decomposer_prompt(question: str, previous: Sequence[SubStep]) -> str:
     return f"{question} ###" + "".join(f" Q: {s.question}" for s in previous) + " Q:"
 
 
-def solver_prompt(question: str, previous: Sequence[SubStep], current: str) -> str:
-    return f"{question} ###" + "".join(f" Q: {s.question} A: {s.answer}" for s in previous) + f" Q: {current} A:"
+def solver_prompt(question: str, previous: Sequence[SubStep], current: str, context: str = "full") -> str:
+    """The solver's input: the question, the earlier turns (``context = "last"``: only the latest one, whose
+    answer carries the running result) and the current sub-question."""
+    shown = previous[-1:] if context == "last" else previous
+    return f"{question} ###" + "".join(f" Q: {s.question} A: {s.answer}" for s in shown) + f" Q: {current} A:"
 
 
 def transcript(steps: Sequence[SubStep]) -> str:
@@ -95,7 +103,8 @@ class Socratic:
                 continue
             for k, step in enumerate(steps):
                 out.append(self._pair("decomposer", e.id, decomposer_prompt(e.question, steps[:k]), f" {step.question}"))
-                out.append(self._pair("solver", e.id, solver_prompt(e.question, steps[:k], step.question),
+                out.append(self._pair("solver", e.id, solver_prompt(e.question, steps[:k], step.question,
+                                                                    self.config.solver_context),
                                       f" {step.answer}"))
             out.append(self._pair("decomposer", e.id, decomposer_prompt(e.question, steps), f" {END}"))
         return out
@@ -144,7 +153,9 @@ def socratic_lm_class() -> type:
                     break
                 asked = self._generate("decomposer", [decomposer_prompt(questions[i], steps[i]) for i in active])
                 going = [(i, q) for i, q in zip(active, asked) if q and END not in q]
-                answers = self._generate("solver", [solver_prompt(questions[i], steps[i], q) for i, q in going])
+                answers = self._generate("solver", [solver_prompt(questions[i], steps[i], q,
+                                                                   self.strategy.config.solver_context)
+                                                     for i, q in going])
                 for (i, q), a in zip(going, answers):
                     steps[i].append(SubStep(q, a))
                 active = [i for i, _ in going]

@@ -175,3 +175,15 @@ def test_every_strategy_end_to_end(tmp_path):
     assert "-->" in first["resps"][0][0]
     (results,) = (run / "evaluate-socratic" / "lm_eval").rglob("results_*.json")
     assert json.loads(results.read_text())["config"]["model"] == "SocraticLM"
+
+
+def test_socratic_solver_can_see_only_the_last_turn():
+    rows = Socratic(SocraticConfig(solver_context="last")).build([E], graded(("r", True, STEPS + [
+        SubStep("How many after taking away 2?", "52 - 2 = 50")])), TASK)
+    solver = [r for r in rows if r.role == "solver"]
+    q = E.question
+    assert [r.prompt for r in solver] == [
+        f"{q} ### Q: How many after adding 7? A:",
+        f"{q} ### Q: How many after adding 7? A: 19 + 7 = 26 Q: How many after doubling? A:",
+        f"{q} ### Q: How many after doubling? A: 26 * 2 = 52 Q: How many after taking away 2? A:"]
+    assert SocraticConfig(solver_context="some").check() == [("solver_context", "'some': use \"full\" or \"last\"")]
