@@ -6,7 +6,8 @@ distinct phrasings to use), and is scored by lm-eval on the same 300 test proble
 strategy, overall and by number of steps (2/3/4), over several seeds (mean and spread), prints a table, and
 writes JSON and Markdown.
 
-    python benchmarks/science_check.py [--seeds 0 1 2] [--budget-tokens 3000000] [--out results/science_check]
+    python benchmarks/science_check.py [--seeds 0 1 2] [--budget-tokens 2000000] [--batch-size 16]
+                                       [--out results/science_check]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ STRATEGIES = [
 ]
 
 
-def recipe(seed: int, budget: int, workdir: Path) -> dict:
+def recipe(seed: int, budget: int, workdir: Path, batch_size: int = 16) -> dict:
     return {
         "run": {"name": f"science_seed{seed}", "seed": seed, "output_dir": str(workdir)},
         "task": {"kind": "synthetic_arithmetic", "train_size": 20000, "validation_size": 200, "test_size": 300},
@@ -41,7 +42,7 @@ def recipe(seed: int, budget: int, workdir: Path) -> dict:
                      "architecture": {"model_type": "gpt2", "n_layer": 4, "n_embd": 128, "n_head": 4,
                                       "n_positions": 256, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
                                       "attn_pdrop": 0.0}}],
-        "training": {"max_tokens": budget, "batch_size": 32, "learning_rate": 2e-3, "threads": 2},
+        "training": {"max_tokens": budget, "batch_size": batch_size, "learning_rate": 2e-3, "threads": 2},
         "evaluation": {"batch_size": 100, "max_gen_toks": 96},
         "sink": [{"kind": "local", "dir": str(workdir / "results")}],
     }
@@ -64,7 +65,8 @@ def by_steps(run_dir: Path, strategy: str) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--budget-tokens", type=int, default=3_000_000)
+    parser.add_argument("--budget-tokens", type=int, default=2_000_000)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workdir", default=str(REPO / "runs" / "science_check"))
     parser.add_argument("--out", default=str(REPO / "results" / "science_check"))
     args = parser.parse_args()
@@ -78,7 +80,7 @@ def main() -> int:
     per_seed: dict[int, dict] = {}
     started = time.perf_counter()
     for seed in args.seeds:
-        r = recipe_from_dict(recipe(seed, args.budget_tokens, workdir), Path(f"science_seed{seed}.toml"), registry)
+        r = recipe_from_dict(recipe(seed, args.budget_tokens, workdir, args.batch_size), Path(f"science_seed{seed}.toml"), registry)
         results = Pipeline(r, registry).run()
         run_dir = workdir / r.name
         per_seed[seed] = {name: {"acc": m["acc"], "by_steps": by_steps(run_dir, name)} for name, m in results.items()}
@@ -100,7 +102,7 @@ def main() -> int:
                          "train_tokens_mean": statistics.mean(per_seed[s][name]["train_tokens"] for s in args.seeds),
                          "train_seconds_mean": statistics.mean(per_seed[s][name]["train_seconds"] for s in args.seeds)}
     lines = [f"Science check: synthetic arithmetic, 0.85M-param GPT-2 from scratch, {args.budget_tokens:,} training "
-             f"tokens per strategy, seeds {args.seeds}, test n=300 ({seconds / 60:.0f} min on this machine)", "",
+             f"tokens per strategy in batches of {args.batch_size}, seeds {args.seeds}, test n=300 ({seconds / 60:.0f} min on this machine)", "",
              "| strategy | accuracy (mean ± sd) | 2 steps | 3 steps | 4 steps | train tokens | train s |",
              "|---|---|---|---|---|---|---|"]
     for name, s in summary.items():
@@ -113,6 +115,7 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"budget_tokens": args.budget_tokens, "seeds": args.seeds,
+                                                    "batch_size": args.batch_size,
                                                     "seconds": round(seconds, 1), "summary": summary,
                                                     "per_seed": per_seed}, indent=2) + "\n")
     out.with_suffix(".md").write_text(table + "\n")

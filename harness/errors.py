@@ -44,3 +44,10 @@ class DataError(BadInputError):
 
 class RunError(HarnessError):
     """A stage failed while running. Exit code 1; finished stages are kept."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, the CPU allocator's failure, or Python's MemoryError."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
+        isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text))

@@ -24,7 +24,7 @@ from typing import Any
 
 from harness import answers, rundir
 from harness.config import as_plain
-from harness.errors import BadInputError, RunError
+from harness.errors import BadInputError, RunError, is_out_of_memory
 from harness.evaluate import hf_lm, make_validator, run_lm_eval, task_name, write_task
 from harness.generation import max_positions
 from harness.plugins import Registry
@@ -335,8 +335,15 @@ class Pipeline:
             else:
                 model, tokenizer = models[""]
                 lm = hf_lm(model, tokenizer, ev.batch_size, max_positions(model))
-            res, _, _ = run_lm_eval(lm, task_dir, name, out / "lm_eval", f"{self.recipe.name}__{run_name}",
-                                    self.recipe.run.seed)
+            try:
+                res, _, _ = run_lm_eval(lm, task_dir, name, out / "lm_eval", f"{self.recipe.name}__{run_name}",
+                                        self.recipe.run.seed)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                raise RunError(f"evaluation ran out of memory ({str(exc).splitlines()[0][:200]}). To fit: lower "
+                               f"evaluation.batch_size (now {ev.batch_size}) or evaluation.max_gen_toks (now "
+                               f"{ev.max_gen_toks}); the trained model is kept") from None
             m = res["results"][name]
             metrics = {"acc": m["acc,none"], "acc_stderr": m["acc_stderr,none"],
                        "contains_answer": m["contains_answer,none"], "correct_format": m["correct_format,none"],

@@ -27,6 +27,7 @@ from typing import Any
 
 from harness import BadInputError, RunError, TrainingContext, TrainingExample, TrainingSettings, hookimpl
 from harness.deepspeed import build_config as build_deepspeed_config
+from harness.errors import is_out_of_memory
 from harness.deepspeed import load_config as load_deepspeed_config
 from harness.deepspeed import zero_stage
 
@@ -243,13 +244,6 @@ def training_env(deepspeed: bool) -> Iterator[None]:
 OOM_HINT = ("lower training.micro_batch_size (the batch stays training.batch_size through gradient accumulation), "
             "shorten training.max_length, use DeepSpeed ZeRO (training.deepspeed_stage = 2 or 3, with "
             "training.deepspeed_offload = true), training.bf16 = true on a GPU, or a LoRA adapter (student.lora)")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, the CPU allocator's failure, or Python's MemoryError."""
-    text = str(exc).lower()
-    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
-        isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text))
 
 
 class TransformersStudent:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import RunError
+from harness.errors import RunError, is_out_of_memory
 from harness.rundir import read_jsonl
 from harness.generation import greedy_generate
 from harness.types import TrainingContext, TrainingExample, TrainingSettings
@@ -20,7 +20,6 @@ from harness_builtins.student_transformers import (
     Selection,
     TransformersStudent,
     encode,
-    is_out_of_memory,
     train_word_tokenizer,
 )
 
@@ -218,7 +217,7 @@ def test_real_out_of_memory_becomes_a_message_with_the_knobs(tmp_path):
         import resource, sys
         from pathlib import Path
         import torch
-        from harness.errors import RunError
+        from harness.errors import RunError, is_out_of_memory
         from harness.types import TrainingExample, TrainingSettings
         from harness_builtins.student_transformers import Config, TransformersStudent
         import transformers, accelerate  # loaded before the cap
