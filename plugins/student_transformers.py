@@ -526,9 +526,7 @@ class Selection:
             self.best = [step, acc]
             self.trainer.save_model(str(self.best_dir))
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"history": self.history, "best": self.best}))
-        os.replace(tmp, self.state_file)
+        _write_json(self.state_file, {"history": self.history, "best": self.best})
 
     def finish(self, model, final_step: int) -> Path | None:
         """Score the final model too; the best model's folder if it is not the final one, else None."""
@@ -538,6 +536,13 @@ class Selection:
     def summary(self) -> dict[str, Any]:
         return {"history": self.history, "best_step": self.best[0] if self.best else None,
                 "best_accuracy": self.best[1] if self.best else None}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically: a reader (the parent polling a launched rank, a resumed run) never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
 
 
 def _advance(status: Path, done: int, progress) -> int:
@@ -622,17 +627,13 @@ def _worker(job_file: str) -> None:
     def progress(n: int) -> None:
         step[0] += n
         if rank0:
-            tmp = Path(job["status"] + ".tmp")
-            tmp.write_text(json.dumps({"step": step[0]}))
-            os.replace(tmp, job["status"])
+            _write_json(Path(job["status"]), {"step": step[0]})
 
     checkpoint_dir = Path(job["checkpoint_dir"]) if job["checkpoint_dir"] else None
     info = student.train(rows, settings, Path(job["out_dir"]), corpus, progress,
                          TrainingContext(checkpoint_dir=checkpoint_dir))
     if rank0:
-        tmp = Path(job["result"] + ".tmp")
-        tmp.write_text(json.dumps(info))
-        os.replace(tmp, job["result"])
+        _write_json(Path(job["result"]), info)
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():  # leave together, once every rank is done
