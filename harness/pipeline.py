@@ -254,16 +254,18 @@ class Pipeline:
                     build_key: str, task: Any = None,
                     splits: dict[str, list[Example]] | None = None) -> tuple[dict[str, Path], list[str]]:
         """One model per role of the strategy (e.g. Socratic's decomposer and solver; most strategies have one).
-        A token budget is shared by the roles' models in proportion to their data."""
+        A token budget is shared by the roles' models as the strategy says (``budget_shares()``), else in
+        proportion to their data."""
         roles = list(strategy.roles()) if hasattr(strategy, "roles") else [""]
-        total_chars = sum(len(t.prompt) + len(t.target) for t in train_rows) or 1
+        total_chars = sum(len(t.text()) for t in train_rows) or 1
+        shares = (getattr(strategy, "budget_shares", lambda: None)() or
+                  {role: sum(len(t.text()) for t in train_rows if t.role == role) / total_chars for role in roles})
         model_dirs, keys = {}, []
         for role in roles:
             rows = [t for t in train_rows if t.role == role] if len(roles) > 1 else train_rows
             settings = self.recipe.training
             if settings.max_tokens and len(roles) > 1:
-                share = sum(len(t.prompt) + len(t.target) for t in rows) / total_chars
-                settings = replace(settings, max_tokens=max(1, round(settings.max_tokens * share)))
+                settings = replace(settings, max_tokens=max(1, round(settings.max_tokens * shares[role])))
             key = stable_hash(["train", build_key, role, student_spec.plain(), training_key(settings)])
             validate = self.validator(strategy, task, splits or {}, roles) if settings.select_every else None
             model_dirs[role] = self.train(f"{run_name}-{role}" if len(roles) > 1 else run_name, student, rows, key,
@@ -293,7 +295,7 @@ class Pipeline:
         checkpoints = self.rundir.root / "checkpoints" / f"{stage}-{key[:12]}"
 
         def work(out: Path, progress) -> tuple[str, dict]:
-            corpus = [t.prompt + t.target for t in rows]
+            corpus = [t.text() for t in rows]
             if "context" in inspect.signature(student.train).parameters:
                 context = TrainingContext(checkpoint_dir=checkpoints if settings.checkpoint_steps else None,
                                           validate=validate)

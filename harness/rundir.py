@@ -88,11 +88,14 @@ def graded_from_dict(d: dict[str, Any]) -> GradedGeneration:
 
 
 def training_to_dict(t: TrainingExample) -> dict[str, Any]:
-    return asdict(t)
+    d = asdict(t)
+    if not t.turns:  # most strategies: keep their rows as they were
+        del d["turns"]
+    return d
 
 
 def training_from_dict(d: dict[str, Any]) -> TrainingExample:
-    return TrainingExample(**d)
+    return TrainingExample(**{**d, "turns": tuple(tuple(pair) for pair in d.get("turns", ()))})
 
 
 # The run directory -------------------------------------------------------------------------------------------

@@ -77,7 +77,11 @@ class GradedGeneration:
 
 @dataclass(frozen=True)
 class TrainingExample:
-    """One supervised pair. The loss covers ``target`` (and EOS) only, never ``prompt``."""
+    """One supervised pair. The loss covers ``target`` (and EOS) only, never ``prompt``.
+
+    ``turns`` extends it to a conversation in one sequence: further ``(context, target)`` pieces that follow
+    ``target``, the loss on every target and never on a context, EOS after the last target only. Each target
+    then sees exactly the text before it, as it would at inference, and one forward pass learns them all."""
 
     example_id: str
     prompt: str
@@ -87,6 +91,11 @@ class TrainingExample:
     weight: float = 1.0
     """Loss weight of this pair. With any weight other than 1, each pair's mean token loss is weighted, so a
     multi-task strategy can set loss = alpha * task_a + (1 - alpha) * task_b."""
+    turns: tuple[tuple[str, str], ...] = ()
+
+    def text(self) -> str:
+        """The whole sequence as text: prompt, target and every turn."""
+        return self.prompt + self.target + "".join(c + t for c, t in self.turns)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,15 @@ prefixed ``decompose:`` / ``solve:``. Decompositions come from the teacher (``so
 ``Generation.steps``, kept when the final answer is right) or from the task's human annotations
 (``source = "gold"``: ``Example.steps``, e.g. GSM8K's Socratic sub-questions; steps without answers are skipped).
 
+``packed = true`` trains on one sequence per question and role instead of one example per turn (the loss on
+every turn's target, each seeing exactly the text before it, as at inference): the same loss terms, in one
+forward pass rather than one per turn, so an equal token budget covers several times more questions.
+- decomposer: ``{q} ###`` -> `` Q: sq_1 Q: sq_2 ... Q: [END]`` (it learns the `` Q:`` markers too);
+- solver: ``{q} ### Q: sq_1 A:`` -> `` a_1 Q:``, then `` sq_2 A:`` (context) -> `` a_2 Q:`` ... -> `` a_n``;
+- unified: ``{q} ###`` -> `` Q: sq_1 A: a_1 ... Q: sq_n A: a_n Q: [END]``, the role given by the turn marker
+  (`` Q:`` asks, `` A:`` answers) instead of a prefix; so the unified decomposer sees the earlier answers too.
+Generated turns are cut at the next marker.
+
 At test time the decomposer proposes a sub-question, the solver answers it, and so on until the decomposer says
 ``[END]`` or ``max_steps`` is reached. The output is the transcript followed by `` --> {answer}``, the answer
 being the last candidate in the solver's last answer. This runs inside lm-eval as the model type
@@ -42,6 +51,11 @@ class Config:
     solver_context: str = "full"
     """What the solver sees of earlier turns: ``full`` (all of them) or ``last`` (the latest one only: shorter
     solver inputs, the running result still in view)."""
+    packed: bool = False
+    """One training sequence per question and role, the loss on every turn, instead of one example per turn."""
+    solver_share: float = 0.0
+    """Two models under a token budget (``training.max_tokens``): the solver's share of it, the decomposer
+    training on the rest. 0: each model's share is its share of the training text."""
 
     def check(self) -> list[tuple[str, str]]:
         problems = []
@@ -53,6 +67,12 @@ class Config:
             problems.append(("solver_context", f"'{self.solver_context}': use \"full\" or \"last\""))
         if self.max_steps < 1:
             problems.append(("max_steps", "must be at least 1"))
+        if not 0 <= self.solver_share < 1:
+            problems.append(("solver_share", f"{self.solver_share}: a fraction between 0 and 1 (0: in proportion "
+                                             "to each model's training text)"))
+        if self.packed and self.solver_context != "full":
+            problems.append(("packed", "a packed sequence shows the solver every earlier turn; set "
+                                       "solver_context = \"full\" or packed = false"))
         return problems
 
 
@@ -89,11 +109,21 @@ class Socratic:
     def stop(self) -> list[str]:
         return []
 
-    def _pair(self, role: str, example_id: str, prompt: str, target: str) -> TrainingExample:
-        if self.unified:
-            return TrainingExample(example_id, f"{'decompose' if role == 'decomposer' else 'solve'}: {prompt}",
-                                   target)
-        return TrainingExample(example_id, prompt, target, role=role)
+    def budget_shares(self) -> dict[str, float] | None:
+        share = self.config.solver_share
+        return {"decomposer": 1 - share, "solver": share} if share and not self.unified else None
+
+    def ask_prompt(self, question: str, steps: Sequence[SubStep]) -> str:
+        """The decomposer's input for the next sub-question (training and inference alike)."""
+        if self.unified and self.config.packed:
+            return f"{question} ###{transcript(steps)} Q:"
+        prompt = decomposer_prompt(question, steps)
+        return f"decompose: {prompt}" if self.unified else prompt
+
+    def answer_prompt(self, question: str, steps: Sequence[SubStep], current: str) -> str:
+        """The solver's input for the current sub-question."""
+        prompt = solver_prompt(question, steps, current, self.config.solver_context)
+        return f"solve: {prompt}" if self.unified and not self.config.packed else prompt
 
     def build(self, examples, generations, task) -> list[TrainingExample]:
         out = []
@@ -101,13 +131,28 @@ class Socratic:
             steps = self._steps(e, generations.get(e.id, ()))
             if not steps:
                 continue
+            if self.config.packed:
+                out += self._packed(e.id, e.question, steps)
+                continue
+            role = (lambda r: "") if self.unified else (lambda r: r)
             for k, step in enumerate(steps):
-                out.append(self._pair("decomposer", e.id, decomposer_prompt(e.question, steps[:k]), f" {step.question}"))
-                out.append(self._pair("solver", e.id, solver_prompt(e.question, steps[:k], step.question,
-                                                                    self.config.solver_context),
-                                      f" {step.answer}"))
-            out.append(self._pair("decomposer", e.id, decomposer_prompt(e.question, steps), f" {END}"))
+                out.append(TrainingExample(e.id, self.ask_prompt(e.question, steps[:k]), f" {step.question}",
+                                           role=role("decomposer")))
+                out.append(TrainingExample(e.id, self.answer_prompt(e.question, steps[:k], step.question),
+                                           f" {step.answer}", role=role("solver")))
+            out.append(TrainingExample(e.id, self.ask_prompt(e.question, steps), f" {END}", role=role("decomposer")))
         return out
+
+    def _packed(self, example_id: str, question: str, steps: Sequence[SubStep]) -> list[TrainingExample]:
+        start = f"{question} ###"
+        if self.unified:
+            return [TrainingExample(example_id, start, f"{transcript(steps)} Q: {END}")]
+        asks = "".join(f" Q: {s.question}" for s in steps) + f" Q: {END}"
+        answers = [f" {s.answer} Q:" for s in steps[:-1]] + [f" {steps[-1].answer}"]
+        turns = tuple((f" {s.question} A:", a) for s, a in zip(steps[1:], answers[1:]))
+        return [TrainingExample(example_id, start, asks, role="decomposer"),
+                TrainingExample(example_id, f"{start} Q: {steps[0].question} A:", answers[0], role="solver",
+                                turns=turns)]
 
     def _steps(self, example, graded) -> tuple[SubStep, ...]:
         if self.config.source == "gold":
@@ -139,10 +184,10 @@ def socratic_lm_class() -> type:
 
         def _generate(self, role: str, prompts: list[str]) -> list[str]:
             model, tok = self._role(role)
-            if self.strategy.unified:
-                prompts = [f"{'decompose' if role == 'decomposer' else 'solve'}: {p}" for p in prompts]
+            # a packed model goes on past its turn: cut at the next turn's marker
+            stop = ("Q:", "A:") if role == "decomposer" else ("Q:",)
             return [t.strip() for t in greedy_generate(model, tok, prompts, self.strategy.config.max_new_tokens,
-                                                       self.batch_size)]
+                                                       self.batch_size, stop=stop)]
 
         def generate_until(self, requests) -> list[str]:
             questions = [r.args[0][: -len(" ###")] if r.args[0].endswith(" ###") else r.args[0] for r in requests]
@@ -151,10 +196,10 @@ def socratic_lm_class() -> type:
             for _ in range(self.strategy.config.max_steps):
                 if not active:
                     break
-                asked = self._generate("decomposer", [decomposer_prompt(questions[i], steps[i]) for i in active])
+                asked = self._generate("decomposer", [self.strategy.ask_prompt(questions[i], steps[i])
+                                                      for i in active])
                 going = [(i, q) for i, q in zip(active, asked) if q and END not in q]
-                answers = self._generate("solver", [solver_prompt(questions[i], steps[i], q,
-                                                                   self.strategy.config.solver_context)
+                answers = self._generate("solver", [self.strategy.answer_prompt(questions[i], steps[i], q)
                                                      for i, q in going])
                 for (i, q), a in zip(going, answers):
                     steps[i].append(SubStep(q, a))

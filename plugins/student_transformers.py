@@ -28,6 +28,7 @@ from typing import Any
 from harness import BadInputError, RunError, TrainingContext, TrainingExample, TrainingSettings, hookimpl
 from harness.deepspeed import build_config as build_deepspeed_config
 from harness.errors import is_out_of_memory
+from harness.rundir import training_from_dict, training_to_dict
 from harness.deepspeed import load_config as load_deepspeed_config
 from harness.deepspeed import zero_stage
 
@@ -102,9 +103,16 @@ def encode(tokenizer, examples: Sequence[TrainingExample], max_length: int,
            encoder_decoder: bool = False) -> list[dict[str, list[int]]]:
     """Token ids with EOS closing every target, truncated to ``max_length``. Decoder-only: one sequence, the
     prompt masked out of the labels (-100). Encoder-decoder: the prompt is the encoder's input, the target
-    (+ EOS) the labels."""
+    (+ EOS) the labels. A conversation (``turns``) is one decoder-only sequence, each piece tokenized on its own
+    (so every target starts on a token boundary, as at inference), contexts masked, EOS after the last target."""
+    if encoder_decoder and any(e.turns for e in examples):
+        raise BadInputError("strategy: its training examples are conversations (several targets in one "
+                            "sequence), which an encoder-decoder student cannot learn in one pass; use a "
+                            "decoder-only student or the strategy's one-example-per-turn form")
     prompts = prompt_ids(tokenizer, [e.prompt for e in examples], encoder_decoder)
     targets = tokenizer([e.target for e in examples], add_special_tokens=False)["input_ids"]
+    pieces = [piece for e in examples for turn in e.turns for piece in turn]
+    piece_ids = iter(tokenizer(pieces, add_special_tokens=False)["input_ids"] if pieces else [])
     eos = tokenizer.eos_token_id
     weighted = any(e.weight != 1.0 for e in examples)
     rows = []
@@ -112,8 +120,11 @@ def encode(tokenizer, examples: Sequence[TrainingExample], max_length: int,
         if encoder_decoder:
             ids, labels = p[:max_length], (t + [eos])[:max_length]
         else:
-            ids = (p + t + [eos])[:max_length]
-            labels = ([-100] * len(p) + t + [eos])[:max_length]
+            ids, labels = p + t, [-100] * len(p) + t
+            for _ in e.turns:
+                context, target = next(piece_ids), next(piece_ids)
+                ids, labels = ids + context + target, labels + [-100] * len(context) + target
+            ids, labels = (ids + [eos])[:max_length], (labels + [eos])[:max_length]
         rows.append({"input_ids": ids, "labels": labels, **({"weight": e.weight} if weighted else {})})
     return rows
 
@@ -451,7 +462,7 @@ class TransformersStudent:
                                 "set training.processes = 1 or training.select_every = 0")
         job = (context.checkpoint_dir or out_dir.parent / "launch")
         job.mkdir(parents=True, exist_ok=True)
-        (job / "rows.jsonl").write_text("".join(json.dumps(asdict(t)) + "\n" for t in train))
+        (job / "rows.jsonl").write_text("".join(json.dumps(training_to_dict(t)) + "\n" for t in train))
         (job / "corpus.json").write_text(json.dumps(list(corpus)))
         spec = {"config": asdict(self.config), "settings": asdict(settings), "out_dir": str(out_dir),
                 "checkpoint_dir": str(context.checkpoint_dir) if context.checkpoint_dir else None,
@@ -620,7 +631,7 @@ def _worker(job_file: str) -> None:
     settings = TrainingSettings(**job["settings"])
     student = TransformersStudent(Config(**job["config"]))
     with (folder / "rows.jsonl").open() as f:  # lines end at "\n" only (texts may hold U+2028 and friends)
-        rows = [TrainingExample(**json.loads(line)) for line in f if line.strip()]
+        rows = [training_from_dict(json.loads(line)) for line in f if line.strip()]
     corpus = json.loads((folder / "corpus.json").read_text())
     step = [0]
 

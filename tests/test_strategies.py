@@ -139,6 +139,11 @@ name = "socratic_unified"
 mode = "unified"
 
 [[strategy]]
+kind = "socratic"
+name = "socratic_packed"
+packed = true
+
+[[strategy]]
 kind = "step_by_step"
 """
 
@@ -159,7 +164,7 @@ def test_every_strategy_end_to_end(tmp_path):
     run = tmp_path / "runs" / "tiny"
     summary = json.loads((run / "summary.json").read_text())
     assert sorted(summary) == sorted(["vanilla", "fine_tune_cot", "diverse_reasoning", "socratic",
-                                      "socratic_unified", "step_by_step"])
+                                      "socratic_unified", "socratic_packed", "step_by_step"])
     # Socratic trains two models, its unified variant one
     assert (run / "train-socratic-decomposer" / "model").is_dir() and (run / "train-socratic-solver").is_dir()
     assert (run / "train-socratic_unified" / "model").is_dir()
@@ -167,6 +172,8 @@ def test_every_strategy_end_to_end(tmp_path):
     # one decomposer pair per step plus one [END] per question, one solver pair per step
     assert build["questions"] == 300
     assert build["roles"]["decomposer"] == build["roles"]["solver"] + 300
+    packed = json.loads((run / "build-socratic_packed" / "done.json").read_text())["record"]
+    assert packed["roles"] == {"decomposer": 300, "solver": 300}  # one sequence per question and role
     diverse = json.loads((run / "build-diverse_reasoning" / "done.json").read_text())["record"]["strategy"]
     assert diverse["offered"] == 600 and diverse["kept"] + diverse["duplicates"] == 600
     # lm-eval ran the decomposer/solver loop: its per-sample log holds the transcript
@@ -187,3 +194,56 @@ def test_socratic_solver_can_see_only_the_last_turn():
         f"{q} ### Q: How many after adding 7? A: 19 + 7 = 26 Q: How many after doubling? A:",
         f"{q} ### Q: How many after doubling? A: 26 * 2 = 52 Q: How many after taking away 2? A:"]
     assert SocraticConfig(solver_context="some").check() == [("solver_context", "'some': use \"full\" or \"last\"")]
+
+
+def test_socratic_packed_formats():
+    q = E.question
+    rows = Socratic(SocraticConfig(packed=True)).build([E], graded(("r", True, STEPS)), TASK)
+    assert rows == [
+        TrainingExample(E.id, f"{q} ###", f" Q: How many after adding 7? Q: How many after doubling? Q: {END}",
+                        role="decomposer"),
+        TrainingExample(E.id, f"{q} ### Q: How many after adding 7? A:", " 19 + 7 = 26 Q:", role="solver",
+                        turns=((" How many after doubling? A:", " 26 * 2 = 52"),)),
+    ]
+    (unified,) = Socratic(SocraticConfig(mode="unified", packed=True)).build([E], graded(("r", True, STEPS)), TASK)
+    assert unified == TrainingExample(E.id, f"{q} ###", " Q: How many after adding 7? A: 19 + 7 = 26 Q: How many "
+                                                          f"after doubling? A: 26 * 2 = 52 Q: {END}")
+    assert SocraticConfig(packed=True, solver_context="last").check() == [
+        ("packed", 'a packed sequence shows the solver every earlier turn; set solver_context = "full" or '
+                   'packed = false')]
+
+
+def test_socratic_inference_prompts_are_what_each_packed_target_saw():
+    """At inference every turn's prompt is exactly the packed training text before that turn's target."""
+    steps = STEPS + [SubStep("How many after taking away 2?", "52 - 2 = 50")]
+    for mode in ("two_models", "unified"):
+        strategy = Socratic(SocraticConfig(mode=mode, packed=True))
+        rows = strategy.build([E], graded(("r", True, steps)), TASK)
+        text = {r.role: r.text() for r in rows}
+        asks, answers = text["decomposer" if mode == "two_models" else ""], text["solver" if mode == "two_models" else ""]
+        for k, step in enumerate(steps):
+            assert asks.startswith(f"{strategy.ask_prompt(E.question, steps[:k])} {step.question}")
+            assert answers.startswith(f"{strategy.answer_prompt(E.question, steps[:k], step.question)} {step.answer}")
+        assert asks.endswith(f"{strategy.ask_prompt(E.question, steps)} {END}")
+
+
+def test_socratic_solver_share_splits_a_token_budget(tmp_path):
+    import json
+
+    from harness.cli import main
+
+    from .conftest import TINY
+
+    text = TINY.replace("[run]\n", f'[run]\noutput_dir = "{tmp_path / "runs"}"\n', 1)
+    text = text.replace('[[strategy]]\nkind = "vanilla"\n\n[[strategy]]\nkind = "fine_tune_cot"\n',
+                        '[[strategy]]\nkind = "socratic"\npacked = true\nsolver_share = 0.75\n')
+    recipe = tmp_path / "share.toml"
+    recipe.write_text(text)
+    assert main(["run", str(recipe), "--set", "training.max_tokens=40000", "--set", "evaluation.limit=2"]) == 0
+    run = tmp_path / "runs" / "tiny"
+    tokens = {role: json.loads((run / f"train-socratic-{role}" / "done.json").read_text())["record"]["tokens"]
+              for role in ("decomposer", "solver")}
+    assert 0.70 < tokens["solver"] / sum(tokens.values()) < 0.80, tokens
+    assert 38000 < sum(tokens.values()) < 45000, tokens  # each model overshoots by less than one batch
+    assert SocraticConfig(solver_share=1.0).check()[0][0] == "solver_share"
+    assert Socratic(SocraticConfig(mode="unified", solver_share=0.5)).budget_shares() is None

@@ -22,7 +22,7 @@ ARCH = {"model_type": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "n_positi
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_word_tokenizer([r.prompt + r.target for r in ROWS])
+    return train_word_tokenizer([r.text() for r in [*ROWS, CONVERSATION]])
 
 
 def test_word_tokenizer_round_trips_and_numbers_are_single_tokens(tokenizer):
@@ -42,6 +42,51 @@ def test_encode_masks_the_prompt_exactly_and_appends_eos(tokenizer):
     assert row["labels"] == [-100] * len(prompt) + target + [tokenizer.eos_token_id]
     (short,) = encode(tokenizer, ROWS[:1], max_length=5)
     assert short["input_ids"] == prompt[:5] and short["labels"] == [-100] * 5
+
+
+CONVERSATION = TrainingExample("c", "Tom has 5 apples. He buys 3 more. How many? ### Q: How many after buying? A:",
+                               " 5 + 3 = 8", turns=((" Q: How many? A:", " 8"),))
+
+
+def test_encode_a_conversation_learns_every_target_and_no_context(tokenizer):
+    (row,) = encode(tokenizer, [CONVERSATION], max_length=256)
+    ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    prompt, first, context, last = (ids(CONVERSATION.prompt), ids(" 5 + 3 = 8"), ids(" Q: How many? A:"),
+                                    ids(" 8"))
+    eos = tokenizer.eos_token_id
+    assert row["input_ids"] == prompt + first + context + last + [eos]
+    assert row["labels"] == [-100] * len(prompt) + first + [-100] * len(context) + last + [eos]
+    assert tokenizer.decode(row["input_ids"], skip_special_tokens=True) == CONVERSATION.text()
+
+
+def test_a_conversation_scores_each_target_as_its_own_turn_would(tokenizer):
+    """One packed sequence gives every target token the same log-probability as the per-turn example that ends
+    there: the same loss terms for one forward pass instead of one per turn."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), **{k: v for k, v in ARCH.items()
+                                                                       if k != "model_type"})).eval()
+    second_turn = TrainingExample("c", CONVERSATION.prompt + CONVERSATION.target + CONVERSATION.turns[0][0], " 8")
+    (packed,), (single,) = encode(tokenizer, [CONVERSATION], 256), encode(tokenizer, [second_turn], 256)
+
+    def target_logprobs(row):
+        with torch.no_grad():
+            logits = model(torch.tensor([row["input_ids"]])).logits[0, :-1].log_softmax(-1)
+        labels = torch.tensor(row["labels"][1:])
+        keep = labels != -100
+        return logits[keep].gather(1, labels[keep, None])[:, 0]
+
+    # the single turn's target " 8" + EOS are the packed row's last two learned tokens
+    torch.testing.assert_close(target_logprobs(packed)[-2:], target_logprobs(single), rtol=0, atol=1e-5)
+
+
+def test_an_encoder_decoder_student_refuses_conversations(tokenizer):
+    from harness import BadInputError
+
+    with pytest.raises(BadInputError, match="encoder-decoder student"):
+        encode(tokenizer, [CONVERSATION], 256, encoder_decoder=True)
 
 
 def test_collator_pads_right_and_counts_real_tokens(tokenizer):
