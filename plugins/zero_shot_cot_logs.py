@@ -100,7 +100,9 @@ def _record(chunk: str, trigger: str, index: int, path: Path) -> LogRecord:
 
 
 def accuracy_table(root: Path) -> str:
-    """Markdown: each log's reported accuracy next to the harness's scoring of its records.
+    """Markdown: each log's reported accuracy next to the harness's answer cleansing of its records, compared
+    with the logged gold answer two ways: as the log compared (string equality) and by the harness's scoring
+    (REFERENCE's rules: numbers as floats within 1e-6 for AddSub, SVAMP and SingleEq; gold without commas).
 
     ``python -m harness_builtins.zero_shot_cot_logs DATA_DIR`` prints it (docs/tasks.md holds a copy).
     """
@@ -108,18 +110,26 @@ def accuracy_table(root: Path) -> str:
     from harness.plugins import load_registry
 
     registry = load_registry()
-    lines = ["| benchmark | records | log's accuracy | harness scoring | difference | records scored differently |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| benchmark | records | log's accuracy | harness cleansing, log's comparison | difference | "
+             "harness scoring | difference | predictions equal to the log's |",
+             "|---|---|---|---|---|---|---|---|"]
     for task, stem in sorted(LOG_NAMES.items()):
         log = parse_log(root / "zero_shot_cot" / "log" / f"{stem}_zero_shot_cot.log")
         factory = registry.get("task", task).factory
         spec = factory(factory.Config(data_dir=str(root))).answer
-        verdicts = [is_correct(extract(r.answer_step, spec, None), r.gold, spec) for r in log.records]
-        ours = 100 * sum(verdicts) / len(verdicts)
-        differ = sum(ok != (r.prediction == r.gold) for r, ok in zip(log.records, verdicts))
-        lines.append(f"| {task} | {len(log.records)} | {log.reported_accuracy:.2f} | {ours:.2f} | "
-                     f"{ours - (log.reported_accuracy or 0):+.2f} | {differ} |")
+        predictions = [extract(r.answer_step, spec, None) for r in log.records]
+        as_logged = 100 * sum(p is not None and p == r.gold for p, r in zip(predictions, log.records)) / len(
+            predictions)
+        ours = 100 * sum(is_correct(p, r.gold, spec) for p, r in zip(predictions, log.records)) / len(predictions)
+        same = sum((p or "") == r.prediction for p, r in zip(predictions, log.records))
+        reported = log.reported_accuracy or 0.0
+        lines.append(f"| {task} | {len(log.records)} | {reported:.2f} | {as_logged:.2f} | "
+                     f"{_difference(as_logged, reported)} | {ours:.2f} | {_difference(ours, reported)} | {same} |")
     return "\n".join(lines)
+
+
+def _difference(a: float, b: float) -> str:
+    return f"{round(a - b, 2) + 0.0:+.2f}"  # + 0.0: no "-0.00"
 
 
 if __name__ == "__main__":
