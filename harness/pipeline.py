@@ -78,8 +78,13 @@ OPERATIONAL = ("threads", "checkpoint_steps", "keep_checkpoints", "logging_steps
 """Training knobs that do not change the trained model: left out of the train stage's key."""
 
 
-def training_key(settings: TrainingSettings) -> dict[str, Any]:
-    return {k: v for k, v in as_plain(settings).items() if k not in OPERATIONAL}
+def training_key(settings: TrainingSettings, max_gen_toks: int | None = None) -> dict[str, Any]:
+    """The training knobs that shape the model. Model selection also depends on how long its generations may be
+    (``evaluation.max_gen_toks``), so that is part of the key when ``select_every`` is on."""
+    key = {k: v for k, v in as_plain(settings).items() if k not in OPERATIONAL}
+    if settings.select_every and max_gen_toks is not None:
+        key["select_max_gen_toks"] = max_gen_toks
+    return key
 
 
 def validation_sample(examples: Sequence[Example], n: int, seed: int) -> list[Example]:
@@ -266,7 +271,8 @@ class Pipeline:
             settings = self.recipe.training
             if settings.max_tokens and len(roles) > 1:
                 settings = replace(settings, max_tokens=max(1, round(settings.max_tokens * shares[role])))
-            key = stable_hash(["train", build_key, role, student_spec.plain(), training_key(settings)])
+            key = stable_hash(["train", build_key, role, student_spec.plain(),
+                               training_key(settings, self.recipe.evaluation.max_gen_toks)])
             validate = self.validator(strategy, task, splits or {}, roles) if settings.select_every else None
             model_dirs[role] = self.train(f"{run_name}-{role}" if len(roles) > 1 else run_name, student, rows, key,
                                           settings, validate)

@@ -213,3 +213,14 @@ def test_observer_that_raises_is_named_and_the_run_goes_on(first_run, capsys):
     results = Pipeline(load_recipe(recipe, registry, state[1::2]), registry, UI(warnings, console)).run()
     assert set(results) == {"vanilla", "fine_tune_cot"}
     assert "warning: plugin 'Broken' failed in hook on_stage_end: ValueError: observer bug" in warnings.export_text()
+
+
+def test_the_train_key_covers_what_shapes_the_model():
+    from harness.pipeline import training_key
+    from harness.types import TrainingSettings
+
+    plain = TrainingSettings()
+    assert training_key(plain, 32) == training_key(plain, 64)  # generation length: evaluation only
+    assert training_key(plain) == training_key(TrainingSettings(threads=1, logging_steps=3))  # operational
+    selecting = TrainingSettings(select_every=10)
+    assert training_key(selecting, 32) != training_key(selecting, 64)  # model selection generates with it
