@@ -14,7 +14,8 @@ Diverse reasoning with D = 1 trains on the same data as ``fine_tune_cot`` (one c
 so it is not run again: ``--strategies diverse_D1`` runs it.
 
     python benchmarks/science_check.py [--seeds 0 1 2] [--budget-tokens 2000000] [--batch-size 16]
-                                       [--jobs 2] [--strategies NAME ...] [--out results/science_check]
+                                       [--jobs 2] [--strategies NAME ...] [--train-size 20000]
+                                       [--out results/science_check]
 """
 
 from __future__ import annotations
@@ -59,10 +60,10 @@ def name_of(strategy: dict) -> str:
 
 
 def recipe(seed: int, budget: int, workdir: Path, batch_size: int = 16, strategies: list[dict] = DEFAULT,
-           threads: int = 2, run_name: str | None = None) -> dict:
+           threads: int = 2, run_name: str | None = None, train_size: int = 20000) -> dict:
     return {
         "run": {"name": run_name or f"science_seed{seed}", "seed": seed, "output_dir": str(workdir)},
-        "task": {"kind": "synthetic_arithmetic", "train_size": 20000, "validation_size": 200, "test_size": 300},
+        "task": {"kind": "synthetic_arithmetic", "train_size": train_size, "validation_size": 200, "test_size": 300},
         "teacher": {"kind": "program", "samples": 8, "temperature": 1.0, "seed": seed},
         "strategy": strategies,
         "student": [{"kind": "transformers", "name": "gpt2-0.85M", "tokenizer": "word",
@@ -90,7 +91,7 @@ def by_steps(run_dir: Path, strategy: str) -> dict[str, float]:
 
 
 def run_group(seed: int, group: str, strategies: list[dict], budget: int, batch_size: int, threads: int,
-              workdir: str) -> tuple[int, dict]:
+              workdir: str, train_size: int = 20000) -> tuple[int, dict]:
     """One (seed, group) run in its own process, its output in ``<workdir>/<run>.log``: per-strategy accuracy,
     accuracy by steps, training seconds and tokens."""
     from harness.pipeline import Pipeline
@@ -104,7 +105,7 @@ def run_group(seed: int, group: str, strategies: list[dict], budget: int, batch_
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         registry = load_registry()
-        r = recipe_from_dict(recipe(seed, budget, work, batch_size, strategies, threads, name),
+        r = recipe_from_dict(recipe(seed, budget, work, batch_size, strategies, threads, name, train_size),
                              Path(f"{name}.toml"), registry)
         results = Pipeline(r, registry).run()
     run_dir = work / name
@@ -124,6 +125,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budget-tokens", type=int, default=2_000_000)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--train-size", type=int, default=20000,
+                        help="training questions (default 20000; fewer shows what diverse reasoning adds)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
     parser.add_argument("--strategies", nargs="+", metavar="NAME",
                         help="run only these (default: every strategy of groups a and b)")
@@ -153,7 +156,7 @@ def main() -> int:
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool, Progress() as progress:
         bar = progress.add_task("science check", total=len(items))
         futures = {pool.submit(run_group, seed, g, groups[g], args.budget_tokens, args.batch_size, threads,
-                               args.workdir): (seed, g) for seed, g in items}
+                               args.workdir, args.train_size): (seed, g) for seed, g in items}
         for future in as_completed(futures):
             seed, g = futures[future]
             try:
@@ -179,7 +182,8 @@ def main() -> int:
                          "per_seed": accs,
                          "train_tokens_mean": statistics.mean(per_seed[s][name]["train_tokens"] for s in args.seeds),
                          "train_seconds_mean": statistics.mean(per_seed[s][name]["train_seconds"] for s in args.seeds)}
-    lines = [f"Science check: synthetic arithmetic, 0.85M-param GPT-2 from scratch, {args.budget_tokens:,} training "
+    lines = [f"Science check: synthetic arithmetic ({args.train_size:,} training questions), 0.85M-param GPT-2 "
+             f"from scratch, {args.budget_tokens:,} training "
              f"tokens per strategy in batches of {args.batch_size}, seeds {args.seeds}, test n=300 "
              f"({seconds / 60:.0f} min on this machine, {jobs} runs at a time)", "",
              "| strategy | accuracy (mean ± sd) | 2 steps | 3 steps | 4 steps | train tokens | train s |",
@@ -195,6 +199,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"budget_tokens": args.budget_tokens, "seeds": args.seeds,
                                                     "batch_size": args.batch_size, "jobs": jobs,
+                                                    "train_size": args.train_size,
                                                     "seconds": round(seconds, 1), "summary": summary,
                                                     "per_seed": per_seed}, indent=2) + "\n")
     out.with_suffix(".md").write_text(table + "\n")
