@@ -392,3 +392,45 @@ def test_bf16_with_zero2_on_cpu(tmp_path, single_process):
     assert info["losses"] == pytest.approx(single_process["losses"], rel=0.05)  # bf16 rounding, same curve
     model, _ = student.load(tmp_path / "model")
     assert sum(p.numel() for p in model.parameters()) == single_process["parameters"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses RLIMIT_AS")
+def test_real_out_of_memory_in_evaluation_names_its_knobs(tmp_path):
+    """A run whose evaluation (not training) hits a real address-space cap: the message names evaluation's knobs,
+    and the trained model stays on disk."""
+    from harness.testing import tiny_recipe
+
+    recipe = tmp_path / "r.toml"
+    text = tiny_recipe(str(tmp_path), strategy='kind = "vanilla"', steps=1)
+    assert "n_embd = 32, n_head = 2" in text
+    recipe.write_text(text.replace("n_embd = 32, n_head = 2", "n_embd = 1024, n_head = 8"))
+    script = textwrap.dedent("""
+        import resource, sys
+        from pathlib import Path
+        from harness import hookimpl
+        from harness.cli import main
+
+        class CapEvaluation:  # an observer plugin: caps the address space as the evaluation stage starts
+            @hookimpl
+            def on_stage_start(self, stage, key):
+                if stage.startswith("evaluate"):
+                    vm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize"))
+                    resource.setrlimit(resource.RLIMIT_AS, (vm + 300 * 2**20, vm + 300 * 2**20))
+
+        import harness.plugins as plugins
+        load = plugins.load_registry
+        def with_cap(*a, **k):
+            registry = load(*a, **k)
+            registry.manager.register(CapEvaluation(), name="cap")
+            return registry
+        plugins.load_registry = with_cap
+        sys.exit(main(["run", sys.argv[1], "--set", "task.test_size=400", "--set", "evaluation.batch_size=400",
+                       "--set", "evaluation.max_gen_toks=200"]))
+    """)
+    out = subprocess.run([sys.executable, "-c", script, str(recipe)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "evaluation ran out of memory" in text, text[-3000:]
+    assert "evaluation.batch_size (now 400)" in text and "evaluation.max_gen_toks (now 200)" in text
+    assert list((tmp_path / "runs").rglob("train-vanilla/model/model.safetensors"))
