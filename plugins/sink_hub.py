@@ -1,8 +1,11 @@
 """Hugging Face Hub sinks.
 
-- ``hub``: pushes lm-eval's results and per-sample details to a dataset repo through lm-eval's own
-  ``EvaluationTracker`` (``hub_results_org``/``hub_repo_name``), credentials from an environment variable.
-  Offline or unauthorised it fails with a clear message; the local copy (run directory, local sink) stays.
+- ``hub``: pushes lm-eval's results and per-sample files, as lm-eval wrote them, to a dataset repo in the
+  layout lm-eval's own push uses (``{model_name}/results_*.json``, ``{model_name_sanitized}/samples_*.jsonl``),
+  as one commit, credentials from an environment variable. The harness pushes them itself: lm-eval's
+  ``EvaluationTracker`` logs a failed push as a warning and carries on, which would report a publish that did
+  not happen. Offline, unauthorised or refused, it fails with a clear message; the local copy (run directory, local
+  sink) stays.
 - ``eval_results``: writes ``.eval_results/<task>.yaml`` files into a model repository folder, the format model
   pages read (``huggingface_hub.EvalResultEntry``).
 """
@@ -11,11 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import BadInputError, hookimpl
+from harness import BadInputError, RunError, hookimpl
 from harness.rundir import atomic_write_text
 
 
@@ -25,6 +28,8 @@ class HubConfig:
     repo_name: str = "harness-results"
     public: bool = False
     token_env: str = "HF_TOKEN"
+    endpoint: str = ""
+    """The Hub's address, for a self-hosted or mirrored Hub; empty: ``HF_ENDPOINT`` or huggingface.co."""
 
 
 class HubSink:
@@ -39,29 +44,32 @@ class HubSink:
         if not token:
             raise BadInputError(f"sink hub: the environment variable {c.token_env} is not set (a Hugging Face token "
                                 f"with write access); the results stay in {results_file.parent}")
-        from huggingface_hub import HfApi
+        from huggingface_hub import CommitOperationAdd, HfApi
 
+        api = HfApi(endpoint=c.endpoint or None, token=token)
         try:
-            HfApi(token=token).whoami()
+            api.whoami()
         except Exception as exc:
             raise BadInputError(f"sink hub: cannot reach the Hugging Face Hub ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0]}); the results stay in {results_file.parent}") from None
-        from lm_eval.loggers import EvaluationTracker
-
         data = json.loads(results_file.read_text())
-        with tempfile.TemporaryDirectory() as tmp:
-            tracker = EvaluationTracker(output_path=tmp, push_results_to_hub=True, push_samples_to_hub=True,
-                                        hub_results_org=c.org, hub_repo_name=c.repo_name, public_repo=c.public,
-                                        token=token)
-            tracker.general_config_tracker.model_name = data.get("model_name", provenance.get("run_name"))
-            tracker.general_config_tracker.model_name_sanitized = data.get("model_name_sanitized", "harness")
-            tracker.save_results_aggregated(results=data, samples=None)
-            for samples in samples_files:
-                task = next((t for t in data.get("results", {}) if t in samples.name), None)
-                if task:
-                    rows = [json.loads(line) for line in samples.read_text().split("\n") if line.strip()]
-                    tracker.save_results_samples(task_name=task, samples=rows)
-        return [f"https://huggingface.co/datasets/{c.org}/{c.repo_name}"]
+        model_name = str(data.get("model_name") or provenance.get("run_name") or "harness")
+        sanitized = str(data.get("model_name_sanitized") or re.sub(r"[^\w.-]", "__", model_name))
+        repo_id = f"{c.org}/{c.repo_name}"
+        # The files as lm-eval wrote them (its samples are already sanitised for `datasets`; passing them through
+        # its tracker again would mangle their arguments).
+        name = results_file.name if results_file.name.startswith("results") else f"results_{results_file.name}"
+        operations = [CommitOperationAdd(path_in_repo=f"{model_name}/{name}", path_or_fileobj=str(results_file)),
+                      *(CommitOperationAdd(path_in_repo=f"{sanitized}/{f.name}", path_or_fileobj=str(f))
+                        for f in samples_files)]
+        try:
+            api.create_repo(repo_id, repo_type="dataset", private=not c.public, exist_ok=True)
+            commit = api.create_commit(repo_id, operations, repo_type="dataset",
+                                       commit_message=f"harness: lm-eval results of {model_name}")
+        except Exception as exc:
+            raise RunError(f"sink hub: pushing to the dataset {repo_id} failed ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0]}); the results stay in {results_file.parent}") from None
+        return [commit.commit_url]
 
 
 @dataclass(frozen=True)

@@ -171,3 +171,101 @@ def test_sinks(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(BadInputError, match=r"sink hub: cannot reach the Hugging Face Hub .*the results stay in"):
         HubSink(HubConfig(org="me")).publish(path, [], provenance)
+
+
+class FakeHub:
+    """A Hugging Face Hub on 127.0.0.1 with the four calls a push makes (whoami, create repo, preupload, commit);
+    it keeps what was committed. ``refuse_commits``: answer commits with 403, as the Hub does for a read token."""
+
+    def __init__(self, refuse_commits: bool = False):
+        import base64
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        hub = self
+        self.files: dict[str, bytes] = {}
+        self.repos: list[dict] = []
+        self.unknown: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, code: int, body: dict):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path.startswith("/api/whoami-v2"):
+                    return self._reply(200, {"type": "user", "name": "me", "auth": {"type": "access_token"}})
+                hub.unknown.append(f"GET {self.path}")
+                self._reply(404, {"error": "not here"})
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path == "/api/repos/create":
+                    hub.repos.append(json.loads(body))
+                    repo = json.loads(body)
+                    return self._reply(200, {"url": f"{hub.url}/datasets/{repo['organization']}/{repo['name']}"})
+                if self.path.endswith("/preupload/main"):
+                    files = json.loads(body)["files"]
+                    return self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular",
+                                                        "shouldIgnore": False} for f in files]})
+                if "/commit/main" in self.path:
+                    if refuse_commits:
+                        return self._reply(403, {"error": "You have read access only"})
+                    for line in body.decode().split("\n"):
+                        if line.strip() and json.loads(line)["key"] == "file":
+                            value = json.loads(line)["value"]
+                            hub.files[value["path"]] = base64.b64decode(value["content"])
+                    return self._reply(200, {"commitUrl": f"{hub.url}/datasets/me/harness-results/commit/abc",
+                                             "commitOid": "a" * 40})
+                hub.unknown.append(f"POST {self.path}")
+                self._reply(404, {"error": "not here"})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_hub_sink_pushes_lm_eval_files_in_one_commit(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from harness.errors import RunError
+    from harness_builtins.sink_hub import HubConfig, HubSink
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    path = results_file(tmp_path / "r", "fine_tune_cot", 0.77, 0.024)
+    provenance = json.loads(path.read_text())["harness"]
+    task = next(iter(json.loads(path.read_text())["results"]))
+    samples = tmp_path / "r" / f"samples_{task}_2026.jsonl"
+    samples.write_text(json.dumps({"doc_id": 0, "acc": 1.0, "resps": [["--> 8"]]}) + "\n")
+    hub = FakeHub()
+    try:
+        (url,) = HubSink(HubConfig(org="me", endpoint=hub.url)).publish(path, [samples], provenance)
+    finally:
+        hub.close()
+    assert hub.unknown == []
+    assert hub.repos == [{"name": "harness-results", "organization": "me", "type": "dataset",
+                          "visibility": "private"}]
+    assert url == f"{hub.url}/datasets/me/harness-results/commit/abc"
+    (results,) = [p for p in hub.files if "/results" in p]
+    assert json.loads(hub.files[results])["results"][task]["acc,none"] == 0.77
+    assert hub.files[f"{results.split('/')[0]}/{samples.name}"] == samples.read_bytes()  # as lm-eval wrote it
+    assert "hf_test_token" not in "".join(v.decode() for v in hub.files.values())
+
+    refusing = FakeHub(refuse_commits=True)
+    try:
+        with pytest.raises(RunError, match=r"sink hub: pushing to the dataset me/harness-results failed .*"
+                                           r"the results stay in"):
+            HubSink(HubConfig(org="me", endpoint=refusing.url)).publish(path, [samples], provenance)
+    finally:
+        refusing.close()
