@@ -134,13 +134,13 @@ class Socratic:
             if self.config.packed:
                 out += self._packed(e.id, e.question, steps)
                 continue
-            role = (lambda r: "") if self.unified else (lambda r: r)
+            asker, answerer = ("", "") if self.unified else ("decomposer", "solver")
             for k, step in enumerate(steps):
                 out.append(TrainingExample(e.id, self.ask_prompt(e.question, steps[:k]), f" {step.question}",
-                                           role=role("decomposer")))
+                                           role=asker))
                 out.append(TrainingExample(e.id, self.answer_prompt(e.question, steps[:k], step.question),
-                                           f" {step.answer}", role=role("solver")))
-            out.append(TrainingExample(e.id, self.ask_prompt(e.question, steps), f" {END}", role=role("decomposer")))
+                                           f" {step.answer}", role=answerer))
+            out.append(TrainingExample(e.id, self.ask_prompt(e.question, steps), f" {END}", role=asker))
         return out
 
     def _packed(self, example_id: str, question: str, steps: Sequence[SubStep]) -> list[TrainingExample]:

@@ -28,7 +28,7 @@ from typing import Any
 from harness import BadInputError, RunError, TrainingContext, TrainingExample, TrainingSettings, hookimpl
 from harness.deepspeed import build_config as build_deepspeed_config
 from harness.errors import is_out_of_memory
-from harness.rundir import training_from_dict, training_to_dict
+from harness.rundir import atomic_write_json, training_from_dict, training_to_dict
 from harness.deepspeed import load_config as load_deepspeed_config
 from harness.deepspeed import zero_stage
 
@@ -537,7 +537,7 @@ class Selection:
             self.best = [step, acc]
             self.trainer.save_model(str(self.best_dir))
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(self.state_file, {"history": self.history, "best": self.best})
+        atomic_write_json(self.state_file, {"history": self.history, "best": self.best})
 
     def finish(self, model, final_step: int) -> Path | None:
         """Score the final model too; the best model's folder if it is not the final one, else None."""
@@ -547,13 +547,6 @@ class Selection:
     def summary(self) -> dict[str, Any]:
         return {"history": self.history, "best_step": self.best[0] if self.best else None,
                 "best_accuracy": self.best[1] if self.best else None}
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically: a reader (the parent polling a launched rank, a resumed run) never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def _advance(status: Path, done: int, progress) -> int:
@@ -638,13 +631,13 @@ def _worker(job_file: str) -> None:
     def progress(n: int) -> None:
         step[0] += n
         if rank0:
-            _write_json(Path(job["status"]), {"step": step[0]})
+            atomic_write_json(Path(job["status"]), {"step": step[0]}, durable=False)  # every step: no fsync
 
     checkpoint_dir = Path(job["checkpoint_dir"]) if job["checkpoint_dir"] else None
     info = student.train(rows, settings, Path(job["out_dir"]), corpus, progress,
                          TrainingContext(checkpoint_dir=checkpoint_dir))
     if rank0:
-        _write_json(Path(job["result"]), info)
+        atomic_write_json(Path(job["result"]), info)
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():  # leave together, once every rank is done
