@@ -60,24 +60,24 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(10)
-    requests = cold.stats()["requests"]
+    requests = cold.usage().requests
     ideal = requests * args.latency / args.concurrency
     result = {
         "requests": requests, "concurrency": args.concurrency, "latency_s": args.latency,
         "seconds": round(cold_s, 3), "ideal_seconds": round(ideal, 3), "ratio_to_ideal": round(cold_s / ideal, 3),
         "requests_per_second": round(requests / cold_s, 1), "target_ratio": 1.25,
-        "cached_rerun_seconds": round(warm_s, 3), "cached_rerun_requests": warm.stats()["requests"],
+        "cached_rerun_seconds": round(warm_s, 3), "cached_rerun_requests": warm.usage().requests,
         "cached_rerun_identical": first == second, "server_requests_total": served["requests"],
         "machine": f"{platform.machine()}, {platform.python_version()}", "date": time.strftime("%Y-%m-%d"),
     }
     print(f"{requests} requests at concurrency {args.concurrency}, {args.latency * 1000:.0f} ms each: "
           f"{cold_s:.2f} s (ideal {ideal:.2f} s, {cold_s / ideal:.2f}x; target <= 1.25x)")
-    print(f"cached re-run: {warm.stats()['requests']} requests, {warm_s:.2f} s (target 0 requests, < 2 s)")
+    print(f"cached re-run: {warm.usage().requests} requests, {warm_s:.2f} s (target 0 requests, < 2 s)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
-    ok = cold_s / ideal <= 1.25 and warm.stats()["requests"] == 0 and warm_s < 2
+    ok = cold_s / ideal <= 1.25 and warm.usage().requests == 0 and warm_s < 2
     return 0 if ok else 1
 
 

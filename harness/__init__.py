@@ -1,31 +1,41 @@
 """harness: distil chain-of-thought reasoning from teacher models into small students.
 
-The names below are the public surface plugins may import; everything else is private.
+This package only re-exports: the names below, and the modules in ``PUBLIC_MODULES``, are the public surface that
+plugins (the built-in ones included) may import. Everything else is private and may change without notice.
 """
 
 from harness.errors import BadInputError, DataError, HarnessError, PluginError, RecipeError, RunError
 from harness import answers, cache, data, prompts
+from harness.components import Sink, Strategy, Student, Task, Teacher, TeacherUsage, conform
 from harness.hookspecs import hookimpl
 from harness.types import (
     AnswerSpec,
     Example,
     Generation,
     GradedGeneration,
-    Sink,
-    Strategy,
-    Student,
     SubStep,
-    Task,
-    Teacher,
-    TrainingExample,
     TrainingContext,
+    TrainingExample,
     TrainingSettings,
 )
 
 __version__ = "0.1.0"
 
-PUBLIC_MODULES = ("harness", "harness.answers", "harness.cache", "harness.data", "harness.generation",
-                  "harness.prompts", "harness.testing")
+PUBLIC_MODULES = (
+    "harness",             # the names re-exported here: data types, base classes, errors, hookimpl
+    "harness.answers",     # answer cleansing and comparison (extract, is_correct, normalise_question)
+    "harness.cache",       # the content-keyed JSON Lines cache for expensive calls
+    "harness.components",  # the base classes with their declared defaults; TeacherUsage; conform
+    "harness.config",      # turning TOML tables into checked dataclasses (build, as_plain)
+    "harness.data",        # where local benchmark data lives (data_root, data_file, read_json, read_jsonl)
+    "harness.deepspeed",   # DeepSpeed JSON built from or checked against the recipe's [training] table
+    "harness.errors",      # the exceptions, and is_out_of_memory
+    "harness.generation",  # greedy and staged (multi-call) decoding with a transformers model
+    "harness.io",          # atomic writes, JSON Lines, the records stages exchange
+    "harness.prompts",     # teacher prompt formats shared by prompting teachers
+    "harness.secrets",     # redaction of secrets the run knows of
+    "harness.testing",     # helpers for plugin tests (plugin_registered, tiny_recipe, FakeTeacher)
+)
 """What plugins may import. Everything else (pipeline, recipe, cli, rundir, ...) is private and may change."""
 
 __all__ = [
@@ -46,11 +56,13 @@ __all__ = [
     "SubStep",
     "Task",
     "Teacher",
+    "TeacherUsage",
     "TrainingExample",
     "TrainingContext",
     "TrainingSettings",
     "answers",
     "cache",
+    "conform",
     "data",
     "hookimpl",
     "prompts",

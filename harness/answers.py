@@ -78,3 +78,15 @@ def process_results_for(kind: str, choices: str, prefix: str | None) -> Callable
         return score(results[0], str(doc["answer"]), spec, prefix)
 
     return process_results
+
+
+def normalise_question(question: str) -> str:
+    """A question as compared across files and splits: lower case, runs of whitespace as one space."""
+    return " ".join(question.lower().split())
+
+
+def passes_filter(graded: Any, filter_on: bool = True) -> bool:
+    """The correctness filter (Fine-tune-CoT step 2): a ``GradedGeneration`` is kept when its answer is correct,
+    or always when the filter is off. Failed or empty generations never reach a strategy (the pipeline removes
+    them), so this rule is about *wrong* rationales only."""
+    return bool(graded.correct) or not filter_on

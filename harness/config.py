@@ -8,6 +8,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+from harness.secrets import SECRET_KEY
 from harness.suggest import did_you_mean
 
 MISSING = dataclasses.MISSING
@@ -108,6 +109,10 @@ def build(cls: type, table: Mapping[str, Any], where: str, problems: list[str], 
     count = len(problems)
     for key, value in table.items():
         if key in ignore:
+            continue
+        if key not in fields and SECRET_KEY.search(key):
+            problems.append(f"{prefix}{key}: never put a secret in a recipe: export it as an environment variable "
+                            f"and name that variable instead (e.g. api_key_env = \"OPENAI_API_KEY\")")
             continue
         if key not in fields:
             problems.append(f"{prefix}{key}: unknown key.{did_you_mean(key, fields)} Allowed: {', '.join(fields)}")

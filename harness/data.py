@@ -1,10 +1,14 @@
-"""Where local benchmark data lives: a recipe key, else the ``HARNESS_DATA_DIR`` environment variable."""
+"""Where local benchmark data lives (a recipe key, else the ``HARNESS_DATA_DIR`` environment variable), and
+reading its files so that a bad one is a ``DataError`` naming the file and record, never a traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
+from harness.answers import normalise_question
 from harness.errors import DataError
 
 DATA_ENV = "HARNESS_DATA_DIR"
@@ -28,3 +32,57 @@ def data_file(root: Path, relative: str, key: str) -> Path:
     if not path.is_file():
         raise DataError(f"{key}: {path} is missing (expected under the data directory {root})")
     return path
+
+
+def split_overlap(splits: dict[str, list[Any]]) -> list[str]:
+    """Ids of test examples whose question (``answers.normalise_question``) also occurs in train or validation."""
+    seen = {normalise_question(e.question) for name in ("train", "validation") for e in splits.get(name, ())}
+    return [e.id for e in splits.get("test", ()) if normalise_question(e.question) in seen]
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file; a missing, undecodable (not UTF-8) or malformed file is a ``DataError`` naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); re-save the file as UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    """A JSON Lines file (lines split on ``"\\n"`` only); errors name the file and line."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line} is not UTF-8 text ({exc.reason}); re-save the file as UTF-8") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
+    rows = []
+    for n, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: line {n} is not valid JSON ({exc.msg})") from None
+    return rows
+
+
+def records(path: Path, data: Any, fields: dict[str, type | tuple[type, ...]], where: str = "") -> list[dict]:
+    """Check that ``data`` (read from ``path``) is a list of objects with these fields and types; return it.
+    The error names the file, the record's index and the field."""
+    if not isinstance(data, list):
+        raise DataError(f"{path}{where}: expected a JSON list of records, got {type(data).__name__}")
+    for i, record in enumerate(data):
+        if not isinstance(record, dict):
+            raise DataError(f"{path}{where}: record {i} is {type(record).__name__}, expected an object")
+        for name, kind in fields.items():
+            if name not in record:
+                raise DataError(f"{path}{where}: record {i} has no '{name}' field")
+            if not isinstance(record[name], kind):
+                raise DataError(f"{path}{where}: record {i}: '{name}' is {type(record[name]).__name__}, expected "
+                                f"{' or '.join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))}")
+    return data

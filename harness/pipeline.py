@@ -10,12 +10,10 @@ field re-runs exactly the stages that depend on it.
 from __future__ import annotations
 
 import contextlib
-import inspect
+import hashlib
 import json
 import random
-import resource
 import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -23,10 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from harness import answers, rundir
+from harness.components import Strategy, Student, Teacher, conform
 from harness.config import as_plain
-from harness.errors import BadInputError, RunError, is_out_of_memory
+from harness.data import split_overlap
+from harness.errors import BadInputError, RecipeError, RunError, is_out_of_memory
 from harness.evaluate import hf_lm, make_validator, run_lm_eval, task_name, write_task
 from harness.generation import max_positions
+from harness.memory import peak_memory, reset_peak_memory
 from harness.plugins import Registry
 from harness.recipe import ComponentSpec, Recipe, stable_hash
 from harness.rundir import RunDir, read_jsonl, write_jsonl
@@ -34,44 +35,6 @@ from harness.types import Example, GradedGeneration, TrainingContext, TrainingSe
 from harness.ui import UI
 
 STAGES = ("task", "teach", "filter", "build", "train", "evaluate", "publish")
-
-
-def split_overlap(splits: dict[str, list[Example]]) -> list[str]:
-    """Ids of test examples whose question (normalised) also occurs in train or validation."""
-    seen = {" ".join(e.question.lower().split()) for name in ("train", "validation") for e in splits.get(name, ())}
-    return [e.id for e in splits.get("test", ()) if " ".join(e.question.lower().split()) in seen]
-
-
-def reset_peak_memory() -> None:
-    """Start a stage's memory peak afresh: Linux resets the process's peak RSS (VmHWM) on request; CUDA's peak
-    allocation counter is reset too when torch has a GPU."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:  # not Linux, or not permitted: the peak stays the process's since start
-        pass
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-
-
-def peak_memory() -> dict[str, float]:
-    """The stage's peak memory in MiB: this process's resident set (``peak_rss_mb``), the largest process it
-    started so far, e.g. launched training processes (``peak_child_rss_mb``), and GPU memory
-    (``peak_gpu_mb``)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    try:
-        status = Path("/proc/self/status").read_text()
-        rss = next(int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
-    except (OSError, StopIteration, ValueError):
-        pass
-    out = {"peak_rss_mb": round(rss, 1)}
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    if children:
-        out["peak_child_rss_mb"] = round(children, 1)
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return out
 
 
 OPERATIONAL = ("threads", "checkpoint_steps", "keep_checkpoints", "logging_steps")
@@ -95,6 +58,41 @@ def validation_sample(examples: Sequence[Example], n: int, seed: int) -> list[Ex
     return [e for i, e in enumerate(examples) if i in keep]
 
 
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def usable_generations(graded: dict[str, list[GradedGeneration]]) -> tuple[dict[str, list[GradedGeneration]], int]:
+    """Teacher generations a strategy may train on: failed requests (``meta["error"]``) and empty ones (no
+    rationale, no answer, no steps) never are, whatever the filter says. Returns them and how many were left out."""
+    usable, left_out = {}, 0
+    for example_id, gens in graded.items():
+        keep = [g for g in gens if not g.generation.meta.get("error") and (
+            g.generation.rationale.strip() or g.generation.answer_text.strip() or g.generation.steps)]
+        left_out += len(gens) - len(keep)
+        usable[example_id] = keep
+    return usable, left_out
+
+
+def make_component(registry: Registry, kind: str, spec: ComponentSpec) -> Any:
+    """Build a recipe's component and give it the declared defaults it lacks (``harness.components.conform``)."""
+    return conform(kind, registry.get(kind, spec.kind).factory(spec.config), spec.kind)
+
+
+def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Student]) -> list[str]:
+    """``FILE: section.key: message`` for every problem the teacher's and students' ``preflight`` report."""
+    out = [f"{recipe.path}: teacher.{key}: {message}" for key, message in teacher.preflight()]
+    many = len(recipe.students) > 1
+    for i, spec in enumerate(recipe.students):
+        where = f"student[{i}]" if many else "student"
+        out += [f"{recipe.path}: {where}.{key}: {message}" for key, message in students[spec.name].preflight()]
+    return out
+
+
 class Pipeline:
     def __init__(self, recipe: Recipe, registry: Registry, ui: UI | None = None, force: bool = False,
                  from_stage: str | None = None):
@@ -111,6 +109,9 @@ class Pipeline:
 
     def run(self) -> dict[str, dict[str, Any]]:
         r = self.recipe
+        teacher: Teacher = self._make("teacher", r.teacher)
+        students: dict[str, Student] = {spec.name: self._make("student", spec) for spec in r.students}
+        self.preflight(teacher, students)  # before any stage: nothing is paid for a run that would fail later
         self._start_manifest()
         self._notify("on_run_start", run_dir=self.rundir.root, recipe=r)
         task = self._make("task", r.task)
@@ -118,29 +119,32 @@ class Pipeline:
         task_key = stable_hash(["task", r.task.plain()])
         splits = self.load_task(task, task_key)
 
-        strategies = {s.name: self._make("strategy", s) for s in r.strategies}
+        strategies: dict[str, Strategy] = {s.name: self._make("strategy", s) for s in r.strategies}
+        for strategy in strategies.values():
+            strategy.setup(task)
         graded: dict[str, list[GradedGeneration]] = {}
         filter_key = None
-        if any(getattr(s, "uses_teacher", True) for s in strategies.values()):
+        if any(s.uses_teacher for s in strategies.values()):
             teach_key = stable_hash(["teach", task_key, r.teacher.plain()])
-            self.teach(task, splits["train"], teach_key)
-            filter_key = stable_hash(["filter", teach_key])
-            graded = self.grade(task, splits["train"], teach_key, filter_key)
+            teach_digest = self.teach(teacher, task, splits["train"], teach_key)
+            filter_key = stable_hash(["filter", teach_key, teach_digest])
+            graded = self.grade(task, splits["train"], filter_key)
 
         results: dict[str, dict[str, Any]] = {}
         for spec in r.strategies:
             strategy = strategies[spec.name]
-            upstream = filter_key if getattr(strategy, "uses_teacher", True) else task_key
+            upstream = filter_key if strategy.uses_teacher else task_key
             build_key = stable_hash(["build", upstream, spec.plain()])
             train_rows = self.build(spec.name, strategy, task, splits["train"], graded, build_key)
             for student_spec in r.students:
                 run_name = spec.name if len(r.students) == 1 else f"{spec.name}+{student_spec.name}"
-                student = self._make("student", student_spec)
+                student = students[student_spec.name]
                 model_dirs, train_keys = self.train_roles(run_name, strategy, student, student_spec, train_rows,
                                                           build_key, task, splits)
                 eval_key = stable_hash(["evaluate", train_keys, task_key, spec.plain(), as_plain(r.evaluation)])
                 metrics, eval_dir = self.evaluate(run_name, student, model_dirs, strategy, task, splits, eval_key)
-                self.publish(run_name, eval_key, eval_dir, [p.parent.name for p in model_dirs.values()])
+                self.publish(run_name, eval_key, eval_dir, [p.parent.name for p in model_dirs.values()],
+                             strategy.uses_teacher)
                 results[run_name] = {"strategy": spec.name, "student": student_spec.name, **metrics}
 
         rundir.atomic_write_json(self.rundir.root / "summary.json", results)
@@ -148,6 +152,12 @@ class Pipeline:
             f"{r.name}: {r.evaluation.split} accuracy ({r.task.kind})", results))
         self._notify("on_run_end", run_dir=self.rundir.root, results=results)
         return results
+
+    def preflight(self, teacher: Teacher, students: dict[str, Student]) -> None:
+        """The components' own checks of what would fail after money was spent (model folders, tokenizers)."""
+        problems = preflight_problems(self.recipe, teacher, students)
+        if problems:
+            raise RecipeError(problems)
 
     # Stages -------------------------------------------------------------------------------------------------
 
@@ -163,14 +173,16 @@ class Pipeline:
             overlap = split_overlap(splits)
             summary = ", ".join(f"{n} {name}" for name, n in sizes.items()) + f" ({task.source()})"
             if overlap:
-                summary += f"; [yellow]{len(overlap)} test questions also in train/validation[/yellow]"
+                summary += f"; {len(overlap)} test questions also in train/validation"
             return summary, {"sizes": sizes, "source": task.source(), "test_overlap": overlap}
 
         folder = self._stage("task", "task", key, None, work)
         return {p.stem: [rundir.example_from_dict(d) for d in read_jsonl(p)] for p in sorted(folder.glob("*.jsonl"))}
 
-    def teach(self, task: Any, train: Sequence[Example], key: str) -> None:
-        teacher = self._make("teacher", self.recipe.teacher)
+    def teach(self, teacher: Teacher, task: Any, train: Sequence[Example], key: str) -> str:
+        """Ask the teacher; return a digest of what it answered, so that later stages re-run when a re-run of
+        this stage filled in failed requests. A teach stage with failed requests is not finished: the next run
+        asks only those again (the others come from the teacher's cache)."""
 
         def work(out: Path, progress) -> tuple[str, dict]:
             samples = teacher.generate(train, task, progress)
@@ -184,21 +196,27 @@ class Pipeline:
             total = sum(len(g) for g in samples)
             failed = sum(bool(g.meta.get("error")) for gens in samples for g in gens)
             summary = f"{total} rationales for {count} questions"
-            record: dict[str, Any] = {"questions": count, "generations": total, "failed": failed}
-            stats = getattr(teacher, "stats", None)
-            if callable(stats):  # API teachers: requests, cache hits, tokens, cost
-                record["usage"] = usage = stats()
-                summary += (f"; {usage['requests']} requests, {usage['cached']} cached, "
-                            f"{usage['input_tokens']:,}+{usage['output_tokens']:,} tokens")
-                if usage.get("cost"):
-                    summary += f", ${usage['cost']:.4f}"
+            record: dict[str, Any] = {"questions": count, "generations": total, "failed": failed,
+                                      "digest": file_digest(out / "generations.jsonl")}
+            usage = teacher.usage()
+            if usage is not None:  # API teachers: requests, cache hits, tokens, cost
+                record["usage"] = usage.as_dict()
+                summary += (f"; {usage.requests} requests, {usage.cached} cached, "
+                            f"{usage.input_tokens:,}+{usage.output_tokens:,} tokens")
+                if usage.deduplicated:
+                    summary += f", {usage.deduplicated} answered by identical requests in flight"
+                if usage.cost:
+                    summary += f", ${usage.cost:.4f}"
             if failed:
-                summary += f"; [yellow]{failed} failed (re-run to retry them)[/yellow]"
+                record["incomplete"] = True
+                summary += (f"; {failed} failed: they are left out of training, and the next run of this recipe "
+                            f"asks only them again (the rest come from the cache)")
             return summary, record
 
         self._stage("teach", f"teach ({self.recipe.teacher.kind})", key, len(train), work)
+        return (self.rundir.done("teach") or {}).get("record", {}).get("digest", "")
 
-    def grade(self, task: Any, train: Sequence[Example], teach_key: str, key: str) -> dict[str, list[GradedGeneration]]:
+    def grade(self, task: Any, train: Sequence[Example], key: str) -> dict[str, list[GradedGeneration]]:
         """The correctness filter's input: every teacher answer cleansed and compared with the gold answer."""
         gold = {e.id: e.answer for e in train}
 
@@ -233,8 +251,10 @@ class Pipeline:
 
     def build(self, name: str, strategy: Any, task: Any, train: Sequence[Example],
               graded: dict[str, list[GradedGeneration]], key: str) -> list:
+        usable, unusable = usable_generations(graded)
+
         def work(out: Path, progress) -> tuple[str, dict]:
-            rows = strategy.build(train, graded, task)
+            rows = strategy.build(train, usable if strategy.uses_teacher else {}, task)
             if not rows:
                 raise RunError(f"strategy '{name}' built no training examples (did the filter drop everything? "
                                f"see {self.rundir.path('filter') / 'teacher_report.json'})")
@@ -242,14 +262,17 @@ class Pipeline:
             covered = len({t.example_id for t in rows})
             summary = f"{len(rows)} training examples from {covered} questions"
             record: dict[str, Any] = {"examples": len(rows), "questions": covered}
+            if strategy.uses_teacher and unusable:
+                record["failed_or_empty_generations"] = unusable
+                summary += f" ({unusable} failed or empty teacher generations left out)"
             roles = sorted({t.role for t in rows})
             if roles != [""]:
                 record["roles"] = {role: sum(t.role == role for t in rows) for role in roles}
                 summary += " (" + ", ".join(f"{n} {role}" for role, n in record["roles"].items()) + ")"
-            stats = getattr(strategy, "stats", None)
-            if callable(stats):
-                record["strategy"] = stats()
-                summary += "; " + ", ".join(f"{k} {v}" for k, v in record["strategy"].items())
+            stats = dict(strategy.stats())
+            if stats:
+                record["strategy"] = stats
+                summary += "; " + ", ".join(f"{k} {v}" for k, v in stats.items())
             return summary, record
 
         folder = self._stage(f"build-{name}", f"build {name}", key, None, work)
@@ -261,9 +284,9 @@ class Pipeline:
         """One model per role of the strategy (e.g. Socratic's decomposer and solver; most strategies have one).
         A token budget is shared by the roles' models as the strategy says (``budget_shares()``), else in
         proportion to their data."""
-        roles = list(strategy.roles()) if hasattr(strategy, "roles") else [""]
+        roles = list(strategy.roles())
         total_chars = sum(len(t.text()) for t in train_rows) or 1
-        shares = (getattr(strategy, "budget_shares", lambda: None)() or
+        shares = (strategy.budget_shares() or
                   {role: sum(len(t.text()) for t in train_rows if t.role == role) / total_chars for role in roles})
         model_dirs, keys = {}, []
         for role in roles:
@@ -282,7 +305,7 @@ class Pipeline:
     def validator(self, strategy: Any, task: Any, splits: dict[str, list[Example]],
                   roles: Sequence[str]) -> Callable[[Any, Any], float]:
         """Model selection's score: accuracy on a seeded sample of the validation split (never test)."""
-        if len(roles) > 1 or callable(getattr(strategy, "lm_eval_model", None)):
+        if len(roles) > 1 or strategy.multi_call:
             raise BadInputError("training.select_every: this strategy answers through several generate calls or "
                                 "models; model selection scores single-model strategies. Set "
                                 "training.select_every = 0 for it")
@@ -291,7 +314,7 @@ class Pipeline:
                                 "training.select_every = 0 or use a task with one")
         t = self.recipe.training
         sample = validation_sample(splits["validation"], t.select_examples, t.seed)
-        return make_validator(strategy, task, sample, self.recipe.evaluation.max_gen_toks,
+        return make_validator(strategy, task, sample, strategy.max_gen_toks(self.recipe.evaluation.max_gen_toks),
                               self.recipe.evaluation.batch_size)
 
     def train(self, run_name: str, student: Any, rows: list, key: str, settings: TrainingSettings,
@@ -302,12 +325,9 @@ class Pipeline:
 
         def work(out: Path, progress) -> tuple[str, dict]:
             corpus = [t.text() for t in rows]
-            if "context" in inspect.signature(student.train).parameters:
-                context = TrainingContext(checkpoint_dir=checkpoints if settings.checkpoint_steps else None,
-                                          validate=validate)
-                info = student.train(rows, settings, out / "model", corpus, progress, context=context)
-            else:  # a student from before TrainingContext
-                info = student.train(rows, settings, out / "model", corpus, progress)
+            context = TrainingContext(checkpoint_dir=checkpoints if settings.checkpoint_steps else None,
+                                      validate=validate)
+            info = student.train(rows, settings, out / "model", corpus, progress, context=context)
             rundir.atomic_write_json(out / "train.json", info)
             summary = (f"{info.get('steps')} steps, loss {info.get('final_loss') or info.get('train_loss'):.3f}, "
                        f"{info.get('tokens_per_second') or 0:,.0f} tokens/s, {info.get('parameters', 0):,} params")
@@ -328,6 +348,7 @@ class Pipeline:
             raise RunError(f"evaluation.split: task has no split '{ev.split}' (it has {', '.join(splits)})")
         examples = splits[ev.split][: ev.limit] if ev.limit else splits[ev.split]
         name = task_name(self.recipe.name, run_name)
+        max_gen_toks = strategy.max_gen_toks(ev.max_gen_toks)
 
         # The lm-eval task lives outside the stage folder, at a path that stays valid, so that the stock
         # `lm_eval --include_path <task_dir>` can re-run it later.
@@ -336,11 +357,9 @@ class Pipeline:
         def work(out: Path, progress) -> tuple[str, dict]:
             models = {role: student.load(path) for role, path in model_dirs.items()}
             write_task(task_dir, name, examples, [strategy.prompt(e) for e in examples], task.answer,
-                       strategy.prediction_prefix, strategy.stop(), ev.max_gen_toks)
-            custom = getattr(strategy, "lm_eval_model", None)
-            if callable(custom):  # inference that is more than one generate call (e.g. Socratic CoT)
-                lm = custom(models, ev.batch_size, task)
-            else:
+                       strategy.prediction_prefix, strategy.stop(), max_gen_toks)
+            lm = strategy.lm_eval_model(models, ev.batch_size, task)  # several generate calls (Socratic CoT)
+            if lm is None:
                 model, tokenizer = models[""]
                 lm = hf_lm(model, tokenizer, ev.batch_size, max_positions(model))
             try:
@@ -351,7 +370,7 @@ class Pipeline:
                     raise
                 raise RunError(f"evaluation ran out of memory ({str(exc).splitlines()[0][:200]}). To fit: lower "
                                f"evaluation.batch_size (now {ev.batch_size}) or evaluation.max_gen_toks (now "
-                               f"{ev.max_gen_toks}); the trained model is kept") from None
+                               f"{max_gen_toks}); the trained model is kept") from None
             m = res["results"][name]
             metrics = {"acc": m["acc,none"], "acc_stderr": m["acc_stderr,none"],
                        "contains_answer": m["contains_answer,none"], "correct_format": m["correct_format,none"],
@@ -362,7 +381,8 @@ class Pipeline:
         folder = self._stage(f"evaluate-{run_name}", f"evaluate {run_name}", key, None, work)
         return json.loads((folder / "metrics.json").read_text()), folder
 
-    def publish(self, run_name: str, eval_key: str, eval_dir: Path, train_stages: list[str]) -> None:
+    def publish(self, run_name: str, eval_key: str, eval_dir: Path, train_stages: list[str],
+                uses_teacher: bool = True) -> None:
         """Hand one evaluation's lm-eval files to every sink (once per evaluation: never re-published)."""
         r = self.recipe
         key = stable_hash(["publish", eval_key, [s.plain() for s in r.sinks]])
@@ -371,7 +391,7 @@ class Pipeline:
         def work(out: Path, progress) -> tuple[str, dict]:
             results_file = sorted((eval_dir / "lm_eval").rglob("results_*.json"))[-1]
             samples = sorted((eval_dir / "lm_eval").rglob("samples_*.jsonl"))
-            provenance = self._provenance(run_name, eval_key, train_stages)
+            provenance = self._provenance(run_name, eval_key, train_stages, uses_teacher)
             published = [p for sink in sinks for p in sink.publish(results_file, samples, provenance)]
             rundir.atomic_write_json(out / "published.json", published)
             where = sorted({str(Path(p).parent) for p in published})
@@ -382,15 +402,15 @@ class Pipeline:
     # Machinery ----------------------------------------------------------------------------------------------
 
     def _make(self, kind: str, spec: ComponentSpec) -> Any:
-        factory = self.registry.get(kind, spec.kind).factory
-        return factory(spec.config)
+        return make_component(self.registry, kind, spec)
 
     def _stage(self, stage: str, label: str, key: str, total: int | None,
                work: Callable[[Path, Callable[[int], None]], tuple[str, dict]]) -> Path:
         kind = stage.split("-", 1)[0]
         forced = STAGES.index(kind) >= self.force_from
         done = self.rundir.done(stage)
-        if not forced and done is not None and done.get("key") == key:
+        finished = done is not None and done.get("key") == key and not done.get("record", {}).get("incomplete")
+        if not forced and finished:
             self.ui.skipped(label, done.get("summary", ""))
             self._notify("on_stage_end", stage=stage, summary=done.get("summary", ""), seconds=0.0, skipped=True)
             self.rundir.update_manifest(stages={stage: {**self.rundir.read_manifest().get("stages", {}).get(
@@ -431,15 +451,15 @@ class Pipeline:
                       "version": c.version} for c in self.registry.all()],
             started=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
-    def _provenance(self, run_name: str, eval_key: str, train_stages: list[str]) -> dict[str, Any]:
+    def _provenance(self, run_name: str, eval_key: str, train_stages: list[str],
+                    uses_teacher: bool) -> dict[str, Any]:
         r = self.recipe
         manifest = self.rundir.read_manifest()
         strategy_name, _, student_name = run_name.partition("+")
         strategy = next(s for s in r.strategies if s.name == strategy_name)
         student = next(s for s in r.students if s.name == student_name) if student_name else r.students[0]
         records = [(self.rundir.done(stage) or {}).get("record", {}) for stage in train_stages]
-        teacher_report = (self.rundir.done("filter") or {}).get("record", {}) if getattr(
-            self._make("strategy", strategy), "uses_teacher", True) else {}
+        teacher_report = (self.rundir.done("filter") or {}).get("record", {}) if uses_teacher else {}
         parameters = sum(rec.get("parameters") or 0 for rec in records)
         return {"run_name": run_name, "recipe": r.name, "recipe_hash": r.digest(), "evaluation_key": eval_key,
                 "task": {"name": r.task.kind, **r.task.plain()}, "teacher": {"name": r.teacher.name,

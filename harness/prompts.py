@@ -1,5 +1,6 @@
 """Teacher prompts: Zero-shot-CoT (two stages, Kojima et al.), Few-shot-CoT exemplars, and decomposition into
-Socratic (sub-question, answer) pairs. Shared by every prompting teacher (API or local model)."""
+Socratic (sub-question, answer) pairs, shared by every prompting teacher (API or local model); and the student
+formats of Fine-tune-CoT (``STUDENT_FORMATS``), shared by the strategies that train on rationales."""
 
 from __future__ import annotations
 
@@ -12,6 +13,35 @@ from harness.errors import DataError
 from harness.types import SubStep
 
 COT_TRIGGER = "Let's think step by step."
+
+
+@dataclass(frozen=True)
+class StudentFormat:
+    """How a student is prompted with a question and what it learns to write (REFERENCE.md section 1)."""
+
+    prompt: str
+    """With ``{question}``."""
+    target: str
+    """With ``{rationale}`` and ``{answer}``."""
+    prediction_prefix: str | None
+    """The text after which the answer is read."""
+    stop: tuple[str, ...]
+    """Strings that end generation at test time."""
+
+    def render_prompt(self, question: str) -> str:
+        return self.prompt.format(question=question)
+
+    def render_target(self, rationale: str, answer: str) -> str:
+        return self.target.format(rationale=rationale.strip(), answer=answer)
+
+
+STUDENT_FORMATS = {
+    "token": StudentFormat("{question} ###", " {rationale} --> {answer}", "-->", ("###",)),
+    "natural": StudentFormat("Q: {question}\n\nA: Let's think step by step.\n\n",
+                             " {rationale}\n\nTherefore, the answer is {answer}", "Therefore, the answer is",
+                             ("\n\nQ:",)),
+}
+"""Fine-tune-CoT's formats: ``token`` (``{question} ###`` -> `` {rationale} --> {answer}``) and ``natural``."""
 FEW_SHOT_ANSWER = "The answer is"
 
 

@@ -1,4 +1,4 @@
-"""The data that flows between stages, and the interfaces components implement.
+"""The data that flows between stages (the interfaces components implement are in ``harness.components``).
 
 Components talk in batches: a list in, a list out, in the same order (like lm-eval's ``LM``).
 Every component class may declare a nested ``Config`` dataclass; the recipe section for that component is
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 Progress = Callable[[int], None]
 """Called with the number of items just finished, so the caller can advance a progress bar."""
@@ -195,94 +195,10 @@ class TrainingSettings:
 
 @dataclass(frozen=True)
 class TrainingContext:
-    """What the pipeline offers a student beyond the data and the knobs. A student whose ``train`` accepts a
-    ``context`` keyword gets one; every field is optional to honour."""
+    """What the pipeline offers a student beyond the data and the knobs (``Student.train``'s ``context``);
+    every field may be None, and a student may ignore any of them."""
 
     checkpoint_dir: Path | None = None
     """A folder that survives a crash: keep checkpoints here and resume from the latest one found."""
     validate: Callable[[Any, Any], float] | None = None
     """Scores ``(model, tokenizer)`` on the validation sample (accuracy in [0, 1]) for model selection."""
-
-
-@runtime_checkable
-class Task(Protocol):
-    """A benchmark: its splits and how its answers are read."""
-
-    answer: AnswerSpec
-
-    def load(self) -> dict[str, list[Example]]:
-        """Return the splits by name; ``train`` and ``test`` are required, ``validation`` is recommended."""
-        ...
-
-    def source(self) -> str:
-        """Where the data came from, in words (a path, a hub id, 'generated from seed 0')."""
-        ...
-
-
-@runtime_checkable
-class Teacher(Protocol):
-    """Produces rationales (and optionally decompositions) for examples."""
-
-    def generate(
-        self, examples: Sequence[Example], task: Task, progress: Progress
-    ) -> list[list[Generation]]:
-        """Return, for each example in order, its list of samples (``sample_index`` 0..n-1)."""
-        ...
-
-
-@runtime_checkable
-class Strategy(Protocol):
-    """Turns teacher output into training data, and says how the trained student is prompted and read."""
-
-    prediction_prefix: str | None
-    """The text after which the answer is read (e.g. ``-->``); None when the whole output is the answer."""
-
-    def build(
-        self,
-        examples: Sequence[Example],
-        generations: Mapping[str, Sequence[GradedGeneration]],
-        task: Task,
-    ) -> list[TrainingExample]:
-        """Build training pairs from the training examples and their graded teacher generations."""
-        ...
-
-    def prompt(self, example: Example) -> str:
-        """The student's input at test time (must equal the training prompt format)."""
-        ...
-
-    def stop(self) -> list[str]:
-        """Strings that end generation at test time (EOS always does)."""
-        ...
-
-
-@runtime_checkable
-class Student(Protocol):
-    """A trainable model. ``train`` writes a model directory loadable by ``load``."""
-
-    def train(
-        self,
-        train: Sequence[TrainingExample],
-        settings: TrainingSettings,
-        out_dir: Path,
-        corpus: Sequence[str],
-        progress: Progress,
-    ) -> dict[str, Any]:
-        """Train on ``train`` and save into ``out_dir``; return summary figures (loss, steps, seconds).
-
-        ``corpus`` is all text the student will see (prompts and targets), for students that build a
-        tokenizer from scratch.
-        """
-        ...
-
-    def load(self, model_dir: Path) -> tuple[Any, Any]:
-        """Return ``(model, tokenizer)`` from a directory written by ``train``."""
-        ...
-
-
-@runtime_checkable
-class Sink(Protocol):
-    """Publishes evaluation results (a local folder, the Hub, a JSON Lines file...)."""
-
-    def publish(self, results_file: Path, samples_files: Sequence[Path], provenance: Mapping[str, Any]) -> list[str]:
-        """Publish one evaluation's lm-eval files; return where they went (paths or URLs)."""
-        ...

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness import TrainingExample, hookimpl
-from harness_builtins.strategy_fine_tune_cot import FORMATS, FineTuneCoT
+from harness import Strategy, TrainingExample, hookimpl
+from harness.answers import passes_filter
+from harness.prompts import STUDENT_FORMATS as FORMATS
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,22 @@ class Config:
         return []
 
 
-class DiverseReasoning(FineTuneCoT):
+class DiverseReasoning(Strategy):
+    """Fine-tune-CoT's format on the first D samples of each question."""
+
     Config = Config
 
     def __init__(self, config: Config):
         self.config = config
-        self._prompt, self._target, self.prediction_prefix, self._stop = FORMATS[config.format]
+        self.format = FORMATS[config.format]
+        self.prediction_prefix = self.format.prediction_prefix
         self._stats: dict[str, int] = {}
+
+    def prompt(self, example) -> str:
+        return self.format.render_prompt(example.question)
+
+    def stop(self) -> list[str]:
+        return list(self.format.stop)
 
     def build(self, examples, generations, task) -> list[TrainingExample]:
         out: list[TrainingExample] = []
@@ -45,15 +55,14 @@ class DiverseReasoning(FineTuneCoT):
             for g in sorted(generations.get(e.id, ()), key=lambda g: g.generation.sample_index)[: self.config.samples]:
                 offered += 1
                 rationale = g.generation.rationale.strip()
-                if self.config.filter and not g.correct:
+                if not passes_filter(g, self.config.filter):
                     wrong += 1
                     continue
                 if self.config.deduplicate and " ".join(rationale.split()) in seen:
                     duplicates += 1
                     continue
                 seen.add(" ".join(rationale.split()))
-                out.append(TrainingExample(e.id, self.prompt(e), self._target.format(rationale=rationale,
-                                                                                      answer=e.answer)))
+                out.append(TrainingExample(e.id, self.prompt(e), self.format.render_target(rationale, e.answer)))
         self._stats = {"samples_per_question": self.config.samples, "offered": offered, "wrong": wrong,
                        "duplicates": duplicates, "kept": len(out)}
         return out

@@ -11,15 +11,11 @@ the encoder-decoder variant: the ``token`` prompt is the bare question (no `` ##
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from harness import TrainingExample, hookimpl
-
-FORMATS = {
-    "token": ("{question} ###", " {rationale} --> {answer}", "-->", ["###"]),
-    "natural": ("Q: {question}\n\nA: Let's think step by step.\n\n",
-                " {rationale}\n\nTherefore, the answer is {answer}", "Therefore, the answer is", ["\n\nQ:"]),
-}
+from harness import Strategy, TrainingExample, hookimpl
+from harness.answers import passes_filter
+from harness.prompts import STUDENT_FORMATS as FORMATS
 
 
 @dataclass(frozen=True)
@@ -42,34 +38,33 @@ class Config:
         return []
 
 
-class FineTuneCoT:
+class FineTuneCoT(Strategy):
     """Question -> teacher rationale + answer, with the correctness filter."""
 
     Config = Config
-    uses_teacher = True
 
     def __init__(self, config: Config):
         self.config = config
-        self._prompt, self._target, self.prediction_prefix, self._stop = FORMATS[config.format]
+        self.format = FORMATS[config.format]
         if config.encoder_decoder:
-            self._prompt, self._stop = "{question}", []
+            self.format = replace(self.format, prompt="{question}", stop=())
+        self.prediction_prefix = self.format.prediction_prefix
 
     def prompt(self, example) -> str:
-        return self._prompt.format(question=example.question)
+        return self.format.render_prompt(example.question)
+
+    def stop(self) -> list[str]:
+        return list(self.format.stop)
 
     def build(self, examples, generations, task) -> list[TrainingExample]:
         out = []
         for e in examples:
-            kept = [g for g in generations.get(e.id, ()) if g.correct or not self.config.filter]
+            kept = [g for g in generations.get(e.id, ()) if passes_filter(g, self.config.filter)]
             if self.config.max_samples:
                 kept = kept[: self.config.max_samples]
-            for g in kept:
-                target = self._target.format(rationale=g.generation.rationale.strip(), answer=e.answer)
-                out.append(TrainingExample(e.id, self.prompt(e), target))
+            out += [TrainingExample(e.id, self.prompt(e), self.format.render_target(g.generation.rationale, e.answer))
+                    for g in kept]
         return out
-
-    def stop(self) -> list[str]:
-        return list(self._stop)
 
 
 @hookimpl

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness import SubStep, TrainingExample, hookimpl
-from harness.answers import extract
+from harness import Strategy, SubStep, TrainingExample, hookimpl
+from harness.answers import extract, passes_filter
 from harness.generation import greedy_generate
 
 END = "[END]"
@@ -91,9 +91,10 @@ def transcript(steps: Sequence[SubStep]) -> str:
     return "".join(f" Q: {s.question} A: {s.answer}" for s in steps)
 
 
-class Socratic:
+class Socratic(Strategy):
     Config = Config
     prediction_prefix = "-->"
+    multi_call = True
 
     def __init__(self, config: Config):
         self.config = config
@@ -158,12 +159,12 @@ class Socratic:
         if self.config.source == "gold":
             steps = example.steps
         else:
-            usable = [g for g in graded if g.generation.steps and (g.correct or not self.config.filter)]
+            usable = [g for g in graded if g.generation.steps and passes_filter(g, self.config.filter)]
             steps = usable[0].generation.steps if usable else ()
         return steps if steps and all(s.question and s.answer for s in steps) else ()
 
-    def lm_eval_model(self, models: dict[str, tuple[Any, Any]], batch_size: int, task: Any = None) -> Any:
-        return socratic_lm_class()(models, self, batch_size, getattr(task, "answer", None))
+    def lm_eval_model(self, models: dict[str, tuple[Any, Any]], batch_size: int, task: Any) -> Any:
+        return socratic_lm_class()(models, self, batch_size, task.answer)
 
 
 @functools.cache

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness import TrainingExample, hookimpl
+from harness import Strategy, TrainingExample, hookimpl
+from harness.answers import passes_filter
 
 
 @dataclass(frozen=True)
@@ -20,10 +21,8 @@ class Config:
         return [] if 0 < self.alpha < 1 else [("alpha", "must be in (0, 1)")]
 
 
-class StepByStep:
+class StepByStep(Strategy):
     Config = Config
-    uses_teacher = True
-    prediction_prefix = None
 
     def __init__(self, config: Config):
         self.config = config
@@ -41,7 +40,7 @@ class StepByStep:
         out = []
         for e in examples:
             out.append(TrainingExample(e.id, self.prompt(e), f" {e.answer}", role="", weight=2 * a))
-            usable = [g for g in generations.get(e.id, ()) if g.correct or not self.config.filter]
+            usable = [g for g in generations.get(e.id, ()) if passes_filter(g, self.config.filter)]
             if usable:
                 out.append(TrainingExample(e.id, f"explain: {e.question} ###",
                                            f" {usable[0].generation.rationale.strip()}", weight=2 * (1 - a)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness import TrainingExample, hookimpl
+from harness import Strategy, TrainingExample, hookimpl
 
 
 @dataclass(frozen=True)
@@ -13,11 +13,10 @@ class Config:
     """Appended to the question to form the prompt (REFERENCE.md: decoder-only students use `` ###``)."""
 
 
-class Vanilla:
+class Vanilla(Strategy):
     """Answer-only fine-tuning on the gold answers; needs no teacher output."""
 
     Config = Config
-    prediction_prefix = None
     uses_teacher = False
 
     def __init__(self, config: Config):

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import BadInputError, Example, Generation, hookimpl, prompts
+from harness import BadInputError, Example, Generation, Teacher, TeacherUsage, hookimpl, prompts
+from harness.models import model_problems
 from harness.cache import JsonlCache, content_key, default_cache_dir
 
 
@@ -24,20 +25,23 @@ class Config(prompts.PromptOptions):
         return prompts.check_options(self, ("samples", "batch_size", "max_tokens", "answer_max_tokens"))
 
 
-class HFTeacher:
+class HFTeacher(Teacher):
     Config = Config
 
     def __init__(self, config: Config):
         self.config = config
-        self.counts = {"requests": 0, "cached": 0}
+        self._usage = TeacherUsage()
 
-    def stats(self) -> dict[str, Any]:
-        return {**self.counts, "failed": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0}
+    def usage(self) -> TeacherUsage:
+        return self._usage
+
+    def preflight(self) -> list[tuple[str, str]]:
+        return model_problems(self.config.model, "model")
 
     def generate(self, examples: Sequence[Example], task, progress) -> list[list[Generation]]:
         c = self.config
         exemplars = prompts.load_few_shot(Path(c.few_shot_file), c.few_shot_key) if c.prompt == "few_shot_cot" else ""
-        trigger = getattr(getattr(task, "answer", None), "trigger", "Therefore, the answer is")
+        trigger = task.answer.trigger
         cache_path = Path(c.cache_dir or default_cache_dir()) / "teacher" / (
             content_key(local_model=str(Path(c.model).resolve()) if Path(c.model).exists() else c.model)[:16] + ".jsonl")
         self._load()
@@ -98,7 +102,7 @@ class HFTeacher:
             texts = self._tok.batch_decode(generated[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
             if not sampling:
                 texts = [t for t in texts for _ in range(n)]
-            self.counts["requests"] += len(chunk)
+            self._usage.requests += len(chunk)
             for k, i in enumerate(chunk):
                 for j in range(n):
                     if out[i][j] is None:
@@ -109,7 +113,7 @@ class HFTeacher:
     def _hit(self, prompt: str, temperature: float, max_tokens: int, index: int) -> str | None:
         hit = self._cache.get(self._key(prompt, temperature, max_tokens, index))
         if hit is not None:
-            self.counts["cached"] += 1
+            self._usage.cached += 1
             return hit["text"]
         return None
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import BadInputError, Example, Generation, hookimpl
-from harness import prompts
+from harness import BadInputError, Example, Generation, Teacher, TeacherUsage, hookimpl
+from harness import prompts, secrets
 from harness.cache import JsonlCache, content_key, default_cache_dir
 from harness.errors import RunError
 
@@ -59,6 +59,15 @@ class Config(prompts.PromptOptions):
                                                  "answer_max_tokens"))
         if self.timeout <= 0:
             problems.append(("timeout", "must be positive"))
+        if self.api_key_env and not secrets.ENV_NAME.match(self.api_key_env):  # never echo it: it may be the key
+            problems.append(("api_key_env", "must be the NAME of an environment variable (letters, digits, _), "
+                                            "e.g. \"OPENAI_API_KEY\"; if you put the key itself here, remove it, "
+                                            "export it (export OPENAI_API_KEY=...) and name the variable"))
+        if secrets.url_has_credentials(self.base_url):
+            problems.append(("base_url", "holds credentials (user:password@); remove them from the URL and put the "
+                                         "key in the environment variable named by api_key_env"))
+        problems += [(path, "looks like a secret: keys never go in a recipe; put it in the environment variable "
+                            "named by api_key_env") for path in secrets.secret_keys(self.extra_body, "extra_body")]
         return problems
 
 
@@ -66,22 +75,14 @@ class Fatal(Exception):
     """A request no retry can fix."""
 
 
-@dataclass
-class Usage:
-    requests: int = 0
-    cached: int = 0
-    failed: int = 0
-    retries: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-
-class OpenAITeacher:
+class OpenAITeacher(Teacher):
     Config = Config
 
     def __init__(self, config: Config):
         self.config = config
-        self.usage = Usage()
+        if config.api_key_env and secrets.ENV_NAME.match(config.api_key_env):
+            secrets.register(os.environ.get(config.api_key_env))  # never written anywhere from now on
+        self._usage = TeacherUsage()
         self._exemplars = ""
 
     # Public: the batch interface ---------------------------------------------------------------------------
@@ -90,17 +91,17 @@ class OpenAITeacher:
         c = self.config
         if c.prompt == "few_shot_cot":
             self._exemplars = prompts.load_few_shot(Path(c.few_shot_file), c.few_shot_key)
-        trigger = getattr(getattr(task, "answer", None), "trigger", "Therefore, the answer is")
+        trigger = task.answer.trigger
         cache_path = Path(c.cache_dir or default_cache_dir()) / "teacher" / (
             content_key(base_url=c.base_url, model=c.model)[:16] + ".jsonl")
         with JsonlCache(cache_path) as cache:
             return asyncio.run(self._generate_all(examples, trigger, cache, progress))
 
-    def stats(self) -> dict[str, Any]:
-        u, c = self.usage, self.config
-        cost = (u.input_tokens * c.price_per_million_input + u.output_tokens * c.price_per_million_output) / 1e6
-        return {"requests": u.requests, "cached": u.cached, "failed": u.failed, "retries": u.retries,
-                "input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "cost": round(cost, 6)}
+    def usage(self) -> TeacherUsage:
+        u, c = self._usage, self.config
+        u.cost = round((u.input_tokens * c.price_per_million_input
+                        + u.output_tokens * c.price_per_million_output) / 1e6, 6)
+        return u
 
     # The flow per example ---------------------------------------------------------------------------------
 
@@ -114,6 +115,7 @@ class OpenAITeacher:
                                 "(set it, or api_key_env = \"\" for a server that needs no key)")
         client = AsyncOpenAI(base_url=c.base_url, api_key=key, max_retries=0, timeout=c.timeout)
         self._client, self._cache, self._gate = client, cache, asyncio.Semaphore(c.concurrency)
+        self._inflight: dict[str, asyncio.Future] = {}
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._example(e, trigger, progress)) for e in examples]
@@ -152,29 +154,49 @@ class OpenAITeacher:
                            extra_body=c.extra_body, sample_index=index)
 
     async def _samples(self, prompt: str, n: int, temperature: float, max_tokens: int) -> list[str | Exception]:
+        """``n`` completions of ``prompt`` (sample indices 0..n-1): from the cache, from a request already in
+        flight for the same key (never sent twice), else asked for, all missing ones in one ``n`` request when
+        the server allows, separately for any it did not return."""
         keys = [self._key(prompt, temperature, max_tokens, i) for i in range(n)]
         out: list[str | Exception | None] = [None] * n
+        waiting: dict[int, asyncio.Future] = {}
         for i, k in enumerate(keys):
             hit = self._cache.get(k)
             if hit is not None:
                 out[i] = hit["text"]
-                self.usage.cached += 1
-        missing = [i for i in range(n) if out[i] is None]
-        if len(missing) > 1 and self.config.use_n:
-            texts = await self._request(prompt, len(missing), temperature, max_tokens)
-            if not isinstance(texts, Exception):
-                for i, text in zip(missing, texts):
-                    self._cache.put(keys[i], {"text": text})
-                    out[i] = text
-            missing = [i for i in range(n) if out[i] is None]  # fewer choices than asked: ask separately
-        results = await asyncio.gather(*(self._request(prompt, 1, temperature, max_tokens, i) for i in missing))
-        for i, texts in zip(missing, results):
-            if isinstance(texts, Exception):
-                out[i] = texts
-                self.usage.failed += 1
-            else:
-                self._cache.put(keys[i], {"text": texts[0]})
-                out[i] = texts[0]
+                self._usage.cached += 1
+            elif k in self._inflight:
+                waiting[i] = self._inflight[k]
+                self._usage.deduplicated += 1
+        mine = [i for i in range(n) if out[i] is None and i not in waiting]
+        futures = {i: asyncio.get_running_loop().create_future() for i in mine}
+        for i, f in futures.items():
+            self._inflight[keys[i]] = f
+        try:
+            missing = mine
+            if len(missing) > 1 and self.config.use_n:
+                texts = await self._request(prompt, len(missing), temperature, max_tokens)
+                if not isinstance(texts, Exception):
+                    for i, text in zip(missing, texts):
+                        self._cache.put(keys[i], {"text": text})
+                        out[i] = text
+                missing = [i for i in mine if out[i] is None]  # fewer choices than asked: ask separately
+            results = await asyncio.gather(*(self._request(prompt, 1, temperature, max_tokens, i)
+                                             for i in missing))
+            for i, texts in zip(missing, results):
+                if isinstance(texts, Exception):
+                    out[i] = texts
+                    self._usage.failed += 1
+                else:
+                    self._cache.put(keys[i], {"text": texts[0]})
+                    out[i] = texts[0]
+        finally:
+            for i, f in futures.items():  # whoever waits on these gets the same outcome
+                self._inflight.pop(keys[i], None)
+                if not f.done():
+                    f.set_result(out[i] if out[i] is not None else RunError("request cancelled"))
+        for i, f in waiting.items():
+            out[i] = await f
         return out  # type: ignore[return-value]
 
     async def _request(self, prompt: str, n: int, temperature: float, max_tokens: int,
@@ -191,11 +213,11 @@ class OpenAITeacher:
         last: Exception = RunError("no attempt made")
         for attempt in range(c.max_attempts):
             if attempt:
-                self.usage.retries += 1
+                self._usage.retries += 1
                 await asyncio.sleep(self._delay(attempt, last))
             try:
                 async with self._gate:
-                    self.usage.requests += 1
+                    self._usage.requests += 1
                     if c.endpoint == "chat":
                         r = await self._client.chat.completions.create(
                             messages=[{"role": "user", "content": prompt}], **params)
@@ -206,8 +228,8 @@ class OpenAITeacher:
                 if not texts or any(not isinstance(t, str) for t in texts):
                     raise ValueError("response has no completion text")
                 if r.usage is not None:
-                    self.usage.input_tokens += r.usage.prompt_tokens or 0
-                    self.usage.output_tokens += r.usage.completion_tokens or 0
+                    self._usage.input_tokens += r.usage.prompt_tokens or 0
+                    self._usage.output_tokens += r.usage.completion_tokens or 0
                 return texts
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError,
                     openai.BadRequestError, openai.UnprocessableEntityError) as exc:

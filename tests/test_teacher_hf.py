@@ -2,6 +2,8 @@
 
 import pytest
 
+from harness import TeacherUsage
+
 from harness.errors import BadInputError
 from harness_builtins.task_synthetic import Config as TaskConfig, SyntheticArithmetic
 from harness_builtins.teacher_hf import Config, HFTeacher
@@ -27,11 +29,10 @@ def test_sampling_batches_and_cache(model_dir, tmp_path):
     assert len(ticks) == 5 and [[g.sample_index for g in gens] for gens in out] == [[0, 1, 2]] * 5
     assert all(g.rationale and g.answer_text is not None for gens in out for g in gens)
     assert len({g.rationale for gens in out for g in gens}) > 5  # sampling varies
-    assert t.stats()["requests"] == 5 + 15  # stage-1 prompts, then one answer prompt per sample
+    assert t.usage().requests == 5 + 15  # stage-1 prompts, then one answer prompt per sample
     again = HFTeacher(Config(**options))
     assert again.generate(EXAMPLES, TASK, lambda n: None) == out
-    assert again.stats() | {"cached": 0} == {"requests": 0, "cached": 0, "failed": 0, "input_tokens": 0,
-                                             "output_tokens": 0, "cost": 0.0} and again.stats()["cached"] == 30
+    assert again.usage().as_dict() | {"cached": 0} == TeacherUsage().as_dict() and again.usage().cached == 30
 
 
 def test_greedy_is_deterministic(model_dir, tmp_path):

@@ -39,9 +39,9 @@ def test_chat_endpoint_and_usage(tmp_path):
         t = teacher(server, tmp_path, endpoint="chat", price_per_million_input=1.0, price_per_million_output=2.0)
         out = t.generate(EXAMPLES[:3], TASK, lambda n: None)
     assert server.served["/v1/chat/completions"] == 6 and all(g.answer_text == "42." for (g,) in out)
-    stats = t.stats()
-    assert stats["requests"] == 6 and stats["input_tokens"] > 0 and stats["cost"] == pytest.approx(
-        (stats["input_tokens"] * 1.0 + stats["output_tokens"] * 2.0) / 1e6)
+    stats = t.usage()
+    assert stats.requests == 6 and stats.input_tokens > 0 and stats.cost == pytest.approx(
+        (stats.input_tokens * 1.0 + stats.output_tokens * 2.0) / 1e6)
 
 
 def test_diverse_samples_via_n_and_fallback_when_the_server_ignores_n(tmp_path):
@@ -53,7 +53,9 @@ def test_diverse_samples_via_n_and_fallback_when_the_server_ignores_n(tmp_path):
     with FakeOpenAI(max_n=1) as capped:
         out2 = teacher(capped, tmp_path / "b", samples=4, temperature=0.7).generate(EXAMPLES[:2], TASK, lambda n: 0)
     assert [len(g) for g in out2] == [4, 4]
-    assert capped.requests == 2 * (1 + 3) + 8  # n=4 answered with 1 choice: 3 separate requests each
+    # n=4 answered with 1 choice: 3 separate requests each. That server gives the same rationale to every
+    # separate request, so the 4 answer prompts of a question are identical: sent once, not 4 times at once.
+    assert capped.requests == 2 * (1 + 3) + 2
 
 
 def test_every_fault_is_retried_and_nothing_is_lost(tmp_path):
@@ -62,7 +64,7 @@ def test_every_fault_is_retried_and_nothing_is_lost(tmp_path):
         t = teacher(server, tmp_path, timeout=1.0)
         out = t.generate(EXAMPLES, TASK, lambda n: None)
     assert all(g.answer_text == "42." and not g.meta for (g,) in out)
-    assert t.stats()["retries"] == len(faults) and t.stats()["failed"] == 0
+    assert t.usage().retries == len(faults) and t.usage().failed == 0
     # every prompt answered; the timed-out request is answered again (the server finished it after the client left)
     assert len(set(server.prompts)) == 2 * len(EXAMPLES) and len(server.prompts) == 2 * len(EXAMPLES) + 1
 
@@ -80,7 +82,7 @@ def test_requests_that_keep_failing_are_recorded_then_retried_next_run(tmp_path)
         t = teacher(server, tmp_path, max_attempts=3)
         out = t.generate(EXAMPLES[:2], TASK, lambda n: None)
         assert out[0][0].rationale == "" and "gave up after 3 attempts: InternalServerError" in out[0][0].meta["error"]
-        assert out[1][0].answer_text == "42." and t.stats()["failed"] == 1 and server.requests == 3 + 2
+        assert out[1][0].answer_text == "42." and t.usage().failed == 1 and server.requests == 3 + 2
         server.poison = None
         again = teacher(server, tmp_path).generate(EXAMPLES[:2], TASK, lambda n: None)
         assert server.requests == 5 + 2  # only the failed question is asked again
@@ -93,7 +95,7 @@ def test_cached_rerun_makes_no_requests(tmp_path):
         before = server.requests
         t = teacher(server, tmp_path, samples=2, temperature=0.7)
         second = t.generate(EXAMPLES, TASK, lambda n: None)
-        assert server.requests == before and second == first and t.stats()["cached"] == 4 * len(EXAMPLES)
+        assert server.requests == before and second == first and t.usage().cached == 4 * len(EXAMPLES)
         teacher(server, tmp_path, samples=2, temperature=0.5).generate(EXAMPLES[:1], TASK, lambda n: 0)
         # another temperature is other content: stage 1 is asked anew; the stage-2 prompts came out identical
         # (this server's text ignores temperature), so those come from the cache
@@ -252,7 +254,9 @@ def test_transformers_serve(transformers_server, tmp_path, endpoint):
     assert [[g.sample_index for g in gens] for gens in out] == [[0, 1]] * 3
     assert all(isinstance(g.rationale, str) and not g.meta for gens in out for g in gens)
     # the server ignores n: one n=2 request per question returns one choice, the second sample is asked
-    # separately, then one answer request per sample
-    assert t.stats()["requests"] == 3 * (2 + 2) and t.stats()["input_tokens"] > 0
+    # separately, then one answer request per distinct answer prompt (it samples greedily: identical rationales
+    # give identical answer prompts, sent once)
+    u = t.usage()
+    assert u.requests + u.deduplicated == 3 * (2 + 2) and u.input_tokens > 0
     again = OpenAITeacher(Config(**config))
-    assert again.generate(EXAMPLES[:3], TASK, lambda n: None) == out and again.stats()["requests"] == 0
+    assert again.generate(EXAMPLES[:3], TASK, lambda n: None) == out and again.usage().requests == 0

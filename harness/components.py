@@ -1,0 +1,231 @@
+"""The interfaces components implement: one base class per kind, every optional member declared with its default.
+
+A plugin's component subclasses one of these (``class MyStrategy(harness.Strategy)``) and overrides what it
+needs; the pipeline calls the members directly and never probes for them. A component that does not subclass
+keeps working (duck typing): :func:`conform` gives it the base class's default for every optional member it
+lacks, once, when the pipeline builds it. Required members (``Teacher.generate``, ``Strategy.build``, ...) have
+no default: a component without one is refused with a message naming it.
+
+Components talk in batches: a list in, a list out, in the same order (like lm-eval's ``LM``). Every component
+class may declare a nested ``Config`` dataclass; the recipe section is validated against it and the component is
+built as ``Component(config)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from harness.errors import PluginError
+from harness.types import (AnswerSpec, Example, Generation, GradedGeneration, Progress, TrainingContext,
+                           TrainingExample, TrainingSettings)
+
+Problems = list[tuple[str, str]]
+"""``(key, message)`` pairs, e.g. ``[("model", "folder /x does not exist")]``; the recipe error names the key
+under the component's section (``student.model: ...``)."""
+
+
+@dataclass
+class TeacherUsage:
+    """What a teacher's calls cost, for the teach stage's summary, the manifest and the leaderboard."""
+
+    requests: int = 0
+    """Requests sent (retries included)."""
+    cached: int = 0
+    """Completions answered from the cache (not paid again)."""
+    failed: int = 0
+    """Completions that still failed after every retry (asked again by the next run)."""
+    retries: int = 0
+    deduplicated: int = 0
+    """Completions answered by an identical request already in flight (not sent twice)."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    """In the currency of the recipe's prices; 0 when no prices are given."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class Task:
+    """A benchmark: its splits and how its answers are read.
+
+    Example::
+
+        class Tiny(harness.Task):
+            answer = harness.AnswerSpec(kind="number")
+
+            def load(self):
+                return {"train": [...], "test": [...]}
+    """
+
+    answer: AnswerSpec = AnswerSpec(kind="text")
+    """How answers are cleansed from text and compared with the gold answer."""
+
+    def load(self) -> dict[str, list[Example]]:
+        """Return the splits by name; ``train`` and ``test`` are required, ``validation`` is recommended.
+        A malformed data file raises ``harness.DataError`` naming the file and record."""
+        raise NotImplementedError
+
+    def source(self) -> str:
+        """Where the data came from, in words (a path, a hub id, 'generated from seed 0')."""
+        return type(self).__name__
+
+
+class Teacher:
+    """Produces rationales (and optionally decompositions) for examples."""
+
+    def generate(self, examples: Sequence[Example], task: Task, progress: Progress) -> list[list[Generation]]:
+        """Return, for each example in order, its list of samples (``sample_index`` 0..n-1).
+
+        Args:
+            examples: the training questions.
+            task: the task (its ``answer`` spec holds the Zero-shot-CoT answer trigger).
+            progress: call ``progress(k)`` after finishing ``k`` examples.
+
+        A request that failed for good is returned as a ``Generation`` with ``meta["error"]`` set (and empty
+        text): it is never trained on, and the next run asks it again."""
+        raise NotImplementedError
+
+    def usage(self) -> TeacherUsage | None:
+        """Requests, cache hits, tokens and cost of the last ``generate``; None for teachers that call nothing."""
+        return None
+
+    def preflight(self) -> Problems:
+        """Checks that can fail later and cost nothing now (a model folder exists, ...); run by ``harness validate``
+        and before the first stage of ``harness run``. Return problems, never raise."""
+        return []
+
+
+class Strategy:
+    """Turns teacher output into training data, and says how the trained student is prompted and read."""
+
+    uses_teacher: bool = True
+    """False for strategies that train on gold answers only (vanilla): the teach stage is then not needed."""
+    prediction_prefix: str | None = None
+    """The text after which the answer is read (e.g. ``-->``); None when the whole output is the answer."""
+    multi_call: bool = False
+    """True when inference is more than one generate call (``lm_eval_model`` returns the model lm-eval runs);
+    validation-based model selection refuses such strategies."""
+
+    def setup(self, task: Task) -> None:
+        """Called once, before ``build`` and any ``prompt``: the default keeps the task as ``self.task`` so
+        prompts can depend on it."""
+        self.task = task
+
+    def build(self, examples: Sequence[Example], generations: Mapping[str, Sequence[GradedGeneration]],
+              task: Task) -> list[TrainingExample]:
+        """Build training pairs.
+
+        Args:
+            examples: the training questions (the task's ``train`` split).
+            generations: example id -> that example's graded teacher samples, in ``sample_index`` order
+                (``GradedGeneration(generation, prediction, correct)``). Failed or empty generations are
+                already removed; an example may map to an empty list or be absent. Empty when
+                ``uses_teacher`` is false.
+            task: the task.
+        """
+        raise NotImplementedError
+
+    def prompt(self, example: Example) -> str:
+        """The student's input at test time (must equal the training prompt format)."""
+        raise NotImplementedError
+
+    def stop(self) -> list[str]:
+        """Strings that end generation at test time (EOS always does)."""
+        return []
+
+    def roles(self) -> tuple[str, ...]:
+        """The models this strategy trains, by role (Socratic: ``("decomposer", "solver")``); ``("",)`` for one
+        model. Each ``TrainingExample.role`` names one of them."""
+        return ("",)
+
+    def budget_shares(self) -> Mapping[str, float] | None:
+        """How a token budget (``training.max_tokens``) is split between roles; None: in proportion to data."""
+        return None
+
+    def max_gen_toks(self, configured: int) -> int:
+        """How many tokens the student may generate at evaluation. ``configured`` is ``evaluation.max_gen_toks``;
+        a strategy whose outputs are longer (or shorter) returns its own figure."""
+        return configured
+
+    def lm_eval_model(self, models: Mapping[str, tuple[Any, Any]], batch_size: int, task: Task) -> Any:
+        """For ``multi_call`` strategies: the lm-eval ``LM`` that answers the test prompts, given the trained
+        ``(model, tokenizer)`` per role. The default (None) evaluates the single model with lm-eval's ``HFLM``.
+        ``harness.generation.staged_generate`` is the helper for loops of generate calls."""
+        return None
+
+    def stats(self) -> Mapping[str, Any]:
+        """Figures about the last ``build`` for its summary line (e.g. ``{"samples_kept": 812}``)."""
+        return {}
+
+
+class Student:
+    """A trainable model. ``train`` writes a model directory loadable by ``load``."""
+
+    def train(self, train: Sequence[TrainingExample], settings: TrainingSettings, out_dir: Path,
+              corpus: Sequence[str], progress: Progress, context: TrainingContext) -> dict[str, Any]:
+        """Train on ``train`` and save into ``out_dir``; return summary figures.
+
+        Args:
+            train: the strategy's pairs for this role (loss on ``target`` only).
+            settings: the recipe's ``[training]`` table.
+            out_dir: where the trained model goes, in its native format.
+            corpus: all text the student will see (prompts and targets), for a tokenizer built from scratch.
+            progress: call ``progress(k)`` after ``k`` optimizer steps.
+            context: a checkpoint folder that survives a crash, and a validation scorer for model selection
+                (either may be None).
+
+        Returns: at least ``steps`` and ``train_loss``; ``tokens_per_second``, ``parameters`` and ``final_loss``
+        are shown when present."""
+        raise NotImplementedError
+
+    def load(self, model_dir: Path) -> tuple[Any, Any]:
+        """Return ``(model, tokenizer)`` from a directory written by ``train``."""
+        raise NotImplementedError
+
+    def preflight(self) -> Problems:
+        """Checks that cost nothing now and would fail after the teacher was paid (the model and tokenizer
+        load, the architecture builds); run by ``harness validate`` and before ``harness run``'s first stage."""
+        return []
+
+
+class Sink:
+    """Publishes evaluation results (a local folder, the Hub, a JSON Lines file...)."""
+
+    def publish(self, results_file: Path, samples_files: Sequence[Path], provenance: Mapping[str, Any]) -> list[str]:
+        """Publish one evaluation's lm-eval files; return where they went (paths or URLs)."""
+        raise NotImplementedError
+
+
+BASES: dict[str, type] = {"task": Task, "teacher": Teacher, "student": Student, "strategy": Strategy, "sink": Sink}
+REQUIRED: dict[str, tuple[str, ...]] = {"task": ("load",), "teacher": ("generate",), "student": ("train", "load"),
+                                        "strategy": ("build", "prompt"), "sink": ("publish",)}
+_OPTIONAL: dict[str, tuple[str, ...]] = {
+    "task": ("answer", "source"),
+    "teacher": ("usage", "preflight"),
+    "student": ("preflight",),
+    "strategy": ("uses_teacher", "prediction_prefix", "multi_call", "setup", "stop", "roles", "budget_shares",
+                 "max_gen_toks", "lm_eval_model", "stats"),
+    "sink": (),
+}
+
+
+def conform(kind: str, component: Any, name: str = "") -> Any:
+    """Return ``component`` ready for the pipeline: a subclass of the kind's base class as it is; any other
+    object (duck typing) with the base class's default bound for each optional member it lacks. A missing
+    required member is a ``PluginError`` naming the component."""
+    base = BASES[kind]
+    if isinstance(component, base):
+        return component
+    missing = [m for m in REQUIRED[kind] if not callable(getattr(component, m, None))]
+    if missing:
+        raise PluginError(f"{kind} '{name or type(component).__name__}' has no {', '.join(missing)}(): a {kind} "
+                          f"implements harness.{base.__name__} (see docs/plugins/README.md)")
+    for member in _OPTIONAL[kind]:
+        if not hasattr(component, member):
+            default = getattr(base, member)
+            setattr(component, member, default.__get__(component) if callable(default) else default)
+    return component

@@ -1,0 +1,89 @@
+"""Checks that a model a recipe names can be loaded, made before any stage runs (``preflight``), so that a typo
+in a path, a hub id that is not cached offline or a bad architecture table fails in ``harness validate`` rather
+than after the teacher was paid. Nothing here loads weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+Problems = list[tuple[str, str]]
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def model_problems(name: str, key: str = "model", tokenizer: bool = True) -> Problems:
+    """Problems with a model named by a local folder or a hub id: the folder must exist and hold a model
+    (``config.json``); a hub id must give its config (and tokenizer) now, which offline means: it is cached."""
+    if not name:
+        return []
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            return [(key, f"'{name}' is a file; give the folder that holds the model (config.json, weights)")]
+        if not (path / "config.json").is_file():
+            return [(key, f"folder '{name}' is not a model folder: it has no config.json")]
+    elif _looks_like_path(name):
+        return [(key, f"folder '{name}' does not exist")]
+    try:
+        from transformers import AutoConfig, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        AutoConfig.from_pretrained(str(path) if path.exists() else name)
+        if tokenizer:
+            AutoTokenizer.from_pretrained(str(path) if path.exists() else name)
+    except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load"
+        offline = (" (HF_HUB_OFFLINE is set: only local folders and models already in the Hugging Face cache "
+                   "load; download it first or point to a local folder)") if os.environ.get("HF_HUB_OFFLINE") else ""
+        return [(key, f"cannot load '{name}'{offline}: {_first_line(exc)}")]
+    return []
+
+
+def architecture_problems(architecture: dict[str, Any], key: str = "architecture") -> Problems:
+    """Build the model config a from-scratch ``architecture`` table describes (no weights): unknown model types,
+    wrongly typed or inconsistent fields are problems naming the table."""
+    if not architecture:
+        return []
+    arch = dict(architecture)
+    model_type = arch.pop("model_type", None)
+    if not isinstance(model_type, str):
+        return [(f"{key}.model_type", "needs a model type, e.g. model_type = \"gpt2\"")]
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.for_model(model_type, **arch)
+    except Exception as exc:
+        return [(key, f"cannot build a '{model_type}' config: {_first_line(exc)}")]
+    problems = []
+    for field, value in arch.items():
+        if not hasattr(config, field):
+            problems.append((f"{key}.{field}", f"not a field of the '{model_type}' config"))
+        elif not isinstance(value, (int, float, str, bool, list, dict, type(None))):
+            problems.append((f"{key}.{field}", f"unsupported value {value!r}"))
+    for field in ("n_layer", "num_hidden_layers", "num_layers", "n_embd", "hidden_size", "d_model", "n_head",
+                  "num_attention_heads", "num_heads", "n_positions", "max_position_embeddings", "vocab_size"):
+        if field in arch and (isinstance(arch[field], bool) or not isinstance(arch[field], int) or arch[field] < 1):
+            problems.append((f"{key}.{field}", f"must be a whole number of at least 1, got {arch[field]!r}"))
+    if not problems:
+        try:  # the consistency checks a model runs on construction (e.g. width divisible by heads)
+            _check_shapes(model_type, config)
+        except ValueError as exc:
+            problems.append((key, _first_line(exc)))
+    return problems
+
+
+def _check_shapes(model_type: str, config: Any) -> None:
+    width = next((getattr(config, f) for f in ("n_embd", "hidden_size", "d_model") if hasattr(config, f)), None)
+    heads = next((getattr(config, f) for f in ("n_head", "num_attention_heads", "num_heads") if hasattr(config, f)),
+                 None)
+    if isinstance(width, int) and isinstance(heads, int) and heads and model_type != "t5" and width % heads:
+        raise ValueError(f"the width ({width}) must be divisible by the number of attention heads ({heads})")

@@ -1,0 +1,137 @@
+"""Text to training rows: the word-level tokenizer built from scratch, prompt/target encoding with the prompt
+masked out of the loss, the padding collator and the length-grouped, per-epoch seeded training order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from harness import BadInputError, TrainingExample
+
+SPECIALS = {"pad_token": "<pad>", "unk_token": "<unk>", "eos_token": "<eos>"}
+_SPLIT = r"▁?(?:-->|###|[A-Za-z]+|\d+|[^A-Za-z\d▁])"
+
+
+def train_word_tokenizer(corpus: Sequence[str]):
+    """A word-level tokenizer over ``corpus`` with every number 0-99 as one token (with and without a space)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token=SPECIALS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=True),
+        pre_tokenizers.Split(Regex(_SPLIT), behavior="isolated"),
+    ])
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="never")
+    numbers = " ".join(str(i) for i in range(100))
+    trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIALS.values()), min_frequency=1)
+    tok.train_from_iterator([numbers, " " + numbers, *corpus], trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIALS["eos_token"], **SPECIALS)
+
+
+def prompt_ids(tokenizer, prompts: Sequence[str], encoder_decoder: bool) -> list[list[int]]:
+    """Prompt tokens as the model family expects them, the way lm-eval encodes contexts: the tokenizer's own
+    special tokens (Llama's BOS; T5's closing EOS on the encoder side), never an EOS closing a decoder-only
+    prompt (the target follows it)."""
+    ids = tokenizer(list(prompts))["input_ids"]
+    eos = tokenizer.eos_token_id
+    if not encoder_decoder:
+        ids = [p[:-1] if p and p[-1] == eos and eos is not None else p for p in ids]
+    return ids
+
+
+def encode(tokenizer, examples: Sequence[TrainingExample], max_length: int,
+           encoder_decoder: bool = False) -> list[dict[str, list[int]]]:
+    """Token ids with EOS closing every target, truncated to ``max_length``. Decoder-only: one sequence, the
+    prompt masked out of the labels (-100). Encoder-decoder: the prompt is the encoder's input, the target
+    (+ EOS) the labels. A conversation (``turns``) is one decoder-only sequence, each piece tokenized on its own
+    (so every target starts on a token boundary, as at inference), contexts masked, EOS after the last target."""
+    if encoder_decoder and any(e.turns for e in examples):
+        raise BadInputError("strategy: its training examples are conversations (several targets in one "
+                            "sequence), which an encoder-decoder student cannot learn in one pass; use a "
+                            "decoder-only student or the strategy's one-example-per-turn form")
+    prompts = prompt_ids(tokenizer, [e.prompt for e in examples], encoder_decoder)
+    targets = tokenizer([e.target for e in examples], add_special_tokens=False)["input_ids"]
+    pieces = [piece for e in examples for turn in e.turns for piece in turn]
+    piece_ids = iter(tokenizer(pieces, add_special_tokens=False)["input_ids"] if pieces else [])
+    eos = tokenizer.eos_token_id
+    weighted = any(e.weight != 1.0 for e in examples)
+    rows = []
+    for p, t, e in zip(prompts, targets, examples):
+        if encoder_decoder:
+            ids, labels = p[:max_length], (t + [eos])[:max_length]
+        else:
+            ids, labels = p + t, [-100] * len(p) + t
+            for _ in e.turns:
+                context, target = next(piece_ids), next(piece_ids)
+                ids, labels = ids + context + target, labels + [-100] * len(context) + target
+            ids, labels = (ids + [eos])[:max_length], (labels + [eos])[:max_length]
+        rows.append({"input_ids": ids, "labels": labels, **({"weight": e.weight} if weighted else {})})
+    return rows
+
+
+def useful_tokens(row: dict[str, list[int]]) -> int:
+    """Non-padding tokens a row puts through the model (encoder input + decoder labels for encoder-decoder)."""
+    n = len(row["input_ids"])
+    return n if len(row["labels"]) == n else n + len(row["labels"])
+
+
+class Collator:
+    """Right-pads a batch to its own longest row (labels separately: they differ in length for encoder-decoder
+    models); counts the real (non-padding) tokens it has seen."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+        self.tokens = 0
+
+    def __call__(self, rows: list[dict[str, list[int]]]):
+        import torch
+
+        width = max(len(r["input_ids"]) for r in rows)
+        label_width = max(len(r["labels"]) for r in rows)
+        self.tokens += sum(useful_tokens(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), label_width), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n] = torch.tensor(r["input_ids"])
+            labels[i, :len(r["labels"])] = torch.tensor(r["labels"])
+            mask[i, :n] = 1
+        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        if "weight" in rows[0]:
+            batch["weights"] = torch.tensor([r["weight"] for r in rows], dtype=torch.float32)
+        return batch
+
+
+class LengthGroupedSampler:
+    """Training order with little padding, reproducible per epoch: each epoch's order depends only on
+    (seed, epoch), never on the global random state, so a run resumed mid-epoch sees the same batches as one
+    never interrupted. Indices are shuffled, cut into megabatches of 50 optimizer batches, sorted by length
+    inside each, cut into optimizer batches (``group`` rows: micro-batches x accumulation x processes) whose order
+    is shuffled, the longest batch first (memory trouble shows at step 1, not hours in)."""
+
+    def __init__(self, lengths: Sequence[int], group: int, seed: int):
+        self.lengths, self.group, self.seed, self.epoch = list(lengths), max(1, group), seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        import torch
+
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        mega = self.group * 50
+        batches = []
+        for start in range(0, len(order), mega):
+            chunk = sorted(order[start: start + mega], key=lambda i: -self.lengths[i])
+            batches += [chunk[i: i + self.group] for i in range(0, len(chunk), self.group)]
+        if not batches:
+            return iter([])
+        longest = max(range(len(batches)), key=lambda b: max(self.lengths[i] for i in batches[b]))
+        first = batches.pop(longest)
+        rest = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        return iter([i for batch in [first, *rest] for i in batch])

@@ -1,0 +1,131 @@
+"""Training in several processes, started by torchrun or the deepspeed launcher.
+
+The harness's process writes a job folder and starts the launcher, which starts ``settings.processes`` copies of
+this module's worker::
+
+    python -m torch.distributed.run --nproc_per_node N --master_addr 127.0.0.1 --master_port P \\
+        -m harness_builtins.student_transformers.launch JOB/job.json
+    python -m deepspeed.launcher.runner --num_gpus N --master_addr 127.0.0.1 --master_port P --no_local_rank \\
+        --module harness_builtins.student_transformers.launch JOB/job.json
+
+Each worker reads ``job.json`` (the student's config, the training settings, where to write), ``rows.jsonl``
+(the training pairs) and ``corpus.json``; rank 0 writes ``status.json`` (the step reached, for the progress bar)
+and ``result.json`` (the training summary). All output goes to ``launch.log``, whose tail a failure reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from harness import BadInputError, RunError, TrainingContext, TrainingSettings
+from harness.io import atomic_write_json, read_jsonl, training_from_dict, training_to_dict
+
+from .config import Config
+from .trainer import OOM_HINT
+
+
+def launch(config: Config, train, settings: TrainingSettings, out_dir: Path, corpus, progress,
+           context: TrainingContext) -> dict[str, Any]:
+    """Train in ``settings.processes`` processes started by torchrun or the deepspeed launcher; this process
+    waits, shows their progress, and reports their log when one fails."""
+    if context.validate and settings.select_every:
+        raise BadInputError("training.select_every: model selection runs in a single training process; "
+                            "set training.processes = 1 or training.select_every = 0")
+    job = (context.checkpoint_dir or out_dir.parent / "launch")
+    job.mkdir(parents=True, exist_ok=True)
+    (job / "rows.jsonl").write_text("".join(json.dumps(training_to_dict(t)) + "\n" for t in train))
+    (job / "corpus.json").write_text(json.dumps(list(corpus)))
+    spec = {"config": asdict(config), "settings": asdict(settings), "out_dir": str(out_dir),
+            "checkpoint_dir": str(context.checkpoint_dir) if context.checkpoint_dir else None,
+            "status": str(job / "status.json"), "result": str(job / "result.json")}
+    (job / "job.json").write_text(json.dumps(spec))
+    (job / "result.json").unlink(missing_ok=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    n = str(settings.processes)
+    module = ["harness_builtins.student_transformers.launch", str(job / "job.json")]
+    if settings.launcher == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", n, "--master_addr",
+               "127.0.0.1", "--master_port", port, "-m", *module]
+    else:  # deepspeed: --num_gpus is the process count, on CPU too
+        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", n, "--master_addr",
+               "127.0.0.1", "--master_port", port, "--no_local_rank", "--module", *module]
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT")}
+    env.setdefault("OMP_NUM_THREADS", str(settings.threads or max(1, (os.cpu_count() or 1) // settings.processes)))
+    log = job / "launch.log"
+    done = 0
+    with log.open("w") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        while proc.poll() is None:
+            time.sleep(0.5)
+            done = _advance(job / "status.json", done, progress)
+    _advance(job / "status.json", done, progress)
+    if proc.returncode != 0 or not (job / "result.json").exists():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+        if "out of memory" in tail.lower() or "can't allocate memory" in tail.lower():
+            raise RunError(f"training ran out of memory in a {settings.launcher} process. To fit: {OOM_HINT}. "
+                           f"Log: {log}")
+        raise RunError(f"{settings.launcher} training with {n} processes failed (exit {proc.returncode}); "
+                       f"log: {log}\n{tail}")
+    return json.loads((job / "result.json").read_text())
+
+
+def _advance(status: Path, done: int, progress) -> int:
+    """Move the progress bar to the step a launched rank 0 last reported."""
+    try:
+        step = int(json.loads(status.read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return done
+    if step > done:
+        progress(step - done)
+        return step
+    return done
+
+
+def _worker(job_file: str) -> None:
+    """One launched training process (torchrun / deepspeed launcher): train, and on rank 0 report progress and
+    the result."""
+    job = json.loads(Path(job_file).read_text())
+    folder = Path(job_file).parent
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    settings = TrainingSettings(**job["settings"])
+    from .student import TransformersStudent
+
+    student = TransformersStudent(Config(**job["config"]))
+    rows = [training_from_dict(d) for d in read_jsonl(folder / "rows.jsonl")]
+    corpus = json.loads((folder / "corpus.json").read_text())
+    step = [0]
+
+    def progress(n: int) -> None:
+        step[0] += n
+        if rank0:
+            atomic_write_json(Path(job["status"]), {"step": step[0]}, durable=False)  # every step: no fsync
+
+    checkpoint_dir = Path(job["checkpoint_dir"]) if job["checkpoint_dir"] else None
+    info = student.train(rows, settings, Path(job["out_dir"]), corpus, progress,
+                         TrainingContext(checkpoint_dir=checkpoint_dir))
+    if rank0:
+        atomic_write_json(Path(job["result"]), info)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # leave together, once every rank is done
+        dist.barrier()
+        dist.destroy_process_group()
+    # Skip the interpreter's teardown: destroying gloo's threads there sometimes aborts a rank ("terminate
+    # called without an active exception") after its work is done, and the launcher then fails the whole run.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1])

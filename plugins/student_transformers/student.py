@@ -1,0 +1,265 @@
+"""The transformers student: the model (from a hub id, a local folder or an architecture built from scratch, with
+an optional LoRA adapter), training in this process with the transformers ``Trainer``, and loading for
+evaluation. Several processes go through ``launch``."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness import BadInputError, RunError, Student, TrainingContext, TrainingExample, TrainingSettings
+from harness.deepspeed import zero_stage
+from harness.errors import is_out_of_memory
+from harness.models import architecture_problems, model_problems
+
+from .config import LORA_KEYS, Config
+from .encoding import Collator, encode, train_word_tokenizer, useful_tokens
+from .launch import launch
+from .selection import Selection
+from .trainer import (OOM_HINT, CheckpointMarker, auto_class, deepspeed_config, is_encoder_decoder,
+                      latest_complete_checkpoint, release_training_state, training_env, weighted_trainer)
+
+
+class TransformersStudent(Student):
+    """A transformers model (decoder-only or encoder-decoder) trained with the transformers Trainer; DeepSpeed,
+    LoRA, several processes, checkpoints and validation-based model selection as the recipe asks."""
+
+    Config = Config
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    def preflight(self) -> list[tuple[str, str]]:
+        """The model (folder or hub id) and its tokenizer load, or the architecture builds; the LoRA table makes a
+        peft config. Nothing is trained and no weights are read."""
+        c = self.config
+        problems = model_problems(c.model, "model") if c.model else architecture_problems(c.architecture)
+        if c.lora and not problems:
+            problems += lora_problems(c.lora)
+        return problems
+
+    # Model --------------------------------------------------------------------------------------------------
+
+    def _initial(self, corpus: Sequence[str], seed: int):
+        import torch
+        from transformers import AutoConfig, AutoTokenizer
+
+        c = self.config
+        if c.model:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(c.model)
+                model_config = AutoConfig.from_pretrained(c.model)
+                model = auto_class(model_config).from_pretrained(c.model)
+            except (OSError, ValueError) as exc:
+                offline = " (HF_HUB_OFFLINE is set: only local directories and cached models load)" if \
+                    os.environ.get("HF_HUB_OFFLINE") else ""
+                raise BadInputError(f"student.model: cannot load '{c.model}'{offline}: "
+                                    f"{str(exc).splitlines()[0]}") from None
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            return model, tokenizer
+        tokenizer = train_word_tokenizer(corpus)
+        arch = dict(c.architecture)
+        model_type = arch.pop("model_type")
+        ids = {"bos_token_id": tokenizer.eos_token_id, "eos_token_id": tokenizer.eos_token_id,
+               "pad_token_id": tokenizer.pad_token_id, "decoder_start_token_id": tokenizer.pad_token_id}
+        try:
+            config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **ids, **arch)
+        except (ValueError, TypeError) as exc:
+            raise BadInputError(f"student.architecture: {exc}") from None
+        torch.manual_seed(seed)
+        return auto_class(config).from_config(config), tokenizer
+
+    def _with_lora(self, model):
+        if not self.config.lora:
+            return model
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        lora = self.config.lora
+        task_type = TaskType.SEQ_2_SEQ_LM if is_encoder_decoder(model) else TaskType.CAUSAL_LM
+        try:
+            return get_peft_model(model, LoraConfig(
+                task_type=task_type, r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16),
+                lora_dropout=lora.get("dropout", 0.0), target_modules=lora.get("target_modules"),
+                fan_in_fan_out=model.config.model_type == "gpt2"))  # GPT-2 stores its projections transposed
+        except ValueError as exc:
+            raise BadInputError(f"student.lora: {str(exc).splitlines()[0]} (set lora.target_modules to the "
+                                f"model's attention projections, e.g. [\"c_attn\"] for GPT-2)") from None
+
+    # Training -----------------------------------------------------------------------------------------------
+
+    def train(self, train: Sequence[TrainingExample], settings: TrainingSettings, out_dir: Path,
+              corpus: Sequence[str], progress, context: TrainingContext | None = None) -> dict[str, Any]:
+        context = context or TrainingContext()
+        if settings.processes > 1 and "WORLD_SIZE" not in os.environ:
+            return launch(self.config, train, settings, out_dir, corpus, progress, context)
+        try:
+            return self._train_here(train, settings, out_dir, corpus, progress, context)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise RunError(f"training ran out of memory ({str(exc).splitlines()[0][:200]}). To fit: "
+                               f"{OOM_HINT}.") from None
+            raise
+
+    def _train_here(self, train, settings: TrainingSettings, out_dir: Path, corpus, progress,
+                    context: TrainingContext) -> dict[str, Any]:
+        import torch
+        from transformers import PrinterCallback, TrainerCallback, TrainingArguments
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")  # else DeepSpeed prints a warning to stdout
+        model, tokenizer = self._initial(corpus, settings.seed)
+        parameters = sum(p.numel() for p in model.parameters())
+        encoder_decoder = is_encoder_decoder(model)
+        model = self._with_lora(model)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        rows = encode(tokenizer, train, settings.max_length, encoder_decoder)
+        collator = Collator(tokenizer.pad_token_id)
+        max_steps = settings.max_steps
+        if settings.max_tokens:  # a token budget: as many steps as it buys on this data
+            mean_length = sum(useful_tokens(r) for r in rows) / max(len(rows), 1)
+            max_steps = max(1, math.ceil(settings.max_tokens / (settings.batch_size * mean_length)))
+
+        checkpoints = context.checkpoint_dir if settings.checkpoint_steps and context.checkpoint_dir else None
+        resume, incomplete = latest_complete_checkpoint(checkpoints) if checkpoints else (None, [])
+        selection = Selection(context.validate, settings.select_every, checkpoints or out_dir.parent / "selection",
+                              tokenizer) if context.validate and settings.select_every else None
+
+        class Report(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                if state.global_step:
+                    progress(state.global_step)  # resumed: the steps already done
+
+            def on_step_end(self, args, state, control, **kwargs):
+                progress(1)
+                if selection and state.global_step % settings.select_every == 0:
+                    selection.score(kwargs["model"], state.global_step)
+
+        ds = deepspeed_config(settings)
+        args = dict(
+            output_dir=str(checkpoints or out_dir / "trainer"),
+            max_steps=max_steps,
+            per_device_train_batch_size=settings.per_device_batch(),
+            gradient_accumulation_steps=settings.accumulation(),
+            learning_rate=settings.learning_rate,
+            weight_decay=settings.weight_decay,
+            adam_beta2=settings.adam_beta2,
+            max_grad_norm=settings.max_grad_norm,
+            warmup_steps=math.ceil(settings.warmup_ratio * max_steps),  # steps: a float means a ratio only in 5.x
+            lr_scheduler_type=settings.lr_scheduler,
+            lr_scheduler_kwargs={"min_lr_rate": settings.min_lr_ratio}
+            if settings.lr_scheduler == "cosine_with_min_lr" else {},
+            logging_steps=settings.logging_steps,
+            save_strategy="steps" if checkpoints else "no",
+            save_steps=settings.checkpoint_steps or 500,
+            save_total_limit=settings.keep_checkpoints,
+            report_to=[],
+            disable_tqdm=True,
+            seed=settings.seed,
+            data_seed=settings.seed,
+            use_cpu=not torch.cuda.is_available(),
+            bf16=settings.bf16,
+            deepspeed=ds,
+            remove_unused_columns=False,
+            dataloader_num_workers=0,
+        )
+        marker = CheckpointMarker(resume)
+        with training_env(deepspeed=ds is not None):
+            trainer = weighted_trainer()(model=model, args=TrainingArguments(**args), train_dataset=rows,
+                                         data_collator=collator, callbacks=[Report(), marker])
+            marker.trainer = trainer
+            trainer.remove_callback(PrinterCallback)  # the harness shows its own progress
+            if selection:
+                selection.trainer = trainer
+            started = time.perf_counter()
+            result = trainer.train(resume_from_checkpoint=resume)
+            seconds = time.perf_counter() - started
+            chosen = selection.finish(trainer.model, int(result.global_step)) if selection else None
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self._save(trainer, out_dir, chosen)
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(str(out_dir))
+        losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
+        release_training_state()
+        return {
+            "steps": int(result.global_step),
+            "resumed_from_step": marker.resumed_step,
+            "skipped_incomplete_checkpoints": [p.name for p in incomplete],
+            "train_loss": round(marker.whole_run_loss(float(result.training_loss), int(result.global_step)), 4),
+            "final_loss": losses[-1] if losses else None,
+            "losses": losses,
+            "examples": len(rows),
+            "parameters": parameters,
+            "trainable_parameters": trainable,
+            "encoder_decoder": encoder_decoder,
+            "tokens": collator.tokens,
+            "tokens_per_second": round(collator.tokens / seconds, 1) if seconds else None,
+            "seconds": round(seconds, 2),
+            "deepspeed_stage": zero_stage(ds),
+            "processes": int(os.environ.get("WORLD_SIZE", "1")),
+            "batch": {"per_device": settings.per_device_batch(), "accumulation": settings.accumulation(),
+                      "total": settings.batch_size},
+            **({"selection": selection.summary()} if selection else {}),
+        }
+
+    def _save(self, trainer, out_dir: Path, chosen: Path | None) -> None:
+        """The trained (or selected) model in its native format; a LoRA adapter merged in, and kept alone under
+        ``adapter/``."""
+        model = trainer.model
+        if not trainer.is_world_process_zero() and (self.config.lora or chosen is not None):
+            return
+        if self.config.lora:
+            if chosen is not None:
+                from peft import set_peft_model_state_dict
+                from safetensors.torch import load_file
+
+                set_peft_model_state_dict(model, load_file(str(chosen / "adapter_model.safetensors")))
+            model.save_pretrained(str(out_dir / "adapter"))
+            model.merge_and_unload().save_pretrained(str(out_dir))
+        elif chosen is not None:
+            for f in chosen.iterdir():
+                if f.is_file() and f.name != "selection.json":
+                    shutil.copy2(f, out_dir / f.name)
+        else:  # every process takes part (ZeRO-3 gathers the partitioned weights); the first one writes
+            trainer.save_model(str(out_dir))
+
+    def load(self, model_dir: Path):
+        from transformers import AutoConfig, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        model = auto_class(AutoConfig.from_pretrained(str(model_dir))).from_pretrained(str(model_dir))
+        model.eval()
+        return model, tokenizer
+
+
+def lora_problems(lora: dict[str, Any]) -> list[tuple[str, str]]:
+    """Build the peft ``LoraConfig`` the table describes (no model needed)."""
+    if any(k not in LORA_KEYS for k in lora):
+        return []  # reported by Config.check
+    try:
+        from peft import LoraConfig
+
+        LoraConfig(r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16), lora_dropout=lora.get("dropout", 0.0),
+                   target_modules=lora.get("target_modules"))
+    except (TypeError, ValueError) as exc:
+        return [("lora", f"not a valid LoRA configuration: {str(exc).splitlines()[0]}")]
+    problems = []
+    if not isinstance(lora.get("alpha", 16), (int, float)) or isinstance(lora.get("alpha", 16), bool):
+        problems.append(("lora.alpha", "must be a number"))
+    if not isinstance(lora.get("dropout", 0.0), (int, float)) or not 0 <= lora.get("dropout", 0.0) < 1:
+        problems.append(("lora.dropout", "must be a number in [0, 1)"))
+    targets = lora.get("target_modules")
+    if targets is not None and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
+        problems.append(("lora.target_modules", "must be a list of module names, e.g. [\"c_attn\"]"))
+    return problems
