@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from rich.table import Table
 
 from harness import __version__
 from harness.errors import BadInputError, HarnessError, RecipeError
+from harness.secrets import redact
 from harness.ui import stdout_console
 
 
@@ -46,15 +48,22 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, err: Console) -> int:
+    from harness.errors import RecipeError
+    from harness.pipeline import make_component, preflight_problems
     from harness.recipe import load_recipe
 
     registry = _registry()
     _warn_problems(registry, err)
     recipe = load_recipe(args.recipe, registry, args.set)
+    built = {}
     for kind, specs in (("task", [recipe.task]), ("teacher", [recipe.teacher]), ("strategy", recipe.strategies),
                         ("student", recipe.students), ("sink", recipe.sinks)):
         for spec in specs:  # constructing a component loads no model and touches no data
-            registry.get(kind, spec.kind).factory(spec.config)
+            built[(kind, spec.name)] = make_component(registry, kind, spec)
+    problems = [] if args.no_load_checks else preflight_problems(
+        recipe, built[("teacher", recipe.teacher.name)], {s.name: built[("student", s.name)] for s in recipe.students})
+    if problems:  # what would fail after the teacher was paid: model folders, hub ids, architectures
+        raise RecipeError(problems)
     runs = len(recipe.strategies) * len(recipe.students)
     print(f"{recipe.path}: ok ({recipe.task.kind} task, {recipe.teacher.kind} teacher, "
           f"{len(recipe.strategies)} strateg{'y' if len(recipe.strategies) == 1 else 'ies'}, "
@@ -81,26 +90,35 @@ def cmd_plugins(args: argparse.Namespace, err: Console) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace, err: Console) -> int:
-    from harness.config import build
-    from harness.pipeline import split_overlap
+    import dataclasses
+
+    from harness.components import conform
+    from harness.config import NoOptions, build
+    from harness.data import split_overlap
 
     registry = _registry()
     rows = []
     for name in sorted(registry.components["task"]):
         factory = registry.get("task", name).factory
-        config_cls = getattr(factory, "Config", None)
-        options = {"data_dir": args.data_dir} if args.data_dir and config_cls and "data_dir" in getattr(
-            config_cls, "__dataclass_fields__", {}) else {}
+        config_cls = getattr(factory, "Config", NoOptions)
+        takes_data_dir = "data_dir" in {f.name for f in dataclasses.fields(config_cls)}
+        options = {"data_dir": args.data_dir} if args.data_dir and takes_data_dir else {}
         row = {"task": name, "train": None, "validation": None, "test": None, "overlap": None, "source": ""}
+        problems: list[str] = []
+        config = build(config_cls, options, "task", problems)
+        if problems:
+            row["source"] = "unavailable: " + "; ".join(problems)
+            rows.append(row)
+            continue
         try:
-            problems: list[str] = []
-            config = build(config_cls, options, "task", problems) if config_cls else None
-            task = factory(config)
+            task = conform("task", factory(config), name)
             splits = task.load()
             row.update({k: len(splits.get(k, [])) for k in ("train", "validation", "test")},
                        overlap=len(split_overlap(splits)), source=task.source())
         except HarnessError as exc:
             row["source"] = f"unavailable: {exc.message}"
+        except Exception as exc:  # a third party's task with a bug: list the others all the same
+            row["source"] = f"unavailable: {type(exc).__name__} in the task plugin: {exc}"
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -230,6 +248,9 @@ def parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a recipe and resolve its components without running")
     with_recipe(validate)
+    validate.add_argument("--no-load-checks", action="store_true",
+                          help="check the recipe only, not that its models and tokenizers load (e.g. in CI without "
+                               "the hub models it names)")
     validate.set_defaults(func=cmd_validate)
 
     plugins = sub.add_parser("plugins", help="list the registered components and their plugins")
@@ -288,18 +309,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args, err)
     except RecipeError as exc:
         for problem in exc.problems:
-            err.print(f"error: {problem}", markup=False)
+            err.print(f"error: {redact(problem)}", markup=False)
         n = len(exc.problems)
         err.print(f"{n} problem{'s' if n != 1 else ''} found", markup=False)
         return exc.exit_code
     except HarnessError as exc:
-        err.print(f"error: {exc.message}", markup=False)
+        err.print(f"error: {redact(exc.message)}", markup=False)
         if not isinstance(exc, BadInputError):
             err.print("finished stages are kept; run the same command again to resume", markup=False)
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted; finished stages are kept; run the same command again to resume", markup=False)
         return 130
+    except Exception:  # a bug in the harness or a plugin: the traceback, with any secret the run knows masked
+        sys.stderr.write(redact(traceback.format_exc()))
+        return 1
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ class Task:
 
     answer: AnswerSpec = AnswerSpec(kind="text")
     """How answers are cleansed from text and compared with the gold answer."""
+    hub_dataset: str | None = None
+    """The Hugging Face dataset id the task's data comes from, if any (sinks that publish to the Hub use it)."""
 
     def load(self) -> dict[str, list[Example]]:
         """Return the splits by name; ``train`` and ``test`` are required, ``validation`` is recommended.
@@ -204,7 +206,7 @@ BASES: dict[str, type] = {"task": Task, "teacher": Teacher, "student": Student, 
 REQUIRED: dict[str, tuple[str, ...]] = {"task": ("load",), "teacher": ("generate",), "student": ("train", "load"),
                                         "strategy": ("build", "prompt"), "sink": ("publish",)}
 _OPTIONAL: dict[str, tuple[str, ...]] = {
-    "task": ("answer", "source"),
+    "task": ("answer", "hub_dataset", "source"),
     "teacher": ("usage", "preflight"),
     "student": ("preflight",),
     "strategy": ("uses_teacher", "prediction_prefix", "multi_call", "setup", "stop", "roles", "budget_shares",
@@ -229,3 +231,18 @@ def conform(kind: str, component: Any, name: str = "") -> Any:
             default = getattr(base, member)
             setattr(component, member, default.__get__(component) if callable(default) else default)
     return component
+
+
+def create(kind: str, name: str, **options: Any) -> Any:
+    """Build the registered ``kind`` component called ``name`` (``create("task", "svamp", data_dir="...")``), its
+    options checked as a recipe's ``[kind]`` table would be (a ``RecipeError`` lists every problem)."""
+    from harness.config import NoOptions, build
+    from harness.errors import RecipeError
+    from harness.plugins import load_registry
+
+    factory = load_registry().get(kind, name).factory
+    problems: list[str] = []
+    config = build(getattr(factory, "Config", NoOptions), options, kind, problems)
+    if problems:
+        raise RecipeError(problems)
+    return conform(kind, factory(config), name)

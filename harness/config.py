@@ -106,6 +106,7 @@ def build(cls: type, table: Mapping[str, Any], where: str, problems: list[str], 
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     prefix = f"{where}." if where else ""
     kwargs: dict[str, Any] = {}
+    bad: set[str] = set()
     count = len(problems)
     for key, value in table.items():
         if key in ignore:
@@ -117,18 +118,25 @@ def build(cls: type, table: Mapping[str, Any], where: str, problems: list[str], 
         if key not in fields:
             problems.append(f"{prefix}{key}: unknown key.{did_you_mean(key, fields)} Allowed: {', '.join(fields)}")
             continue
+        before = len(problems)
         kwargs[key] = _convert(value, hints[key], f"{prefix}{key}", problems)
-    for name, f in fields.items():
-        if name not in kwargs and f.default is MISSING and f.default_factory is MISSING:
-            problems.append(f"{prefix}{name}: required key is missing ({_type_name(hints[name])})")
-    if len(problems) > count:
+        if len(problems) > before:
+            bad.add(key)
+    missing = [name for name, f in fields.items()
+               if name not in kwargs and f.default is MISSING and f.default_factory is MISSING]
+    problems += [f"{prefix}{name}: required key is missing ({_type_name(hints[name])})" for name in missing]
+    if missing:
         return None
-    instance = cls(**kwargs)
+    failed = len(problems) > count
+    # A wrongly typed key must not hide the table's other problems: check() runs with that key at its default,
+    # and its findings about that key are left out (the type error already names it).
+    instance = cls(**{k: v for k, v in kwargs.items() if k not in bad})
     check = getattr(instance, "check", None)
     if callable(check):
         for key, message in check():
-            problems.append(f"{prefix}{key}: {message}")
-    return instance
+            if key.split(".", 1)[0] not in bad:
+                problems.append(f"{prefix}{key}: {message}")
+    return None if failed else instance
 
 
 def as_plain(instance: Any) -> Any:

@@ -71,7 +71,7 @@ def read_jsonl(path: Path) -> list[Any]:
     return rows
 
 
-def records(path: Path, data: Any, fields: dict[str, type | tuple[type, ...]], where: str = "") -> list[dict]:
+def check_records(path: Path, data: Any, fields: dict[str, type | tuple[type, ...]], where: str = "") -> list[dict]:
     """Check that ``data`` (read from ``path``) is a list of objects with these fields and types; return it.
     The error names the file, the record's index and the field."""
     if not isinstance(data, list):

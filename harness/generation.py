@@ -1,4 +1,5 @@
-"""Greedy generation from an in-memory transformers model, decoder-only or encoder-decoder alike.
+"""Generation from an in-memory transformers model (public: strategies use it): greedy and sampled decoding,
+decoder-only or encoder-decoder alike; staged (multi-call) decoding; an lm-eval model from a function.
 
 Used where the harness generates outside lm-eval: model selection on validation questions during training, and
 strategies whose inference is several generate calls (Socratic CoT). Prompts are tokenized with the tokenizer's
@@ -8,7 +9,7 @@ fit the model's positions (a long transcript keeps its latest turns).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -58,3 +59,87 @@ def greedy_generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_
     finally:
         tokenizer.padding_side, tokenizer.truncation_side = saved
     return out
+
+
+def sample_generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, samples: int,
+                    temperature: float, batch_size: int = 16, stop: Sequence[str] = (), seed: int | None = None
+                    ) -> list[list[str]]:
+    """``samples`` sampled continuations of each prompt (temperature sampling, no top-k cut), cut at stops."""
+    import torch
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    limit = max_positions(model)
+    new = max(1, min(max_new_tokens, limit // 2))
+    saved = tokenizer.padding_side, tokenizer.truncation_side
+    tokenizer.padding_side = tokenizer.truncation_side = "left"
+    out: list[list[str]] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start: start + batch_size])
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max(1, limit - new))
+            enc = {k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            with torch.no_grad():
+                ids = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0,
+                                     num_return_sequences=samples, max_new_tokens=new,
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            out += [[cut_at_stop(t, stop) for t in texts[i * samples: (i + 1) * samples]] for i in range(len(chunk))]
+    finally:
+        tokenizer.padding_side, tokenizer.truncation_side = saved
+    return out
+
+
+def staged_generate(generate: Callable[[list[str]], list[str]], prompts: Sequence[str],
+                    next_prompt: Callable[[int, str, str], str | None], max_rounds: int) -> list[list[str]]:
+    """Multi-call decoding (least-to-most, Socratic-style loops), batched across questions.
+
+    Args:
+        generate: answers a batch of prompts (e.g. ``lambda ps: greedy_generate(model, tok, ps, 64)``).
+        prompts: each question's first prompt.
+        next_prompt: ``next_prompt(i, prompt, output)`` gives question ``i``'s next prompt from the prompt it was
+            just asked and its output, or None when that question is done.
+        max_rounds: a cap on calls per question.
+
+    Returns: each question's outputs, in the order they were generated.
+
+    Example (least-to-most: ask for sub-questions until the model writes ``DONE``)::
+
+        outs = staged_generate(gen, [f"{q} ###" for q in questions],
+                               lambda i, p, o: None if "DONE" in o else f"{p} {o} Q:", max_rounds=6)
+    """
+    outputs: list[list[str]] = [[] for _ in prompts]
+    current: dict[int, str] = dict(enumerate(prompts))
+    for _ in range(max_rounds):
+        if not current:
+            break
+        order = sorted(current)
+        answers = generate([current[i] for i in order])
+        if len(answers) != len(order):
+            raise ValueError(f"generate returned {len(answers)} outputs for {len(order)} prompts")
+        following: dict[int, str] = {}
+        for i, answer in zip(order, answers):
+            outputs[i].append(answer)
+            nxt = next_prompt(i, current[i], answer)
+            if nxt is not None:
+                following[i] = nxt
+        current = following
+    return outputs
+
+
+def generation_lm(answer: Callable[[list[str]], list[str]], name: str = "harness-generate") -> Any:
+    """An lm-eval ``LM`` whose ``generate_until`` is ``answer(prompts)`` (the rest of lm-eval's interface is
+    refused): what a ``multi_call`` strategy's ``lm_eval_model`` returns, with no lm-eval subclass of its own."""
+    from lm_eval.api.model import LM
+
+    class GenerationLM(LM):
+        def generate_until(self, requests) -> list[str]:
+            return list(answer([r.args[0] for r in requests]))
+
+        def loglikelihood(self, requests):
+            raise NotImplementedError(f"{name} generates only (generate_until)")
+
+        def loglikelihood_rolling(self, requests):
+            raise NotImplementedError(f"{name} generates only (generate_until)")
+
+    return GenerationLM()

@@ -86,9 +86,8 @@ def make_component(registry: Registry, kind: str, spec: ComponentSpec) -> Any:
 def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Student]) -> list[str]:
     """``FILE: section.key: message`` for every problem the teacher's and students' ``preflight`` report."""
     out = [f"{recipe.path}: teacher.{key}: {message}" for key, message in teacher.preflight()]
-    many = len(recipe.students) > 1
     for i, spec in enumerate(recipe.students):
-        where = f"student[{i}]" if many else "student"
+        where = f"student[{i}]"
         out += [f"{recipe.path}: {where}.{key}: {message}" for key, message in students[spec.name].preflight()]
     return out
 
@@ -144,7 +143,7 @@ class Pipeline:
                 eval_key = stable_hash(["evaluate", train_keys, task_key, spec.plain(), as_plain(r.evaluation)])
                 metrics, eval_dir = self.evaluate(run_name, student, model_dirs, strategy, task, splits, eval_key)
                 self.publish(run_name, eval_key, eval_dir, [p.parent.name for p in model_dirs.values()],
-                             strategy.uses_teacher)
+                             strategy.uses_teacher, task)
                 results[run_name] = {"strategy": spec.name, "student": student_spec.name, **metrics}
 
         rundir.atomic_write_json(self.rundir.root / "summary.json", results)
@@ -382,7 +381,7 @@ class Pipeline:
         return json.loads((folder / "metrics.json").read_text()), folder
 
     def publish(self, run_name: str, eval_key: str, eval_dir: Path, train_stages: list[str],
-                uses_teacher: bool = True) -> None:
+                uses_teacher: bool, task: Any) -> None:
         """Hand one evaluation's lm-eval files to every sink (once per evaluation: never re-published)."""
         r = self.recipe
         key = stable_hash(["publish", eval_key, [s.plain() for s in r.sinks]])
@@ -391,7 +390,7 @@ class Pipeline:
         def work(out: Path, progress) -> tuple[str, dict]:
             results_file = sorted((eval_dir / "lm_eval").rglob("results_*.json"))[-1]
             samples = sorted((eval_dir / "lm_eval").rglob("samples_*.jsonl"))
-            provenance = self._provenance(run_name, eval_key, train_stages, uses_teacher)
+            provenance = self._provenance(run_name, eval_key, train_stages, uses_teacher, task.hub_dataset)
             published = [p for sink in sinks for p in sink.publish(results_file, samples, provenance)]
             rundir.atomic_write_json(out / "published.json", published)
             where = sorted({str(Path(p).parent) for p in published})
@@ -451,8 +450,8 @@ class Pipeline:
                       "version": c.version} for c in self.registry.all()],
             started=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
-    def _provenance(self, run_name: str, eval_key: str, train_stages: list[str],
-                    uses_teacher: bool) -> dict[str, Any]:
+    def _provenance(self, run_name: str, eval_key: str, train_stages: list[str], uses_teacher: bool,
+                    hub_dataset: str | None) -> dict[str, Any]:
         r = self.recipe
         manifest = self.rundir.read_manifest()
         strategy_name, _, student_name = run_name.partition("+")
@@ -462,7 +461,7 @@ class Pipeline:
         teacher_report = (self.rundir.done("filter") or {}).get("record", {}) if uses_teacher else {}
         parameters = sum(rec.get("parameters") or 0 for rec in records)
         return {"run_name": run_name, "recipe": r.name, "recipe_hash": r.digest(), "evaluation_key": eval_key,
-                "task": {"name": r.task.kind, **r.task.plain()}, "teacher": {"name": r.teacher.name,
+                "task": {"name": r.task.kind, "hub_dataset": hub_dataset, **r.task.plain()}, "teacher": {"name": r.teacher.name,
                                                                              **r.teacher.plain()},
                 "strategy": {"name": strategy.name, **strategy.plain()},
                 "student": {"name": student.name, **student.plain()}, "student_parameters": parameters or None,

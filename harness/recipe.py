@@ -47,9 +47,12 @@ class EvaluationSettings:
     """Evaluate on the first N examples of the split only (quick checks); None for all."""
     batch_size: int = 64
     max_gen_toks: int = 128
+    """Tokens the student may generate per test question (a strategy may change it: ``Strategy.max_gen_toks``)."""
 
     def check(self) -> list[tuple[str, str]]:
         problems = []
+        if self.max_gen_toks < 1:
+            problems.append(("max_gen_toks", "must be at least 1"))
         if self.limit is not None and self.limit < 1:
             problems.append(("limit", "must be at least 1"))
         if self.batch_size < 1:
@@ -107,7 +110,8 @@ def stable_hash(obj: Any) -> str:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Parse ``key.path=value`` (value as TOML, else a plain string)."""
+    """Parse ``key.path=value`` (value as TOML, else a plain string). An index into an array of tables is written
+    ``strategy[1].kind`` or ``strategy.1.kind`` (0-based)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise RecipeError([f"--set {text}: expected key.path=value, e.g. --set training.max_steps=100"])
@@ -115,19 +119,34 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
-    return key.strip().split("."), value
+    path = re.sub(r"\[(\d+)\]", r".\1", key.strip()).split(".")
+    if any(not part for part in path):
+        raise RecipeError([f"--set {text}: '{key.strip()}' is not a key path; write e.g. strategy[0].filter"])
+    return path, value
+
+
+def _key_path(path: Sequence[str]) -> str:
+    """``strategy.1.kind`` written as in recipe errors: ``strategy[1].kind``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> None:
-    """Apply ``--set`` overrides in place. A numeric segment indexes an array of tables (``strategy.1.kind``);
-    for a one-element array it may be left out (``student.kind``)."""
+    """Apply ``--set`` overrides in place. A numeric segment indexes an array of tables (``strategy.1.kind``, or
+    ``strategy[1].kind``; 0-based); for a one-element array it may be left out (``student.kind``)."""
     for text in overrides:
         path, value = parse_override(text)
         node: Any = data
         for i, part in enumerate(path):
             last = i == len(path) - 1
+            here = _key_path(path[:i]) or "the recipe"
             if isinstance(node, list):
-                if part.isdigit() and int(part) < len(node):
+                if part.isdigit():
+                    if int(part) >= len(node):
+                        raise RecipeError([f"--set {text}: {here} has {len(node)} entr{'y' if len(node) == 1 else 'ies'}"
+                                           f" (indices 0-{len(node) - 1})"])
                     if last:
                         node[int(part)] = value
                     node = node[int(part)]
@@ -135,8 +154,10 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> None:
                 if len(node) == 1:
                     node = node[0]
                 else:
-                    raise RecipeError([f"--set {text}: '{'.'.join(path[:i])}' has {len(node)} entries; "
-                                       f"name one by index, e.g. {'.'.join(path[:i])}.0.{part}"])
+                    raise RecipeError([f"--set {text}: {here} has {len(node)} entries; name one by its 0-based "
+                                       f"index, e.g. --set {_key_path([*path[:i], '0', *path[i:]])}=..."])
+            if not isinstance(node, dict):
+                raise RecipeError([f"--set {text}: {here} is a value, not a table; it has no key '{part}'"])
             if last:
                 node[part] = value
             else:
@@ -150,8 +171,6 @@ def _tables(data: Mapping[str, Any], key: str, problems: list[str], where: str) 
     if isinstance(value, Mapping):
         return [(f"{key}", value)]
     if isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
-        if len(value) == 1:
-            return [(f"{key}", value[0])]
         return [(f"{key}[{i}]", v) for i, v in enumerate(value)]
     problems.append(f"{where}: {key}: expected a table ([{key}]) or an array of tables ([[{key}]])")
     return []
@@ -174,7 +193,8 @@ def _component(kind_name: str, key: str, table: Mapping[str, Any], registry: Reg
     problems.extend(f"{file}: {p}" for p in local)
     name = table.get("name", kind)
     if not isinstance(name, str) or not _NAME.match(name):
-        problems.append(f"{file}: {key}.name: must be letters, digits, '_', '-', '.'")
+        problems.append(f"{file}: {key}.name: must be a string of letters, digits, '_', '-', '.'")
+        name = kind
     return ComponentSpec(kind=kind, name=name, config=config, plugin=component.plugin)
 
 

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
+
+from harness.secrets import redact
+
+_TROUBLE = re.compile(r"\b(failed|left out|also in train)\b")
 
 
 def stdout_console() -> Console:
@@ -35,13 +41,19 @@ class UI:
             yield lambda n=1: progress.advance(task, n)
 
     def done(self, label: str, summary: str, seconds: float) -> None:
-        self.console.print(f"[green]✓[/green] [bold]{label:<22}[/bold] {summary} [dim]({seconds:.1f} s)[/dim]")
+        """A finished stage. Summaries are plain text (stages carry no markup); the parts after a ``;`` that
+        report trouble (failed, left out, also in train) are shown in yellow."""
+        parts = [escape(redact(p)) for p in summary.split("; ")]
+        parts = [f"[yellow]{p}[/yellow]" if _TROUBLE.search(p) else p for p in parts]
+        self.console.print(f"[green]✓[/green] [bold]{label:<22}[/bold] {'; '.join(parts)} "
+                           f"[dim]({seconds:.1f} s)[/dim]")
 
     def skipped(self, label: str, summary: str) -> None:
-        self.console.print(f"[dim]• {label:<22} up to date: {summary}[/dim]")
+        self.console.print(f"[dim]• {label:<22} up to date: {escape(redact(summary))}[/dim]")
 
     def note(self, text: str) -> None:
-        self.console.print(text)
+        """A line with rich markup (the harness's own); secrets the run knows of are masked."""
+        self.console.print(redact(text))
 
     def results_table(self, title: str, rows: Mapping[str, Mapping[str, Any]]) -> Table:
         table = Table(title=title)

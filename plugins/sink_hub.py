@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import BadInputError, RunError, hookimpl
-from harness.rundir import atomic_write_text
+from harness import BadInputError, RunError, Sink, hookimpl
+from harness.io import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class HubConfig:
     """The Hub's address, for a self-hosted or mirrored Hub; empty: ``HF_ENDPOINT`` or huggingface.co."""
 
 
-class HubSink:
+class HubSink(Sink):
     Config = HubConfig
 
     def __init__(self, config: HubConfig):
@@ -80,7 +80,7 @@ class EvalResultsConfig:
     """Hub dataset id per task (``{ svamp = "ChilleD/SVAMP" }``); tasks with a hub source default to it."""
 
 
-class EvalResultsSink:
+class EvalResultsSink(Sink):
     Config = EvalResultsConfig
 
     def __init__(self, config: EvalResultsConfig):
@@ -92,7 +92,7 @@ class EvalResultsSink:
 
         data = json.loads(results_file.read_text())
         task = (provenance.get("task") or {}).get("name", "")
-        dataset_id = self.config.dataset_ids.get(task) or _hub_id(task)
+        dataset_id = self.config.dataset_ids.get(task) or (provenance.get("task") or {}).get("hub_dataset")
         if not dataset_id:
             raise BadInputError(f"sink eval_results: no hub dataset id for task '{task}'; set "
                                 f"dataset_ids = {{ {task} = \"org/name\" }} in the recipe's [[sink]]")
@@ -104,13 +104,6 @@ class EvalResultsSink:
         out = Path(self.config.dir) / ".eval_results" / f"{task}_{strategy}.yaml"
         atomic_write_text(out, yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False))
         return [str(out)]
-
-
-def _hub_id(task: str) -> str | None:
-    from harness_builtins.task_benchmarks import definitions
-
-    definition = definitions().get(task)
-    return definition.hub.get("path") if definition else None
 
 
 @hookimpl

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import hookimpl
+from harness import Sink, hookimpl
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,7 @@ class Config:
     path: str = "results/results.jsonl"
 
 
-class JsonlSink:
+class JsonlSink(Sink):
     Config = Config
 
     def __init__(self, config: Config):

@@ -12,8 +12,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import hookimpl
-from harness.rundir import atomic_write_text
+from harness import Sink, hookimpl
+from harness.io import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def _free(path: Path) -> Path:
     return candidate
 
 
-class LocalSink:
+class LocalSink(Sink):
     Config = Config
 
     def __init__(self, config: Config):

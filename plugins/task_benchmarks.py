@@ -18,9 +18,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness import AnswerSpec, DataError, Example, PluginError, SubStep, hookimpl
+from harness import AnswerSpec, DataError, Example, PluginError, SubStep, Task, hookimpl
 from harness.config import build
-from harness.data import data_file, data_root
+from harness.answers import normalise_question
+from harness.data import check_records, data_file, data_root, read_json, read_jsonl
 
 AQUA_TEST_OFFSET = 97467  # Fine-tune-CoT's AQuA indices: 0..97466 are AQuA train, then the test set
 
@@ -75,28 +76,6 @@ class Config:
         return problems
 
 
-def normalise(question: str) -> str:
-    return re.sub(r"\s+", " ", question).strip().lower()
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for n, line in enumerate(path.read_text().split("\n"), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: line {n} is not valid JSON ({exc.msg})") from None
-    return rows
-
-
 def _field(path: Path, index: int, record: Any, key: str) -> Any:
     if not isinstance(record, dict) or key not in record:
         raise DataError(f"{path}: record {index} has no '{key}' field")
@@ -107,7 +86,7 @@ def _field(path: Path, index: int, record: Any, key: str) -> Any:
 
 def load_unified(d: Definition, root: Path) -> list[dict]:
     path = data_file(root, d.files["data"], "task.data_dir")
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of {{question, answer}} records")
     return [{"question": _field(path, i, r, "question"), "answer": str(_field(path, i, r, "answer")),
@@ -118,12 +97,13 @@ def load_gsm8k(d: Definition, root: Path) -> list[dict]:
     out = []
     for part in ("train", "test"):
         path = data_file(root, d.files[part], "task.data_dir")
-        rows = _read_jsonl(path)
+        rows = check_records(path, read_jsonl(path), {"question": str, "answer": str})
         socratic: list[dict] = []
         if f"{part}_socratic" in d.files and (root / d.files[f"{part}_socratic"]).is_file():
-            socratic = _read_jsonl(root / d.files[f"{part}_socratic"])
+            socratic_path = root / d.files[f"{part}_socratic"]
+            socratic = check_records(socratic_path, read_jsonl(socratic_path), {"question": str, "answer": str})
         for i, r in enumerate(rows):
-            solution = _field(path, i, r, "answer")
+            solution = r["answer"]
             if "####" not in solution:
                 raise DataError(f"{path}: record {i} has no '#### <answer>' line in its answer")
             rationale, answer = solution.rsplit("####", 1)
@@ -140,7 +120,7 @@ def load_gsm8k(d: Definition, root: Path) -> list[dict]:
 def load_aqua(d: Definition, root: Path) -> list[dict]:
     path = data_file(root, d.files["test"], "task.data_dir")
     out = []
-    for i, r in enumerate(_read_jsonl(path)):
+    for i, r in enumerate(read_jsonl(path)):
         options = [re.sub(r"^([A-E])\)", r"(\1) ", o).replace(")  ", ") ") for o in _field(path, i, r, "options")]
         question = f"{_field(path, i, r, 'question')} Answer choices: {', '.join(options)}."
         out.append({"question": question, "answer": _field(path, i, r, "correct"), "rationale": r.get("rationale"),
@@ -163,25 +143,34 @@ def hub_choices(kind: str, row: dict) -> list[str]:
 # Enrichers: add the original files' gold structure, joined on the normalised question -----------------------
 
 def enrich_svamp(records: list[dict], paths: list[Path]) -> None:
-    index = {normalise(f"{r['Body']} {r['Question']}"): r for r in _read_json(paths[0])}
+    rows = check_records(paths[0], read_json(paths[0]), {"Body": str, "Question": str, "Equation": str})
+    index = {normalise_question(f"{r['Body']} {r['Question']}"): r for r in rows}
     for rec in records:
-        src = index.get(normalise(rec["question"]))
+        src = index.get(normalise_question(rec["question"]))
         if src:
             rec["meta"] = {"equation": src["Equation"].strip(), "type": src.get("Type"), "svamp_id": src.get("ID")}
 
 
 def enrich_mawps(records: list[dict], paths: list[Path]) -> None:
-    index = {normalise(r["sQuestion"]): r for r in _read_json(paths[0])}
+    rows = check_records(paths[0], read_json(paths[0]), {"sQuestion": str, "lEquations": list})
+    index = {normalise_question(r["sQuestion"]): r for r in rows}
     for rec in records:
-        src = index.get(normalise(rec["question"]))
+        src = index.get(normalise_question(rec["question"]))
         if src:
             rec["meta"] = {"equations": list(src["lEquations"]), "source_index": src.get("iIndex")}
 
 
 def enrich_strategyqa(records: list[dict], paths: list[Path]) -> None:
-    index = {normalise(r["question"]): r for p in paths for r in _read_json(p)}
+    index = {}
+    for p in paths:
+        for i, r in enumerate(check_records(p, read_json(p), {"question": str, "facts": list, "decomposition": list,
+                                                         "qid": str})):
+            for field in ("facts", "decomposition"):
+                if not all(isinstance(x, str) for x in r[field]):
+                    raise DataError(f"{p}: record {i}: '{field}' must be a list of strings")
+            index[normalise_question(r["question"])] = r
     for rec in records:
-        src = index.get(normalise(rec["question"]))
+        src = index.get(normalise_question(rec["question"]))
         if src:
             rec["rationale"] = " ".join(src["facts"])
             rec["steps"] = tuple(SubStep(q, "") for q in src["decomposition"])
@@ -191,7 +180,7 @@ def enrich_strategyqa(records: list[dict], paths: list[Path]) -> None:
 ENRICHERS = {"svamp": enrich_svamp, "mawps": enrich_mawps, "strategyqa": enrich_strategyqa}
 
 
-class BenchmarkTask:
+class BenchmarkTask(Task):
     """A benchmark from a definition file; registered once per file under the file's name."""
 
     Config = Config
@@ -202,6 +191,7 @@ class BenchmarkTask:
         self.config = config
         d = self.definition
         self.answer = AnswerSpec(kind=d.answer, choices=d.choices, trigger=d.trigger)
+        self.hub_dataset = d.hub.get("path") or None
         self._source = ""
 
     def source(self) -> str:
@@ -287,7 +277,10 @@ class BenchmarkTask:
         c, d = self.config, self.definition
         if c.split == "fine_tune_cot" and indexed:
             path = data_file(data_root(c.data_dir, "task.data_dir"), d.split, "task.split")
-            split = _read_json(path)
+            split = read_json(path)
+            if not isinstance(split, dict) or not all(isinstance(split.get(k), list) for k in ("train", "test")):
+                raise DataError(f"{path}: expected an object with \"train\" and \"test\" lists of record indices "
+                                f"(has {', '.join(split) if isinstance(split, dict) else type(split).__name__})")
             by_index = {e.meta["index"]: e for e in examples}
             missing = [i for i in split["train"] + split["test"] if i not in by_index]
             if len(missing) == len(split["train"]) + len(split["test"]):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from harness import AnswerSpec, Example, SubStep, hookimpl
+from harness import AnswerSpec, Example, SubStep, Task, hookimpl
 
 NAMES = [("Tom", "he"), ("Anna", "she"), ("Ben", "he"), ("Lily", "she"), ("Sam", "he"), ("Mia", "she"),
          ("Jack", "he"), ("Emma", "she"), ("Leo", "he"), ("Zoe", "she")]
@@ -101,7 +101,7 @@ def equation(o: dict) -> str:
     return f"{o['before']} {SYMBOL[o['op']]} {o['x']} = {o['after']}"
 
 
-class SyntheticArithmetic:
+class SyntheticArithmetic(Task):
     """Multi-step arithmetic word problems with exact numeric answers; splits train/validation/test."""
 
     Config = Config

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness import Example, Generation, hookimpl
+from harness import Example, Generation, Teacher, hookimpl
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Config:
     """Remove GSM8K's ``<<48/2=24>>`` calculator annotations from the rationale."""
 
 
-class GoldTeacher:
+class GoldTeacher(Teacher):
     Config = Config
 
     def __init__(self, config: Config):

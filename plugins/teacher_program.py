@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness import DataError, Example, Generation, SubStep, hookimpl
+from harness import DataError, Example, Generation, SubStep, Teacher, hookimpl
 
 SYMBOL = {"add": "+", "sub": "-", "double": "*"}
 
@@ -71,7 +71,7 @@ class Config:
         return problems
 
 
-class ProgramTeacher:
+class ProgramTeacher(Teacher):
     """Correct (or deliberately slipped) step-by-step rationales from a problem's structure."""
 
     Config = Config

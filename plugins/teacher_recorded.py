@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness import Example, Generation, hookimpl
+from harness import Example, Generation, Teacher, hookimpl
 from harness.data import data_file, data_root
 from harness.errors import BadInputError
 from harness_builtins.zero_shot_cot_logs import LOG_NAMES, LogRecord, parse_log
@@ -55,7 +55,7 @@ class Config:
         return []
 
 
-class ZeroShotCoTLogTeacher:
+class ZeroShotCoTLogTeacher(Teacher):
     """Replays text-davinci-002 Zero-shot-CoT rationales (one greedy sample per question)."""
 
     Config = Config
@@ -74,7 +74,7 @@ class ZeroShotCoTLogTeacher:
         by_stem: dict[str, list[LogRecord]] = defaultdict(list)
         for record in log.records:
             by_stem[stem(record.question)].append(record)
-        multiple_choice = getattr(getattr(task, "answer", None), "kind", "") == "choice"
+        multiple_choice = task.answer.kind == "choice"
         out, missing = [], 0
         for example in examples:
             candidates = by_stem.get(stem(example.question))

@@ -55,7 +55,9 @@ def _namespace_value(header: str, key: str) -> str | None:
 
 def parse_log(path: Path) -> ZeroShotCoTLog:
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); re-save the log as UTF-8") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read the Zero-shot-CoT log: {exc.strerror}") from None
     trigger = _namespace_value(text[:3000], "direct_answer_trigger")
@@ -107,16 +109,13 @@ def accuracy_table(root: Path) -> str:
     ``python -m harness_builtins.zero_shot_cot_logs DATA_DIR`` prints it (docs/tasks.md holds a copy).
     """
     from harness.answers import extract, is_correct
-    from harness.plugins import load_registry
-
-    registry = load_registry()
+    from harness.components import create
     lines = ["| benchmark | records | log's accuracy | harness cleansing, log's comparison | difference | "
              "harness scoring | difference | predictions equal to the log's |",
              "|---|---|---|---|---|---|---|---|"]
     for task, stem in sorted(LOG_NAMES.items()):
         log = parse_log(root / "zero_shot_cot" / "log" / f"{stem}_zero_shot_cot.log")
-        factory = registry.get("task", task).factory
-        spec = factory(factory.Config(data_dir=str(root))).answer
+        spec = create("task", task, data_dir=str(root)).answer
         predictions = [extract(r.answer_step, spec, None) for r in log.records]
         as_logged = 100 * sum(p is not None and p == r.gold for p, r in zip(predictions, log.records)) / len(
             predictions)

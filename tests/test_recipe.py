@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import re
+
 import pytest
 
 from harness.errors import RecipeError
@@ -74,7 +76,7 @@ def test_component_value_rules(tmp_path, registry):
     text = TINY.replace('tokenizer = "word"\n', "").replace('kind = "program"', 'kind = "program"\nsamples = 0')
     assert problems(tmp_path, text, registry) == [
         f"{f}: teacher.samples: must be at least 1",
-        f"{f}: student.tokenizer: a from-scratch architecture needs tokenizer = \"word\"",
+        f"{f}: student[0].tokenizer: a from-scratch architecture needs tokenizer = \"word\"",
     ]
 
 
@@ -104,7 +106,7 @@ def test_overrides(tmp_path, registry):
     assert recipe.strategies[1].config.format == "natural"
     assert recipe.students[0].config.architecture["n_layer"] == 2
     assert recipe.name == "other"
-    with pytest.raises(RecipeError, match="'strategy' has 2 entries; name one by index, e.g. strategy.0.format"):
+    with pytest.raises(RecipeError, match=re.escape("strategy has 2 entries; name one by its 0-based index, e.g. --set strategy[0].format=...")):
         load_recipe(path, registry, ["strategy.format=natural"])
     with pytest.raises(RecipeError, match="expected key.path=value"):
         load_recipe(path, registry, ["training.max_steps"])

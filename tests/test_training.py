@@ -366,7 +366,10 @@ def test_shipped_deepspeed_json_fits_the_flan_t5_recipe(tmp_path, cli):
     text = (REPO / "recipes" / "gsm8k_flan_t5.toml").read_text().replace(
         "deepspeed_stage = 2", f'deepspeed_config = "{REPO / "recipes" / "deepspeed" / "zero3_offload.json"}"')
     (tmp_path / "r.toml").write_text(text)
-    assert cli("validate", tmp_path / "r.toml").code == 0
+    assert cli("validate", tmp_path / "r.toml", "--no-load-checks").code == 0
+    # without --no-load-checks, the hub model that is not cached offline is named before any teacher call
+    result = cli("validate", tmp_path / "r.toml")
+    assert result.code == 2 and "student[0].model: cannot load 'google/flan-t5-large' (HF_HUB_OFFLINE is set" in result.err
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="per-stage peaks need Linux")

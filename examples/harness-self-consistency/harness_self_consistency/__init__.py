@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from dataclasses import dataclass
 
-from harness import TrainingExample, hookimpl
-from harness.answers import extract
+from harness import Strategy, TrainingExample, hookimpl
+from harness.answers import extract, passes_filter
+from harness.generation import generation_lm, sample_generate
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,12 @@ def vote(outputs: list[str], spec) -> str:
     return outputs[answers.index(winner)]
 
 
-class SelfConsistency:
+class SelfConsistency(Strategy):
+    """Fine-tune-CoT training; at test time k sampled rationales per question and a majority vote."""
+
     Config = Config
-    uses_teacher = True
     prediction_prefix = "-->"
+    multi_call = True  # k samples per question and a vote: not one greedy generate call
 
     def __init__(self, config: Config):
         self.config = config
@@ -53,49 +55,18 @@ class SelfConsistency:
 
     def build(self, examples, generations, task) -> list[TrainingExample]:
         return [TrainingExample(e.id, self.prompt(e), f" {g.generation.rationale.strip()} --> {e.answer}")
-                for e in examples for g in generations.get(e.id, ()) if g.correct or not self.config.filter]
+                for e in examples for g in generations.get(e.id, ()) if passes_filter(g, self.config.filter)]
 
-    def lm_eval_model(self, models, batch_size, task=None):
+    def lm_eval_model(self, models, batch_size, task):
         model, tokenizer = models[""]
-        return lm_class()(model, tokenizer, self.config, batch_size, getattr(task, "answer", None))
+        c = self.config
 
+        def answer(prompts: list[str]) -> list[str]:
+            samples = sample_generate(model, tokenizer, prompts, c.max_new_tokens, c.k, c.temperature, batch_size,
+                                      stop=self.stop())
+            return [vote(texts, task.answer) for texts in samples]
 
-@functools.cache
-def lm_class() -> type:
-    from lm_eval.api.model import LM
-
-    class SelfConsistencyLM(LM):
-        def __init__(self, model, tokenizer, config: Config, batch_size: int, spec):
-            super().__init__()
-            self.model, self.tok, self.config, self.batch_size, self.spec = model, tokenizer, config, batch_size, spec
-
-        def generate_until(self, requests) -> list[str]:
-            import torch
-
-            self.tok.padding_side = self.tok.truncation_side = "left"  # keep the end of a long prompt
-            k, out = self.config.k, []
-            limit = getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings
-            new = min(self.config.max_new_tokens, limit // 2)
-            prompts = [r.args[0] for r in requests]
-            for start in range(0, len(prompts), self.batch_size):
-                chunk = prompts[start: start + self.batch_size]
-                enc = self.tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False, truncation=True,
-                               max_length=limit - new).to(self.model.device)
-                with torch.no_grad():
-                    ids = self.model.generate(**enc, do_sample=True, temperature=self.config.temperature, top_k=0,
-                                              num_return_sequences=k, max_new_tokens=new,
-                                              pad_token_id=self.tok.pad_token_id)
-                texts = self.tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-                out += [vote(texts[i * k: (i + 1) * k], self.spec) for i in range(len(chunk))]
-            return out
-
-        def loglikelihood(self, requests):
-            raise NotImplementedError
-
-        def loglikelihood_rolling(self, requests):
-            raise NotImplementedError
-
-    return SelfConsistencyLM
+        return generation_lm(answer, "self-consistency")
 
 
 @hookimpl
