@@ -25,6 +25,7 @@ PUBLIC_MODULES = (
     "harness",             # the names re-exported here: data types, base classes, errors, hookimpl
     "harness.answers",     # answer cleansing and comparison (extract, is_correct, normalise_question)
     "harness.cache",       # the content-keyed JSON Lines cache for expensive calls
+    "harness.cli",         # main(argv): a harness command in-process, its exit code returned (for tests)
     "harness.components",  # the base classes with their declared defaults; TeacherUsage; conform
     "harness.config",      # turning TOML tables into checked dataclasses (build, as_plain)
     "harness.data",        # where local benchmark data lives (data_root, data_file, read_json, read_jsonl)
@@ -32,6 +33,7 @@ PUBLIC_MODULES = (
     "harness.errors",      # the exceptions, and is_out_of_memory
     "harness.generation",  # greedy and staged (multi-call) decoding with a transformers model
     "harness.io",          # atomic writes, JSON Lines, the records stages exchange
+    "harness.models",      # checks that a model, tokenizer or architecture loads (for preflight)
     "harness.prompts",     # teacher prompt formats shared by prompting teachers
     "harness.secrets",     # redaction of secrets the run knows of
     "harness.testing",     # helpers for plugin tests (plugin_registered, tiny_recipe, FakeTeacher)

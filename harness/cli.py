@@ -49,7 +49,7 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
 
 def cmd_validate(args: argparse.Namespace, err: Console) -> int:
     from harness.errors import RecipeError
-    from harness.pipeline import make_component, preflight_problems
+    from harness.stages import make_component, preflight_problems
     from harness.recipe import load_recipe
 
     registry = _registry()
@@ -75,15 +75,19 @@ def cmd_validate(args: argparse.Namespace, err: Console) -> int:
 def cmd_plugins(args: argparse.Namespace, err: Console) -> int:
     registry = _registry()
     rows = [{"kind": c.kind, "name": c.name, "plugin": c.plugin, "distribution": c.distribution,
-             "version": c.version} for c in registry.all()]
+             "version": c.version,
+             "note": f'collision: recipes name it kind = "{registry.qualified(c)}"'
+             if (c.kind, c.name) in registry.collisions else ""}
+            for c in registry.all()]
     if args.json:
         print(json.dumps({"components": rows, "problems": registry.problems}, indent=2))
         return 0
     table = Table(title="harness components")
-    for col in ("kind", "name", "plugin", "distribution", "version"):
-        table.add_column(col)
+    columns = ("kind", "name", "plugin", "distribution", "version", "note")
+    for col in columns:
+        table.add_column(col, style="yellow" if col == "note" else None)
     for row in rows:
-        table.add_row(*(row[c] for c in ("kind", "name", "plugin", "distribution", "version")))
+        table.add_row(*(row[c] for c in columns))
     stdout_console().print(table)
     _warn_problems(registry, err)
     return 0
@@ -224,7 +228,10 @@ def cmd_new_plugin(args: argparse.Namespace, err: Console) -> int:
     from harness.template import new_plugin
 
     root = new_plugin(args.name, args.kind, Path(args.dir))
-    print(f"wrote {root}: pip install {root} && pytest {root / 'tests'}")
+    where = root if root.is_absolute() or str(root).startswith(".") else Path(".") / root
+    shown = where.as_posix() if where.is_absolute() else f"./{where.as_posix()}"
+    print(f"wrote {shown}/ (pyproject.toml, {root.name.replace('-', '_')}/__init__.py, tests/, README.md)\n"
+          f"install and test it: pip install {shown} && pytest {shown}/tests")
     return 0
 
 
@@ -289,7 +296,12 @@ def parser() -> argparse.ArgumentParser:
     comp.add_argument("--tasks", nargs="+", help="only these tasks")
     comp.set_defaults(func=cmd_compare)
 
-    new = sub.add_parser("new-plugin", help="write a plugin package skeleton (pyproject, module, passing test)")
+    new = sub.add_parser(
+        "new-plugin", help="write a plugin package skeleton (pyproject, module, passing test)",
+        description="Write DIR/harness-NAME/: pyproject.toml (the harness entry point and the supported harness "
+                    "versions), harness_NAME/__init__.py (a working KIND registered as NAME, subclassing the "
+                    "harness base class), tests/test_NAME.py (passes installed or not) and README.md. Then: "
+                    "pip install ./harness-NAME && pytest harness-NAME/tests")
     new.add_argument("name", help="the component's name (lowercase, digits, _)")
     new.add_argument("--kind", required=True, choices=("strategy", "teacher", "student", "task", "sink"))
     new.add_argument("--dir", default=".", help="parent folder (default: .)")

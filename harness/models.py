@@ -17,7 +17,7 @@ def _looks_like_path(name: str) -> bool:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    return " ".join(line.strip() for line in text.splitlines()[:2])[:300] if text else type(exc).__name__
 
 
 def model_problems(name: str, key: str = "model", tokenizer: bool = True) -> Problems:
@@ -57,22 +57,22 @@ def architecture_problems(architecture: dict[str, Any], key: str = "architecture
     model_type = arch.pop("model_type", None)
     if not isinstance(model_type, str):
         return [(f"{key}.model_type", "needs a model type, e.g. model_type = \"gpt2\"")]
+    problems = []
+    for field in ("n_layer", "num_hidden_layers", "num_layers", "n_embd", "hidden_size", "d_model", "n_head",
+                  "num_attention_heads", "num_heads", "n_positions", "max_position_embeddings", "vocab_size"):
+        if field in arch and (isinstance(arch[field], bool) or not isinstance(arch[field], int) or arch[field] < 1):
+            problems.append((f"{key}.{field}", f"must be a whole number of at least 1, got {arch[field]!r}"))
+    if problems:
+        return problems
     try:
         from transformers import AutoConfig
 
         config = AutoConfig.for_model(model_type, **arch)
     except Exception as exc:
         return [(key, f"cannot build a '{model_type}' config: {_first_line(exc)}")]
-    problems = []
-    for field, value in arch.items():
+    for field in arch:
         if not hasattr(config, field):
             problems.append((f"{key}.{field}", f"not a field of the '{model_type}' config"))
-        elif not isinstance(value, (int, float, str, bool, list, dict, type(None))):
-            problems.append((f"{key}.{field}", f"unsupported value {value!r}"))
-    for field in ("n_layer", "num_hidden_layers", "num_layers", "n_embd", "hidden_size", "d_model", "n_head",
-                  "num_attention_heads", "num_heads", "n_positions", "max_position_embeddings", "vocab_size"):
-        if field in arch and (isinstance(arch[field], bool) or not isinstance(arch[field], int) or arch[field] < 1):
-            problems.append((f"{key}.{field}", f"must be a whole number of at least 1, got {arch[field]!r}"))
     if not problems:
         try:  # the consistency checks a model runs on construction (e.g. width divisible by heads)
             _check_shapes(model_type, config)

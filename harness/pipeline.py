@@ -2,94 +2,40 @@
 
 task -> teach -> filter -> build (per strategy) -> train, evaluate, publish (per strategy x student).
 
-Every stage has a key: a hash of the recipe fields it reads and of the keys of the stages it reads from. A stage
-whose finished output carries the same key is skipped, so re-running a recipe does no work again and changing a
-field re-runs exactly the stages that depend on it.
+Every stage has a key (``harness.stages.Keys``: a hash of the recipe fields it reads and of the keys of the
+stages it reads from). A stage whose finished output carries the same key is skipped, so re-running a recipe does
+no work again and changing a field re-runs exactly the stages that depend on it. A teach stage with failed
+requests is never finished: the next run asks only those again.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness import answers, rundir
-from harness.components import Strategy, Student, Teacher, conform
-from harness.config import as_plain
+from harness import answers, io, rundir
+from harness.components import Strategy, Student, Teacher
 from harness.data import split_overlap
 from harness.errors import BadInputError, RecipeError, RunError, is_out_of_memory
 from harness.evaluate import hf_lm, make_validator, run_lm_eval, task_name, write_task
 from harness.generation import max_positions
 from harness.memory import peak_memory, reset_peak_memory
 from harness.plugins import Registry
-from harness.recipe import ComponentSpec, Recipe, stable_hash
-from harness.rundir import RunDir, read_jsonl, write_jsonl
+from harness.recipe import ComponentSpec, Recipe
+from harness.io import read_jsonl, write_jsonl
+from harness.rundir import RunDir
+from harness.stages import (Keys, file_digest, make_component, preflight_problems, provenance, usable_generations,
+                            validation_sample)
 from harness.types import Example, GradedGeneration, TrainingContext, TrainingSettings
 from harness.ui import UI
 
 STAGES = ("task", "teach", "filter", "build", "train", "evaluate", "publish")
-
-
-OPERATIONAL = ("threads", "checkpoint_steps", "keep_checkpoints", "logging_steps")
-"""Training knobs that do not change the trained model: left out of the train stage's key."""
-
-
-def training_key(settings: TrainingSettings, max_gen_toks: int | None = None) -> dict[str, Any]:
-    """The training knobs that shape the model. Model selection also depends on how long its generations may be
-    (``evaluation.max_gen_toks``), so that is part of the key when ``select_every`` is on."""
-    key = {k: v for k, v in as_plain(settings).items() if k not in OPERATIONAL}
-    if settings.select_every and max_gen_toks is not None:
-        key["select_max_gen_toks"] = max_gen_toks
-    return key
-
-
-def validation_sample(examples: Sequence[Example], n: int, seed: int) -> list[Example]:
-    """A seeded sample of ``n`` validation examples (all of them when there are fewer), in split order."""
-    if len(examples) <= n:
-        return list(examples)
-    keep = set(random.Random(seed).sample(range(len(examples)), n))
-    return [e for i, e in enumerate(examples) if i in keep]
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
-def usable_generations(graded: dict[str, list[GradedGeneration]]) -> tuple[dict[str, list[GradedGeneration]], int]:
-    """Teacher generations a strategy may train on: failed requests (``meta["error"]``) and empty ones (no
-    rationale, no answer, no steps) never are, whatever the filter says. Returns them and how many were left out."""
-    usable, left_out = {}, 0
-    for example_id, gens in graded.items():
-        keep = [g for g in gens if not g.generation.meta.get("error") and (
-            g.generation.rationale.strip() or g.generation.answer_text.strip() or g.generation.steps)]
-        left_out += len(gens) - len(keep)
-        usable[example_id] = keep
-    return usable, left_out
-
-
-def make_component(registry: Registry, kind: str, spec: ComponentSpec) -> Any:
-    """Build a recipe's component and give it the declared defaults it lacks (``harness.components.conform``)."""
-    return conform(kind, registry.get(kind, spec.kind).factory(spec.config), spec.kind)
-
-
-def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Student]) -> list[str]:
-    """``FILE: section.key: message`` for every problem the teacher's and students' ``preflight`` report."""
-    out = [f"{recipe.path}: teacher.{key}: {message}" for key, message in teacher.preflight()]
-    for i, spec in enumerate(recipe.students):
-        where = f"student[{i}]"
-        out += [f"{recipe.path}: {where}.{key}: {message}" for key, message in students[spec.name].preflight()]
-    return out
 
 
 class Pipeline:
@@ -103,6 +49,7 @@ class Pipeline:
         self.force_from = 0 if force else (STAGES.index(from_stage) if from_stage else len(STAGES))
         self.rundir = RunDir(Path(recipe.run.output_dir) / recipe.name)
         self.hook = registry.manager.hook if registry.manager else None
+        self.keys = Keys(recipe)
 
     # The recipe, top to bottom ------------------------------------------------------------------------------
 
@@ -115,7 +62,7 @@ class Pipeline:
         self._notify("on_run_start", run_dir=self.rundir.root, recipe=r)
         task = self._make("task", r.task)
 
-        task_key = stable_hash(["task", r.task.plain()])
+        task_key = self.keys.task()
         splits = self.load_task(task, task_key)
 
         strategies: dict[str, Strategy] = {s.name: self._make("strategy", s) for s in r.strategies}
@@ -124,29 +71,29 @@ class Pipeline:
         graded: dict[str, list[GradedGeneration]] = {}
         filter_key = None
         if any(s.uses_teacher for s in strategies.values()):
-            teach_key = stable_hash(["teach", task_key, r.teacher.plain()])
+            teach_key = self.keys.teach(task_key)
             teach_digest = self.teach(teacher, task, splits["train"], teach_key)
-            filter_key = stable_hash(["filter", teach_key, teach_digest])
+            filter_key = self.keys.filter(teach_key, teach_digest)
             graded = self.grade(task, splits["train"], filter_key)
 
         results: dict[str, dict[str, Any]] = {}
         for spec in r.strategies:
             strategy = strategies[spec.name]
             upstream = filter_key if strategy.uses_teacher else task_key
-            build_key = stable_hash(["build", upstream, spec.plain()])
+            build_key = self.keys.build(upstream, spec)
             train_rows = self.build(spec.name, strategy, task, splits["train"], graded, build_key)
             for student_spec in r.students:
                 run_name = spec.name if len(r.students) == 1 else f"{spec.name}+{student_spec.name}"
                 student = students[student_spec.name]
                 model_dirs, train_keys = self.train_roles(run_name, strategy, student, student_spec, train_rows,
                                                           build_key, task, splits)
-                eval_key = stable_hash(["evaluate", train_keys, task_key, spec.plain(), as_plain(r.evaluation)])
+                eval_key = self.keys.evaluate(train_keys, task_key, spec)
                 metrics, eval_dir = self.evaluate(run_name, student, model_dirs, strategy, task, splits, eval_key)
                 self.publish(run_name, eval_key, eval_dir, [p.parent.name for p in model_dirs.values()],
                              strategy.uses_teacher, task)
                 results[run_name] = {"strategy": spec.name, "student": student_spec.name, **metrics}
 
-        rundir.atomic_write_json(self.rundir.root / "summary.json", results)
+        io.atomic_write_json(self.rundir.root / "summary.json", results)
         self.ui.out.print(self.ui.results_table(
             f"{r.name}: {r.evaluation.split} accuracy ({r.task.kind})", results))
         self._notify("on_run_end", run_dir=self.rundir.root, results=results)
@@ -167,7 +114,7 @@ class Pipeline:
                 if required not in splits:
                     raise RunError(f"task '{self.recipe.task.kind}' returned no '{required}' split")
             for name, examples in splits.items():
-                write_jsonl(out / f"{name}.jsonl", (rundir.example_to_dict(e) for e in examples))
+                write_jsonl(out / f"{name}.jsonl", (io.example_to_dict(e) for e in examples))
             sizes = {name: len(examples) for name, examples in splits.items()}
             overlap = split_overlap(splits)
             summary = ", ".join(f"{n} {name}" for name, n in sizes.items()) + f" ({task.source()})"
@@ -176,7 +123,7 @@ class Pipeline:
             return summary, {"sizes": sizes, "source": task.source(), "test_overlap": overlap}
 
         folder = self._stage("task", "task", key, None, work)
-        return {p.stem: [rundir.example_from_dict(d) for d in read_jsonl(p)] for p in sorted(folder.glob("*.jsonl"))}
+        return {p.stem: [io.example_from_dict(d) for d in read_jsonl(p)] for p in sorted(folder.glob("*.jsonl"))}
 
     def teach(self, teacher: Teacher, task: Any, train: Sequence[Example], key: str) -> str:
         """Ask the teacher; return a digest of what it answered, so that later stages re-run when a re-run of
@@ -189,7 +136,7 @@ class Pipeline:
                 raise RunError(f"teacher '{self.recipe.teacher.kind}' returned {len(samples)} results for "
                                f"{len(train)} examples")
             count = write_jsonl(out / "generations.jsonl", (
-                {"example_id": e.id, "samples": [rundir.graded_to_dict(GradedGeneration(g, None, False))["generation"]
+                {"example_id": e.id, "samples": [io.graded_to_dict(GradedGeneration(g, None, False))["generation"]
                                                  for g in gens]}
                 for e, gens in zip(train, samples)))
             total = sum(len(g) for g in samples)
@@ -224,7 +171,7 @@ class Pipeline:
             for row in read_jsonl(self.rundir.path("teach") / "generations.jsonl"):
                 graded = []
                 for gen in row["samples"]:
-                    g = rundir.graded_from_dict({"generation": gen, "prediction": None, "correct": False}).generation
+                    g = io.graded_from_dict({"generation": gen, "prediction": None, "correct": False}).generation
                     pred = answers.extract(g.answer_text, task.answer, None)
                     graded.append(GradedGeneration(g, pred, answers.is_correct(pred, gold[g.example_id], task.answer)))
                 samples += len(graded)
@@ -232,20 +179,20 @@ class Pipeline:
                 first_correct += bool(graded and graded[0].correct)
                 none_correct += not any(g.correct for g in graded)
                 graded_rows.append({"example_id": row["example_id"],
-                                    "samples": [rundir.graded_to_dict(g) for g in graded]})
+                                    "samples": [io.graded_to_dict(g) for g in graded]})
             write_jsonl(out / "graded.jsonl", graded_rows)
             questions = len(graded_rows)
             report = {"questions": questions, "samples": samples, "correct_samples": correct,
                       "teacher_accuracy": first_correct / questions if questions else 0.0,
                       "sample_accuracy": correct / samples if samples else 0.0,
                       "questions_without_correct": none_correct}
-            rundir.atomic_write_json(out / "teacher_report.json", report)
+            io.atomic_write_json(out / "teacher_report.json", report)
             summary = (f"teacher accuracy {100 * report['teacher_accuracy']:.1f}%, {correct}/{samples} rationales "
                        f"pass the filter, {none_correct} questions have none")
             return summary, report
 
         folder = self._stage("filter", "filter (grade teacher)", key, None, work)
-        return {row["example_id"]: [rundir.graded_from_dict(g) for g in row["samples"]]
+        return {row["example_id"]: [io.graded_from_dict(g) for g in row["samples"]]
                 for row in read_jsonl(folder / "graded.jsonl")}
 
     def build(self, name: str, strategy: Any, task: Any, train: Sequence[Example],
@@ -257,7 +204,7 @@ class Pipeline:
             if not rows:
                 raise RunError(f"strategy '{name}' built no training examples (did the filter drop everything? "
                                f"see {self.rundir.path('filter') / 'teacher_report.json'})")
-            write_jsonl(out / "train.jsonl", (rundir.training_to_dict(t) for t in rows))
+            write_jsonl(out / "train.jsonl", (io.training_to_dict(t) for t in rows))
             covered = len({t.example_id for t in rows})
             summary = f"{len(rows)} training examples from {covered} questions"
             record: dict[str, Any] = {"examples": len(rows), "questions": covered}
@@ -275,7 +222,7 @@ class Pipeline:
             return summary, record
 
         folder = self._stage(f"build-{name}", f"build {name}", key, None, work)
-        return [rundir.training_from_dict(d) for d in read_jsonl(folder / "train.jsonl")]
+        return [io.training_from_dict(d) for d in read_jsonl(folder / "train.jsonl")]
 
     def train_roles(self, run_name: str, strategy: Any, student: Any, student_spec: ComponentSpec, train_rows: list,
                     build_key: str, task: Any = None,
@@ -293,8 +240,7 @@ class Pipeline:
             settings = self.recipe.training
             if settings.max_tokens and len(roles) > 1:
                 settings = replace(settings, max_tokens=max(1, round(settings.max_tokens * shares[role])))
-            key = stable_hash(["train", build_key, role, student_spec.plain(),
-                               training_key(settings, self.recipe.evaluation.max_gen_toks)])
+            key = self.keys.train(build_key, role, student_spec, settings)
             validate = self.validator(strategy, task, splits or {}, roles) if settings.select_every else None
             model_dirs[role] = self.train(f"{run_name}-{role}" if len(roles) > 1 else run_name, student, rows, key,
                                           settings, validate)
@@ -327,7 +273,7 @@ class Pipeline:
             context = TrainingContext(checkpoint_dir=checkpoints if settings.checkpoint_steps else None,
                                       validate=validate)
             info = student.train(rows, settings, out / "model", corpus, progress, context=context)
-            rundir.atomic_write_json(out / "train.json", info)
+            io.atomic_write_json(out / "train.json", info)
             summary = (f"{info.get('steps')} steps, loss {info.get('final_loss') or info.get('train_loss'):.3f}, "
                        f"{info.get('tokens_per_second') or 0:,.0f} tokens/s, {info.get('parameters', 0):,} params")
             return summary, {k: v for k, v in info.items() if k != "losses"}
@@ -374,7 +320,7 @@ class Pipeline:
             metrics = {"acc": m["acc,none"], "acc_stderr": m["acc_stderr,none"],
                        "contains_answer": m["contains_answer,none"], "correct_format": m["correct_format,none"],
                        "n": len(examples), "task": name, "task_dir": str(task_dir)}
-            rundir.atomic_write_json(out / "metrics.json", metrics)
+            io.atomic_write_json(out / "metrics.json", metrics)
             return f"accuracy {100 * metrics['acc']:.1f}% on {len(examples)} {ev.split} examples", metrics
 
         folder = self._stage(f"evaluate-{run_name}", f"evaluate {run_name}", key, None, work)
@@ -384,15 +330,18 @@ class Pipeline:
                 uses_teacher: bool, task: Any) -> None:
         """Hand one evaluation's lm-eval files to every sink (once per evaluation: never re-published)."""
         r = self.recipe
-        key = stable_hash(["publish", eval_key, [s.plain() for s in r.sinks]])
+        key = self.keys.publish(eval_key)
         sinks = [self._make("sink", spec) for spec in r.sinks]
 
         def work(out: Path, progress) -> tuple[str, dict]:
             results_file = sorted((eval_dir / "lm_eval").rglob("results_*.json"))[-1]
             samples = sorted((eval_dir / "lm_eval").rglob("samples_*.jsonl"))
-            provenance = self._provenance(run_name, eval_key, train_stages, uses_teacher, task.hub_dataset)
-            published = [p for sink in sinks for p in sink.publish(results_file, samples, provenance)]
-            rundir.atomic_write_json(out / "published.json", published)
+            records = [(self.rundir.done(stage) or {}).get("record", {}) for stage in train_stages]
+            teacher_report = (self.rundir.done("filter") or {}).get("record", {}) if uses_teacher else {}
+            made = provenance(r, self.rundir.read_manifest(), run_name, eval_key, records, teacher_report,
+                              task.hub_dataset)
+            published = [p for sink in sinks for p in sink.publish(results_file, samples, made)]
+            io.atomic_write_json(out / "published.json", published)
             where = sorted({str(Path(p).parent) for p in published})
             return f"to {', '.join(where) or 'nowhere'}", {"published": published}
 
@@ -449,22 +398,3 @@ class Pipeline:
             plugins=[{"kind": c.kind, "name": c.name, "plugin": c.plugin, "distribution": c.distribution,
                       "version": c.version} for c in self.registry.all()],
             started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-
-    def _provenance(self, run_name: str, eval_key: str, train_stages: list[str], uses_teacher: bool,
-                    hub_dataset: str | None) -> dict[str, Any]:
-        r = self.recipe
-        manifest = self.rundir.read_manifest()
-        strategy_name, _, student_name = run_name.partition("+")
-        strategy = next(s for s in r.strategies if s.name == strategy_name)
-        student = next(s for s in r.students if s.name == student_name) if student_name else r.students[0]
-        records = [(self.rundir.done(stage) or {}).get("record", {}) for stage in train_stages]
-        teacher_report = (self.rundir.done("filter") or {}).get("record", {}) if uses_teacher else {}
-        parameters = sum(rec.get("parameters") or 0 for rec in records)
-        return {"run_name": run_name, "recipe": r.name, "recipe_hash": r.digest(), "evaluation_key": eval_key,
-                "task": {"name": r.task.kind, "hub_dataset": hub_dataset, **r.task.plain()}, "teacher": {"name": r.teacher.name,
-                                                                             **r.teacher.plain()},
-                "strategy": {"name": strategy.name, **strategy.plain()},
-                "student": {"name": student.name, **student.plain()}, "student_parameters": parameters or None,
-                "teacher_accuracy": teacher_report.get("teacher_accuracy"),
-                "training": asdict(r.training), "git_commit": manifest.get("git_commit"),
-                "versions": manifest.get("versions")}

@@ -47,17 +47,46 @@ class Component:
 
 @dataclass
 class Registry:
-    """Every registered component by kind and name, plus the problems met while loading plugins."""
+    """Every registered component by kind and name, plus the problems met while loading plugins.
+
+    A name registered by two plugins is a collision, never a silent take-over: ``get`` refuses the bare name,
+    naming both distributions, and each stays reachable as ``"distribution:name"`` (``"harness:vanilla"``)."""
 
     components: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    """By kind, each name's first registration (what ``harness plugins`` lists first)."""
+    collisions: dict[tuple[str, str], list[Component]] = field(default_factory=dict)
+    """(kind, name) -> every registration of a name registered more than once."""
     problems: list[str] = field(default_factory=list)
     manager: pluggy.PluginManager | None = None
 
     def get(self, kind: str, name: str) -> Component:
+        if ":" in name:  # "distribution:name", or "plugin:name" (the entry point's name)
+            owner, _, bare = name.rpartition(":")
+            found = [c for c in self.collisions.get((kind, bare), [self.components[kind].get(bare)])
+                     if c is not None and owner in (c.distribution, c.plugin)]
+            if len(found) == 1:
+                return found[0]
+            raise PluginError(self.collision_message(kind, bare) if found else self.unknown_message(kind, name))
+        if (kind, name) in self.collisions:
+            raise PluginError(self.collision_message(kind, name))
         known = self.components[kind]
         if name in known:
             return known[name]
         raise PluginError(self.unknown_message(kind, name))
+
+    def qualified(self, c: Component) -> str:
+        """The unambiguous name of a colliding registration: ``distribution:name`` (``plugin:name`` when one
+        distribution registers the name twice)."""
+        found = self.collisions.get((c.kind, c.name), [c])
+        by_dist = len({x.distribution for x in found}) == len(found)
+        return f"{c.distribution if by_dist else c.plugin}:{c.name}"
+
+    def collision_message(self, kind: str, name: str) -> str:
+        found = self.collisions[(kind, name)]
+        which = " and ".join(f"plugin '{c.plugin}' of distribution {c.distribution}" for c in found)
+        choices = " or ".join(f'kind = "{self.qualified(c)}"' for c in found)
+        return (f"{kind} '{name}' is registered by {which}; the harness never picks one silently. Name one: "
+                f"{choices} (or uninstall one, or start without it with {DISABLE_ENV}=<plugin>)")
 
     def unknown_message(self, kind: str, name: str) -> str:
         known = sorted(self.components[kind])
@@ -65,7 +94,12 @@ class Registry:
         return f"unknown {kind} '{name}'.{did_you_mean(name, known)} Available: {available}"
 
     def all(self) -> list[Component]:
-        return [c for kind in KINDS for c in sorted(self.components[kind].values(), key=lambda c: c.name)]
+        """Every registration, colliding ones included, by kind and name."""
+        out = []
+        for kind in KINDS:
+            for name in sorted(self.components[kind]):
+                out += self.collisions.get((kind, name), [self.components[kind][name]])
+        return out
 
 
 def _distribution_of(ep: Any) -> tuple[str, str]:
@@ -112,6 +146,8 @@ def load_registry(extra_plugins: Iterable[ModuleType | object] = (), autoload: b
             pm.register(module, name=ep.name)
             origin[ep.name] = (dist, version)
     for plugin in [*EXTRA_PLUGINS, *extra_plugins]:
+        if pm.is_registered(plugin):  # also installed: its entry point registered the same module already
+            continue
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
         pm.register(plugin, name=name)
         origin[name] = ("(registered in-process)", "")
@@ -125,15 +161,13 @@ def load_registry(extra_plugins: Iterable[ModuleType | object] = (), autoload: b
             def register(name: str, factory: Any, *, _kind=kind, _plugin=plugin_name, _d=dist, _v=version) -> None:
                 if not isinstance(name, str) or not name:
                     raise PluginError(f"register() needs a non-empty string name, got {name!r}")
+                component = Component(_kind, name, factory, _plugin, _d, _v)
                 existing = registry.components[_kind].get(name)
-                if existing is not None:
-                    registry.problems.append(
-                        f"{_kind} '{name}' is registered twice: by plugin '{existing.plugin}' "
-                        f"({existing.distribution}) and by plugin '{_plugin}' ({_d}); the first one is used. "
-                        f"Disable one with {DISABLE_ENV}=<plugin>"
-                    )
+                if existing is None:
+                    registry.components[_kind][name] = component
                     return
-                registry.components[_kind][name] = Component(_kind, name, factory, _plugin, _d, _v)
+                registry.collisions.setdefault((_kind, name), [existing]).append(component)
+                registry.problems.append(registry.collision_message(_kind, name))
 
             try:
                 impl.function(register=register)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import config as cfg
-from harness.errors import RecipeError
+from harness.errors import PluginError, RecipeError
 from harness.plugins import Registry
 from harness.suggest import did_you_mean
 from harness.deepspeed import load_config as load_deepspeed_config
@@ -183,18 +183,20 @@ def _component(kind_name: str, key: str, table: Mapping[str, Any], registry: Reg
         known = ", ".join(sorted(registry.components[kind_name]))
         problems.append(f"{file}: {key}.kind: required key is missing; choose a {kind_name}: {known}")
         return None
-    if kind not in registry.components[kind_name]:
-        problems.append(f"{file}: {key}.kind: {registry.unknown_message(kind_name, kind)}")
+    try:
+        component = registry.get(kind_name, kind)
+    except PluginError as exc:
+        problems.append(f"{file}: {key}.kind: {exc.message}")
         return None
-    component = registry.components[kind_name][kind]
     config_cls = getattr(component.factory, "Config", cfg.NoOptions)
     local: list[str] = []
     config = cfg.build(config_cls, table, key, local, ignore=("kind", "name"))
     problems.extend(f"{file}: {p}" for p in local)
-    name = table.get("name", kind)
+    bare = kind.rpartition(":")[2]  # kind = "distribution:name" picks one of two plugins with the same name
+    name = table.get("name", bare)
     if not isinstance(name, str) or not _NAME.match(name):
         problems.append(f"{file}: {key}.name: must be a string of letters, digits, '_', '-', '.'")
-        name = kind
+        name = bare
     return ComponentSpec(kind=kind, name=name, config=config, plugin=component.plugin)
 
 

@@ -16,9 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.io import (atomic_write_json, atomic_write_text, example_from_dict, example_to_dict,  # noqa: F401
-                        graded_from_dict, graded_to_dict, read_jsonl, training_from_dict, training_to_dict,
-                        write_jsonl)
+from harness.io import atomic_write_json
 
 DONE = "done.json"
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 from harness.errors import BadInputError
 
 BODIES = {
-    "strategy": '''class {cls}:
-    """Answer-only fine-tuning with a configurable separator (replace with your strategy)."""
+    "strategy": '''class {cls}(Strategy):
+    """Answer-only fine-tuning with a configurable separator (replace with your strategy). Every member
+    harness.Strategy declares (roles, max_gen_toks, lm_eval_model, ...) has a default; override what you need."""
 
     Config = Config
     uses_teacher = False
-    prediction_prefix = None
 
     def __init__(self, config: Config):
         self.config = config
@@ -27,7 +28,7 @@ BODIES = {
     def build(self, examples, generations, task) -> list[TrainingExample]:
         return [TrainingExample(e.id, self.prompt(e), f" {{e.answer}}") for e in examples]
 ''',
-    "teacher": '''class {cls}:
+    "teacher": '''class {cls}(Teacher):
     """Answers every question with the gold answer and a fixed rationale (replace with your teacher)."""
 
     Config = Config
@@ -42,7 +43,7 @@ BODIES = {
             progress(1)
         return out
 ''',
-    "task": '''class {cls}:
+    "task": '''class {cls}(Task):
     """Three arithmetic questions (replace with your benchmark's loader)."""
 
     Config = Config
@@ -58,7 +59,7 @@ BODIES = {
         items = [Example(f"q{{i}}", f"What is {{i}} + {{i}}?", str(2 * i)) for i in range(3)]
         return {{"train": items[:2], "validation": [], "test": items[2:]}}
 ''',
-    "student": '''class {cls}:
+    "student": '''class {cls}(Student):
     """Skeleton: train a model on the pairs and save it so that ``load`` returns (model, tokenizer)."""
 
     Config = Config
@@ -66,13 +67,13 @@ BODIES = {
     def __init__(self, config: Config):
         self.config = config
 
-    def train(self, train, settings, out_dir, corpus, progress) -> dict:
+    def train(self, train, settings, out_dir, corpus, progress, context) -> dict:
         raise NotImplementedError("train your model here; call progress(1) per optimizer step")
 
     def load(self, model_dir):
         raise NotImplementedError("return (model, tokenizer) for lm-eval's HF wrapper")
 ''',
-    "sink": '''class {cls}:
+    "sink": '''class {cls}(Sink):
     """Copies lm-eval's files into a folder (replace with your destination)."""
 
     Config = Config
@@ -91,14 +92,15 @@ BODIES = {
 }
 CONFIGS = {"strategy": 'separator: str = " ###"', "teacher": 'rationale: str = "Because."', "task": "size: int = 3",
            "student": 'model: str = ""', "sink": 'dir: str = "published"'}
-IMPORTS = {"strategy": "TrainingExample, hookimpl", "teacher": "Generation, hookimpl",
-           "task": "AnswerSpec, Example, hookimpl", "student": "hookimpl", "sink": "hookimpl"}
+IMPORTS = {"strategy": "Strategy, TrainingExample, hookimpl", "teacher": "Generation, Teacher, hookimpl",
+           "task": "AnswerSpec, Example, Task, hookimpl", "student": "Student, hookimpl", "sink": "Sink, hookimpl"}
 HOOKS = {"strategy": "register_strategies", "teacher": "register_teachers", "task": "register_tasks",
          "student": "register_students", "sink": "register_sinks"}
 CHECKS = {
-    "strategy": '''    rows = component.build([Example("a", "What is 1 + 1?", "2")], {}, None)
+    "strategy": '''    rows = component.build([Example("a", "What is 1 + 1?", "2")], {}, create("task", "synthetic_arithmetic"))
     assert [(r.prompt, r.target) for r in rows] == [("What is 1 + 1? ###", " 2")]''',
-    "teacher": '''    (gens,) = component.generate([Example("a", "What is 1 + 1?", "2")], None, lambda n: None)
+    "teacher": '''    task = create("task", "synthetic_arithmetic")
+    (gens,) = component.generate([Example("a", "What is 1 + 1?", "2")], task, lambda n: None)
     assert gens[0].answer_text == "2"''',
     "task": '''    splits = component.load()
     assert len(splits["train"]) == 2 and splits["test"][0].answer == "4"''',
@@ -129,7 +131,8 @@ name = "{package}"
 version = "0.1.0"
 description = "A harness {kind}: {name}"
 requires-python = ">=3.11"
-dependencies = ["harness"]
+# The plugin interface it was written against (harness follows semantic versioning for harness.PUBLIC_MODULES).
+dependencies = ["harness>=0.1,<0.2"]
 
 [project.entry-points.harness]
 {name} = "{module}"
@@ -159,18 +162,21 @@ class Config:
 def {HOOKS[kind]}(register):
     register("{name}", {cls})
 ''')
-    (root / "tests" / f"test_{name}.py").write_text(f'''from harness import Example
-from harness.plugins import load_registry
+    (root / "tests" / f"test_{name}.py").write_text(f'''"""Runs installed (pip install ./{package}) and uninstalled (the module on the path) alike."""
+
+from harness import Example
+from harness.components import create
+from harness.testing import plugin_registered
 
 import {module}
 
 
 def test_registered_and_works():
-    registry = load_registry([{module}], autoload=False)
-    component = registry.get("{kind}", "{name}").factory({module}.Config())
-{CHECKS[kind]}
+    with plugin_registered({module}):
+        component = create("{kind}", "{name}")
+{textwrap.indent(CHECKS[kind], "    ")}
 ''')
-    (root / "README.md").write_text(f"# {package}\n\nA harness {kind}. Install with `pip install .`; then "
+    (root / "README.md").write_text(f"# {package}\n\nA harness {kind}. Install with `pip install ./{package}`; then "
                                     f"`harness plugins` lists `{name}` and recipes use `kind = \"{name}\"`.\n"
                                     f"Run the tests with `pytest tests`.\n")
     return root

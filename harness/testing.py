@@ -1,36 +1,67 @@
 """Helpers for testing harness plugins (public API).
 
-``plugin_registered(module)`` registers a plugin for the duration of a ``with`` block, so ``harness`` commands run
-in-process (``harness.cli.main([...])``) and pipelines see it without installing a package. ``FakeTeacher`` and
-``tiny_recipe`` give a plugin's tests a real run in seconds.
+- ``plugin_registered(module)`` registers a plugin for the duration of a ``with`` block, so ``harness`` commands
+  run in-process (``harness.cli.main([...])``) and pipelines see it without installing a package. It works the
+  same when the module is also installed through its entry point (it is then registered once).
+- Inside that block the teacher ``fake`` (``FakeTeacher``) is registered too, so a recipe can use
+  ``[teacher] kind = "fake"``.
+- ``tiny_recipe(folder, ...)`` gives a recipe that runs end to end in seconds (a 1-layer GPT-2 on 200 synthetic
+  problems); with ``path`` it writes the file, and ``overrides`` change any key as ``harness run --set`` does.
+
+Example::
+
+    from harness.cli import main
+    from harness.testing import plugin_registered, tiny_recipe
+    import my_plugin
+
+    def test_runs_end_to_end(tmp_path):
+        recipe = tiny_recipe(tmp_path, 'kind = "my_strategy"', path=tmp_path / "r.toml",
+                             overrides=["evaluation.max_gen_toks=48", 'teacher.kind="fake"'])
+        with plugin_registered(my_plugin):
+            assert main(["run", str(recipe)]) == 0
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import json
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from harness.components import Teacher
+from harness.hookspecs import hookimpl
 from harness.plugins import EXTRA_PLUGINS
 from harness.types import Example, Generation
 
 
-@contextlib.contextmanager
-def plugin_registered(*plugins: Any) -> Iterator[None]:
-    """Register plugin modules (or objects with ``@hookimpl`` methods) while the block runs."""
-    EXTRA_PLUGINS.extend(plugins)
-    try:
-        yield
-    finally:
-        for plugin in plugins:
-            EXTRA_PLUGINS.remove(plugin)
+@dataclass(frozen=True)
+class FakeTeacherConfig:
+    rationale: str = "Because."
+    """The rationale every sample gets."""
+    answer: str = ""
+    """The answer every sample gives; empty: the gold answer."""
+    samples: int = 1
+
+    def check(self) -> list[tuple[str, str]]:
+        return [("samples", "must be at least 1")] if self.samples < 1 else []
 
 
-class FakeTeacher:
-    """A teacher that answers every question with a fixed rationale and the gold answer (or a fixed one)."""
+class FakeTeacher(Teacher):
+    """A teacher that answers every question with a fixed rationale and the gold answer (or a fixed one).
+    In a recipe (inside ``plugin_registered``): ``[teacher] kind = "fake"`` with the keys of
+    ``FakeTeacherConfig``."""
 
-    def __init__(self, rationale: str = "Because.", answer: str | None = None, samples: int = 1):
-        self.rationale, self.answer, self.samples = rationale, answer, samples
+    Config = FakeTeacherConfig
+
+    def __init__(self, config: FakeTeacherConfig | None = None, *, rationale: str | None = None,
+                 answer: str | None = None, samples: int | None = None):
+        c = config or FakeTeacherConfig()
+        self.rationale = c.rationale if rationale is None else rationale
+        self.answer = (c.answer or None) if answer is None else answer
+        self.samples = c.samples if samples is None else samples
 
     def generate(self, examples: Sequence[Example], task: Any, progress) -> list[list[Generation]]:
         out = []
@@ -41,11 +72,58 @@ class FakeTeacher:
         return out
 
 
-def tiny_recipe(output_dir: str, strategy: str = 'kind = "fine_tune_cot"', steps: int = 20) -> str:
-    """A recipe (TOML text) that runs end to end in seconds: 200 synthetic problems, a 1-layer GPT-2."""
-    return f"""[run]
+class _TestingPlugin:
+    """Registers the helpers' own components (the ``fake`` teacher)."""
+
+    @hookimpl
+    def register_teachers(self, register):
+        register("fake", FakeTeacher)
+
+
+TESTING_PLUGIN = _TestingPlugin()
+
+
+@contextlib.contextmanager
+def plugin_registered(*plugins: Any) -> Iterator[None]:
+    """Register plugin modules (or objects with ``@hookimpl`` methods), and the ``fake`` teacher, while the block
+    runs."""
+    added = [*plugins, *([] if TESTING_PLUGIN in EXTRA_PLUGINS else [TESTING_PLUGIN])]
+    EXTRA_PLUGINS.extend(added)
+    try:
+        yield
+    finally:
+        for plugin in added:
+            EXTRA_PLUGINS.remove(plugin)
+
+
+def tiny_recipe(output_dir: str | Path, strategy: str = 'kind = "fine_tune_cot"', steps: int = 20,
+                max_gen_toks: int = 24, path: str | Path | None = None, overrides: Sequence[str] = ()) -> Any:
+    """A recipe that runs end to end in seconds: 200 synthetic problems, the program teacher, a 1-layer GPT-2.
+
+    Args:
+        output_dir: where its ``runs/`` and ``results/`` go.
+        strategy: the body of its ``[[strategy]]`` table (TOML lines).
+        steps: training steps.
+        max_gen_toks: ``evaluation.max_gen_toks``.
+        path: where to write it. Given: the file is written and its ``Path`` returned; else the TOML text is.
+        overrides: ``key=value`` changes applied as ``harness run --set`` applies them (``teacher.kind="fake"``).
+    """
+    from harness.recipe import apply_overrides
+
+    text = _TINY.format(out=Path(output_dir).as_posix(), strategy=strategy, steps=steps, max_gen_toks=max_gen_toks)
+    if overrides:
+        data = tomllib.loads(text)
+        apply_overrides(data, overrides)
+        text = _dump_toml(data)
+    if path is None:
+        return text
+    Path(path).write_text(text)
+    return Path(path)
+
+
+_TINY = """[run]
 name = "tiny"
-output_dir = "{output_dir}/runs"
+output_dir = "{out}/runs"
 
 [task]
 kind = "synthetic_arithmetic"
@@ -71,9 +149,33 @@ max_steps = {steps}
 batch_size = 16
 
 [evaluation]
-max_gen_toks = 24
+max_gen_toks = {max_gen_toks}
 
 [[sink]]
 kind = "local"
-dir = "{output_dir}/results"
+dir = "{out}/results"
 """
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, Mapping):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return json.dumps(str(v))
+
+
+def _dump_toml(data: Mapping[str, Any]) -> str:
+    """Recipes as TOML: top-level tables and arrays of tables; nested tables inline."""
+    lines: list[str] = []
+    for key, value in data.items():
+        tables = value if isinstance(value, list) and value and all(isinstance(t, Mapping) for t in value) else None
+        for table in tables or ([value] if isinstance(value, Mapping) else []):
+            lines.append(f"[[{key}]]" if tables else f"[{key}]")
+            lines += [f"{k} = {_value(v)}" for k, v in table.items()]
+            lines.append("")
+    return "\n".join(lines)

@@ -7,7 +7,7 @@ validated against it (unknown keys rejected, types checked) and the instance is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,8 +180,8 @@ class TrainingSettings:
         if self.deepspeed_config and self.deepspeed_stage is not None:
             problems.append(("deepspeed_config", "give deepspeed_stage or deepspeed_config, not both (the file "
                                                  "sets zero_optimization.stage)"))
-        per_step = self.processes * (self.micro_batch_size or max(1, self.batch_size // self.processes))
-        if self.batch_size >= 1 and self.batch_size % per_step:
+        per_step = self.processes * (self.micro_batch_size or max(1, self.batch_size // max(1, self.processes)))
+        if self.batch_size >= 1 and self.processes >= 1 and self.micro_batch_size >= 0 and self.batch_size % per_step:
             problems.append(("batch_size", f"{self.batch_size} is not a multiple of processes x micro_batch_size "
                                            f"= {per_step}; change batch_size or micro_batch_size"))
         return problems

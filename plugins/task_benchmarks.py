@@ -9,7 +9,6 @@ A definition with a ``hub`` table can load from the Hugging Face hub instead (``
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import tomllib
@@ -165,9 +164,9 @@ def enrich_strategyqa(records: list[dict], paths: list[Path]) -> None:
     for p in paths:
         for i, r in enumerate(check_records(p, read_json(p), {"question": str, "facts": list, "decomposition": list,
                                                          "qid": str})):
-            for field in ("facts", "decomposition"):
-                if not all(isinstance(x, str) for x in r[field]):
-                    raise DataError(f"{p}: record {i}: '{field}' must be a list of strings")
+            for key in ("facts", "decomposition"):
+                if not all(isinstance(x, str) for x in r[key]):
+                    raise DataError(f"{p}: record {i}: '{key}' must be a list of strings")
             index[normalise_question(r["question"])] = r
     for rec in records:
         src = index.get(normalise_question(rec["question"]))

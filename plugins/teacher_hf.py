@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from harness import BadInputError, Example, Generation, Teacher, TeacherUsage, hookimpl, prompts
 from harness.models import model_problems

@@ -41,7 +41,7 @@ def splits(registry):
 
 @pytest.mark.parametrize("name", sorted(SIZES))
 def test_fine_tune_cot_splits(name, splits):
-    from harness.pipeline import split_overlap
+    from harness.data import split_overlap
 
     s = splits[name]
     train, test = SIZES[name]

@@ -50,7 +50,7 @@ def test_atomic_writes_are_ordinary_readable_files(tmp_path):
     import os
     import stat
 
-    from harness.rundir import atomic_write_text
+    from harness.io import atomic_write_text
 
     atomic_write_text(tmp_path / "a.json", "{}")
     mode = stat.S_IMODE((tmp_path / "a.json").stat().st_mode)

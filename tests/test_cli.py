@@ -53,5 +53,5 @@ def test_plugins_json_lists_kind_name_plugin_distribution_version(cli):
     assert result.code == 0
     rows = json.loads(result.out)["components"]
     assert {"kind": "teacher", "name": "program", "plugin": "program_teacher", "distribution": "harness",
-            "version": "0.1.0"} in rows
+            "version": "0.1.0", "note": ""} in rows
     assert {r["kind"] for r in rows} == {"task", "teacher", "student", "strategy", "sink"}

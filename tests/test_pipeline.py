@@ -216,7 +216,7 @@ def test_observer_that_raises_is_named_and_the_run_goes_on(first_run, capsys):
 
 
 def test_the_train_key_covers_what_shapes_the_model():
-    from harness.pipeline import training_key
+    from harness.stages import training_key
     from harness.types import TrainingSettings
 
     plain = TrainingSettings()

@@ -37,16 +37,21 @@ def test_autoload_switch(monkeypatch):
     assert [(c.kind, c.name, c.plugin) for c in registry.all()] == [("strategy", "mine", "extra")]
 
 
-def test_duplicate_name_is_reported_naming_both_plugins(monkeypatch):
+def test_duplicate_name_is_never_a_silent_take_over(monkeypatch):
     monkeypatch.setenv("HARNESS_DISABLE_PLUGIN_AUTOLOAD", "1")
     a = plugin_module("plugin_a", register_teachers=lambda register: register("same", int))
     b = plugin_module("plugin_b", register_teachers=lambda register: register("same", str))
     registry = load_registry([a, b])
-    assert registry.get("teacher", "same").factory is int
-    assert registry.problems == [
-        "teacher 'same' is registered twice: by plugin 'plugin_a' ((registered in-process)) and by plugin "
-        "'plugin_b' ((registered in-process)); the first one is used. Disable one with HARNESS_DISABLE_PLUGINS=<plugin>"
-    ]
+    message = ("teacher 'same' is registered by plugin 'plugin_a' of distribution (registered in-process) and "
+               "plugin 'plugin_b' of distribution (registered in-process); the harness never picks one silently. "
+               "Name one: kind = \"plugin_a:same\" or kind = \"plugin_b:same\" (or uninstall one, or start "
+               "without it with HARNESS_DISABLE_PLUGINS=<plugin>)")
+    assert registry.problems == [message]
+    with pytest.raises(PluginError) as exc:
+        registry.get("teacher", "same")
+    assert exc.value.message == message
+    assert registry.get("teacher", "plugin_a:same").factory is int
+    assert registry.get("teacher", "plugin_b:same").factory is str
 
 
 def test_hook_that_raises_is_reported_and_others_still_load(monkeypatch):
@@ -119,3 +124,43 @@ def test_allow_list_loads_only_the_named(monkeypatch, cli):
     assert names == {("teacher", "program"), ("strategy", "vanilla")}
     monkeypatch.setenv("HARNESS_PLUGINS", "harness")  # a distribution name allows all its entry points
     assert len(json.loads(cli("plugins", "--json").out)["components"]) > 10
+
+
+class _FakeDist:
+    def __init__(self, name: str, version: str):
+        self.metadata, self.version = {"Name": name}, version
+
+
+class _FakeEntryPoint:
+    """An entry point of another installed distribution (what pip would make), without installing one."""
+
+    def __init__(self, name: str, module, dist: str, version: str):
+        self.name, self.module, self.dist = name, module, _FakeDist(dist, version)
+
+    def load(self):
+        return self.module
+
+
+def test_a_third_party_name_colliding_with_a_built_in_is_refused_naming_both(monkeypatch, tmp_path, cli):
+    import harness.plugins as plugins_module
+    from harness_builtins.strategy_fine_tune_cot import FineTuneCoT
+
+    from .conftest import TINY
+
+    real = plugins_module.entry_points
+    rival = plugin_module("rival_ftc", register_strategies=lambda register: register("fine_tune_cot", FineTuneCoT))
+    fake = _FakeEntryPoint("aaa_rival", rival, "harness-rival", "9.9")  # sorts first: it used to win silently
+    monkeypatch.setattr(plugins_module, "entry_points", lambda group: [fake, *real(group=group)])
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(TINY)
+    result = cli("validate", recipe)
+    assert result.code == 2
+    assert ("strategy[1].kind: strategy 'fine_tune_cot' is registered by plugin 'aaa_rival' of distribution "
+            "harness-rival and plugin 'fine_tune_cot_strategy' of distribution harness" in result.err)
+    assert 'kind = "harness-rival:fine_tune_cot" or kind = "harness:fine_tune_cot"' in result.err
+    recipe.write_text(TINY.replace('kind = "fine_tune_cot"', 'kind = "harness:fine_tune_cot"'))
+    assert cli("validate", recipe, "--no-load-checks").code == 0
+    listing = cli("plugins", "--json")
+    rows = [r for r in json.loads(listing.out)["components"] if r["name"] == "fine_tune_cot"]
+    assert [r["distribution"] for r in rows] == ["harness-rival", "harness"]
+    assert all(r["note"].startswith("collision: recipes name it kind = ") for r in rows)

@@ -33,7 +33,7 @@ def test_example_package_is_discovered_and_runs_end_to_end(tmp_path):
     env = install(EXAMPLE, tmp_path / "site")
     listed = json.loads(harness_cli(env, "plugins", "--json").stdout)
     assert {"kind": "strategy", "name": "self_consistency", "plugin": "self_consistency",
-            "distribution": "harness-self-consistency", "version": "0.1.0"} in listed["components"]
+            "distribution": "harness-self-consistency", "version": "0.1.0", "note": ""} in listed["components"]
     recipe = tmp_path / "sc.toml"
     recipe.write_text(tiny_recipe(str(tmp_path), 'kind = "self_consistency"\nk = 3'))
     done = harness_cli(env, "run", recipe)
@@ -41,7 +41,12 @@ def test_example_package_is_discovered_and_runs_end_to_end(tmp_path):
     (samples,) = (tmp_path / "runs" / "tiny" / "evaluate-self_consistency" / "lm_eval").rglob("samples_*.jsonl")
     assert len(samples.read_text().splitlines()) == 8
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
-                           env=env, capture_output=True, text=True, timeout=300)
+                           env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert tests.returncode == 0, tests.stdout
+    # and uninstalled: the package's folder on the path, registered by its tests' plugin_registered only
+    source = {**env, "PYTHONPATH": str(EXAMPLE)}
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
+                           env=source, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert tests.returncode == 0, tests.stdout
 
 
@@ -76,11 +81,41 @@ def test_public_api_is_explicit_and_typed():
     assert (Path(harness.__file__).parent / "py.typed").exists()
 
 
-def test_example_plugin_imports_only_public_modules():
-    tree = ast.parse((EXAMPLE / "harness_self_consistency" / "__init__.py").read_text())
-    used = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
-            and n.module.startswith("harness")}
-    assert used and used <= set(harness.PUBLIC_MODULES)
+def _imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def test_plugins_and_examples_import_only_public_modules_and_no_other_plugin():
+    """Built-ins live by the public API like third parties: every file under plugins/ and examples/ imports
+    harness modules from harness.PUBLIC_MODULES only, and no plugin imports another plugin's module (a plugin
+    package's own modules import each other relatively)."""
+    files = sorted((REPO / "plugins").rglob("*.py")) + sorted((REPO / "examples").rglob("*.py"))
+    assert len(files) > 20
+    private, crossing = [], []
+    for f in files:
+        for module in _imports(f):
+            if module.split(".")[0] == "harness" and module not in harness.PUBLIC_MODULES:
+                private.append(f"{f.relative_to(REPO)}: {module}")
+            if module.startswith("harness_builtins") and "tests" not in f.parts:
+                crossing.append(f"{f.relative_to(REPO)}: {module}")
+    assert private == [] and crossing == []
+    used = _imports(EXAMPLE / "harness_self_consistency" / "__init__.py")
+    assert {"harness", "harness.answers", "harness.generation"} <= used
+
+
+def test_the_declared_contract_replaces_probing():
+    """The pipeline calls the members harness.components declares; it probes no component."""
+    text = (REPO / "harness" / "pipeline.py").read_text()
+    for probe in ('getattr(strategy', 'getattr(teacher', 'getattr(student', 'getattr(task', 'hasattr(',
+                  'inspect.signature', 'getattr(s, '):
+        assert probe not in text, probe
+    assert "import inspect" not in text
 
 
 def test_plugin_registered_for_one_test(cli):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import RunError, is_out_of_memory
-from harness.rundir import read_jsonl
+from harness.io import read_jsonl
 from harness.generation import greedy_generate
 from harness.types import TrainingContext, TrainingExample, TrainingSettings
 from harness_builtins.student_transformers import (
@@ -374,7 +374,7 @@ def test_shipped_deepspeed_json_fits_the_flan_t5_recipe(tmp_path, cli):
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="per-stage peaks need Linux")
 def test_peak_memory_is_per_stage():
-    from harness.pipeline import peak_memory, reset_peak_memory
+    from harness.memory import peak_memory, reset_peak_memory
 
     reset_peak_memory()
     before = peak_memory()["peak_rss_mb"]

@@ -8,7 +8,7 @@ import pytest
 from harness.answers import extract, is_correct
 from harness.errors import DataError
 from harness.types import AnswerSpec
-from harness_builtins.zero_shot_cot_logs import LOG_NAMES, parse_log
+from harness_builtins.teacher_recorded.logs import LOG_NAMES, parse_log
 
 DATA = Path(os.environ.get("HARNESS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 LOGS = DATA / "zero_shot_cot" / "log"

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness import Example, Generation, Teacher, hookimpl
+from harness.answers import normalise_question
 from harness.data import data_file, data_root
 from harness.errors import BadInputError
-from harness_builtins.zero_shot_cot_logs import LOG_NAMES, LogRecord, parse_log
+from .logs import LOG_NAMES, LogRecord, parse_log
 
 _CHOICES = re.compile(r"answer choices:", re.I)
 _OPTION = re.compile(r"\(([A-F])\)\s*(.*?)(?=,?\s*\([A-F]\)|$)", re.S)
@@ -26,7 +27,7 @@ _OPTION = re.compile(r"\(([A-F])\)\s*(.*?)(?=,?\s*\([A-F]\)|$)", re.S)
 def stem(question: str) -> str:
     """The question without its answer choices, lowercased, whitespace collapsed."""
     text = _CHOICES.split(question)[0].replace("Which choice is true?", "")
-    return re.sub(r"\s+", " ", text).strip().lower().rstrip(" .?")
+    return normalise_question(text).rstrip(" .?")
 
 
 def options(question: str) -> dict[str, str]:
@@ -34,7 +35,7 @@ def options(question: str) -> dict[str, str]:
     parts = _CHOICES.split(question)
     if len(parts) < 2:
         return {}
-    return {m.group(1): re.sub(r"\s+", " ", m.group(2)).strip().rstrip(".,").lower()
+    return {m.group(1): normalise_question(m.group(2)).rstrip(".,")
             for m in _OPTION.finditer(parts[-1].strip())}
 
 

@@ -106,7 +106,7 @@ def accuracy_table(root: Path) -> str:
     with the logged gold answer two ways: as the log compared (string equality) and by the harness's scoring
     (REFERENCE's rules: numbers as floats within 1e-6 for AddSub, SVAMP and SingleEq; gold without commas).
 
-    ``python -m harness_builtins.zero_shot_cot_logs DATA_DIR`` prints it (docs/tasks.md holds a copy).
+    ``python -m harness_builtins.teacher_recorded.logs DATA_DIR`` prints it (docs/tasks.md holds a copy).
     """
     from harness.answers import extract, is_correct
     from harness.components import create

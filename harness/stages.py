@@ -1,0 +1,127 @@
+"""What the pipeline's stages share, kept out of ``pipeline.py`` so that it reads as the stage order: the content
+keys of the stages (``Keys``: every dependency between stages in one place), the teacher output a strategy may
+train on, building components and running their ``preflight`` checks, and the provenance of a published result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from harness.components import Student, Teacher, conform
+from harness.config import as_plain
+from harness.plugins import Registry
+from harness.recipe import ComponentSpec, Recipe, stable_hash
+from harness.types import Example, GradedGeneration, TrainingSettings
+
+
+class Keys:
+    """The content key of every stage: a hash of the recipe fields it reads and of the keys of the stages it reads
+    from. A stage whose finished output carries the same key is skipped; a changed field re-runs exactly the
+    stages below it."""
+
+    def __init__(self, recipe: Recipe):
+        self.r = recipe
+
+    def task(self) -> str:
+        return stable_hash(["task", self.r.task.plain()])
+
+    def teach(self, task_key: str) -> str:
+        return stable_hash(["teach", task_key, self.r.teacher.plain()])
+
+    def filter(self, teach_key: str, teach_digest: str) -> str:
+        """The digest of what the teacher answered: a re-run that filled in failed requests re-grades."""
+        return stable_hash(["filter", teach_key, teach_digest])
+
+    def build(self, upstream: str, strategy: ComponentSpec) -> str:
+        """``upstream``: the filter's key, or the task's for strategies that use no teacher."""
+        return stable_hash(["build", upstream, strategy.plain()])
+
+    def train(self, build_key: str, role: str, student: ComponentSpec, settings: TrainingSettings) -> str:
+        return stable_hash(["train", build_key, role, student.plain(),
+                            training_key(settings, self.r.evaluation.max_gen_toks)])
+
+    def evaluate(self, train_keys: list[str], task_key: str, strategy: ComponentSpec) -> str:
+        return stable_hash(["evaluate", train_keys, task_key, strategy.plain(), as_plain(self.r.evaluation)])
+
+    def publish(self, eval_key: str) -> str:
+        return stable_hash(["publish", eval_key, [s.plain() for s in self.r.sinks]])
+
+
+OPERATIONAL = ("threads", "checkpoint_steps", "keep_checkpoints", "logging_steps")
+"""Training knobs that do not change the trained model: left out of the train stage's key."""
+
+
+def training_key(settings: TrainingSettings, max_gen_toks: int | None = None) -> dict[str, Any]:
+    """The training knobs that shape the model. Model selection also depends on how long its generations may be
+    (``evaluation.max_gen_toks``), so that is part of the key when ``select_every`` is on."""
+    key = {k: v for k, v in as_plain(settings).items() if k not in OPERATIONAL}
+    if settings.select_every and max_gen_toks is not None:
+        key["select_max_gen_toks"] = max_gen_toks
+    return key
+
+
+def validation_sample(examples: Sequence[Example], n: int, seed: int) -> list[Example]:
+    """A seeded sample of ``n`` validation examples (all of them when there are fewer), in split order."""
+    if len(examples) <= n:
+        return list(examples)
+    keep = set(random.Random(seed).sample(range(len(examples)), n))
+    return [e for i, e in enumerate(examples) if i in keep]
+
+
+def file_digest(path: Path) -> str:
+    """A short content hash of a file."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def usable_generations(graded: dict[str, list[GradedGeneration]]) -> tuple[dict[str, list[GradedGeneration]], int]:
+    """Teacher generations a strategy may train on: failed requests (``meta["error"]``) and empty ones (no
+    rationale, no answer, no steps) never are, whatever the filter says. Returns them and how many were left out."""
+    usable, left_out = {}, 0
+    for example_id, gens in graded.items():
+        keep = [g for g in gens if not g.generation.meta.get("error") and (
+            g.generation.rationale.strip() or g.generation.answer_text.strip() or g.generation.steps)]
+        left_out += len(gens) - len(keep)
+        usable[example_id] = keep
+    return usable, left_out
+
+
+def make_component(registry: Registry, kind: str, spec: ComponentSpec) -> Any:
+    """Build a recipe's component and give it the declared defaults it lacks (``harness.components.conform``)."""
+    return conform(kind, registry.get(kind, spec.kind).factory(spec.config), spec.kind)
+
+
+def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Student]) -> list[str]:
+    """``FILE: section.key: message`` for every problem the teacher's and students' ``preflight`` report."""
+    out = [f"{recipe.path}: teacher.{key}: {message}" for key, message in teacher.preflight()]
+    for i, spec in enumerate(recipe.students):
+        where = f"student[{i}]"
+        out += [f"{recipe.path}: {where}.{key}: {message}" for key, message in students[spec.name].preflight()]
+    return out
+
+
+def provenance(recipe: Recipe, manifest: dict[str, Any], run_name: str, eval_key: str,
+               train_records: list[dict[str, Any]], teacher_report: dict[str, Any],
+               hub_dataset: str | None) -> dict[str, Any]:
+    """What a published result records about how it was made (lm-eval's results file, key ``harness``)."""
+    r = recipe
+    strategy_name, _, student_name = run_name.partition("+")
+    strategy = next(s for s in r.strategies if s.name == strategy_name)
+    student = next(s for s in r.students if s.name == student_name) if student_name else r.students[0]
+    parameters = sum(rec.get("parameters") or 0 for rec in train_records)
+    return {"run_name": run_name, "recipe": r.name, "recipe_hash": r.digest(), "evaluation_key": eval_key,
+            "task": {"name": r.task.kind, "hub_dataset": hub_dataset, **r.task.plain()},
+            "teacher": {"name": r.teacher.name, **r.teacher.plain()},
+            "strategy": {"name": strategy.name, **strategy.plain()},
+            "student": {"name": student.name, **student.plain()}, "student_parameters": parameters or None,
+            "teacher_accuracy": teacher_report.get("teacher_accuracy"),
+            "training": asdict(r.training), "git_commit": manifest.get("git_commit"),
+            "versions": manifest.get("versions")}
