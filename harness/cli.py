@@ -155,49 +155,37 @@ def _rows(args: argparse.Namespace):
 
 
 def cmd_leaderboard(args: argparse.Namespace, err: Console) -> int:
-    from harness import report
+    from harness import plots, report
 
     rows = _rows(args)
+    pivot = args.view == "pivot"
     if args.format == "table":
-        stdout_console().print(report.rich_table(rows))
+        stdout_console().print(report.pivot_rich(rows) if pivot else report.rich_table(rows))
     elif args.format == "html":
-        images = _plots(rows)
-        sys.stdout.write(report.html_page(rows, images))
+        sys.stdout.write(report.html_page(rows, plots.draw_all(rows, "svg"), args.view))
+    elif args.format == "json":
+        sys.stdout.write(report.json_text(rows))
     else:
-        sys.stdout.write({"markdown": report.markdown, "csv": report.csv_text, "json": report.json_text}[args.format](rows))
+        write = {("markdown", True): report.pivot_markdown, ("markdown", False): report.markdown,
+                 ("csv", True): report.pivot_csv, ("csv", False): report.csv_text}[(args.format, pivot)]
+        sys.stdout.write(write(rows))
     return 0
 
 
-def _plots(rows) -> dict[str, bytes]:
-    import tempfile
-
-    from harness import report
-
-    images = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, draw in (("accuracy vs student size", report.plot_size),
-                           ("accuracy vs diverse samples", report.plot_diverse),
-                           ("teacher vs student accuracy", report.plot_teacher)):
-            path = Path(tmp) / "plot.png"
-            if draw([r for r in rows if not r.reference or name == "accuracy vs student size"], path):
-                images[name] = path.read_bytes()
-    return images
-
-
 def cmd_plot(args: argparse.Namespace, err: Console) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    images = _plots(_rows(args))
-    for name, data in images.items():
-        path = out / (name.replace(" ", "_") + ".png")
-        path.write_bytes(data)
+    from harness import plots
+
+    written = plots.write_all(_rows(args), Path(args.out), args.image_format)
+    for path in written:
         print(path)
-    if not images:
-        err.print("no plot: the results hold no student sizes, diverse-sample counts or teacher accuracies")
+    if not written:
+        err.print("no plot: the results hold no student sizes, diverse-sample counts, teacher costs or teacher "
+                  "accuracies")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace, err: Console) -> int:
+    from harness import compare_report as report
     from harness import results
 
     base = results.load(Path(args.baseline))
@@ -205,17 +193,27 @@ def cmd_compare(args: argparse.Namespace, err: Console) -> int:
     if not base:
         raise BadInputError(f"{args.baseline}: no results with an accuracy metric")
     found = results.compare(base, cand, args.max_drop, args.z, args.tasks)
-    table = Table(title=f"candidate vs baseline (regression: drop > {100 * args.max_drop:.1f} points and > "
-                        f"{args.z:g} combined stderr)")
-    for col in ("run / task", "baseline", "candidate", "change", "noise", "verdict"):
-        table.add_column(col, justify="left" if col in ("run / task", "verdict") else "right", overflow="fold")
+    title = (f"candidate vs baseline (regression: a drop > {100 * args.max_drop:.1f} points and beyond the noise "
+             f"band at z = {args.z:g})")
+    table = Table(title=title)
+    for col in ("run / task", "baseline", "candidate", "change", "noise band", "method", "verdict"):
+        table.add_column(col, justify="left" if col in ("run / task", "method", "verdict") else "right",
+                         overflow="fold")
+    colour = {"regression": "red", "missing": "red", "improvement": "green", "within noise": ""}
     for c in found:
-        se = lambda r: f" ± {100 * r.stderr:.1f}" if r.stderr is not None else ""
-        table.add_row(c.key, f"{100 * c.baseline.acc:.1f}{se(c.baseline)}",
-                      "missing" if c.candidate is None else f"{100 * c.candidate.acc:.1f}{se(c.candidate)}",
-                      "" if c.delta is None else f"{100 * c.delta:+.1f}", f"{100 * c.noise:.1f}",
-                      "[red]REGRESSION[/red]" if c.regression else "ok")
+        table.add_row(c.key, report.compare_cell(c.baseline_mean, c.baseline_seeds, c.baseline.stderr),
+                      "missing" if c.candidate is None else
+                      report.compare_cell(c.candidate_mean, c.candidate_seeds, c.candidate.stderr),
+                      "" if c.delta is None else f"{100 * c.delta:+.1f}", f"±{100 * c.noise:.1f}",
+                      report.method_text(c),
+                      f"[{colour[c.verdict]}]{c.verdict.upper()}[/]" if colour[c.verdict] else c.verdict)
     stdout_console().print(table)
+    if args.report:
+        out = Path(args.report)
+        text = report.compare_html(found, title) if out.suffix == ".html" else report.compare_markdown(found, title)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        err.print(f"report: {out}", markup=False)
     bad = [c for c in found if c.regression]
     if bad:
         err.print(f"{len(bad)} regression{'s' if len(bad) != 1 else ''}: " + ", ".join(c.key for c in bad))
@@ -280,20 +278,31 @@ def parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="a table of all results (filter, sort, several formats)")
     with_results(board)
     board.add_argument("--format", choices=("table", "markdown", "csv", "json", "html"), default="table")
+    board.add_argument("--view", choices=("pivot", "flat"), default="pivot",
+                       help="pivot: one column per task, your runs above the reference rows (default); flat: one "
+                            "line per result")
     board.set_defaults(func=cmd_leaderboard)
 
-    plot = sub.add_parser("plot", help="PNG plots: accuracy vs student size, vs diverse samples, teacher vs student")
+    plot = sub.add_parser("plot", help="plots, one panel per task: accuracy vs student size, vs diverse samples, "
+                                       "vs teacher cost; teacher vs student")
     with_results(plot)
-    plot.add_argument("--out", default="plots", help="folder for the PNG files (default: plots)")
+    plot.add_argument("--out", default="plots", help="folder for the image files (default: plots)")
+    plot.add_argument("--image-format", choices=("png", "svg"), default="png")
     plot.set_defaults(func=cmd_plot)
 
-    comp = sub.add_parser("compare", help="compare candidate results with a baseline; exit 1 on a regression")
+    comp = sub.add_parser(
+        "compare", help="compare candidate results with a baseline; exit 1 on a regression",
+        description="Each side may hold several seeds of a run (results of runs with different run.seed): the "
+                    "noise band is then the measured spread between seeds (Student's t). With one seed each and "
+                    "lm-eval's per-sample files, questions are paired; else binomial standard errors are used.")
     comp.add_argument("baseline", help="baseline results folder or file")
     comp.add_argument("candidate", help="candidate results folder or file")
     comp.add_argument("--max-drop", type=float, default=0.02, help="largest tolerated accuracy drop (0.02 = 2 points)")
     comp.add_argument("--z", type=float, default=1.96,
                       help="a drop must also exceed this many combined standard errors (0: ignore noise)")
     comp.add_argument("--tasks", nargs="+", help="only these tasks")
+    comp.add_argument("--report", metavar="FILE",
+                      help="also write the comparison as Markdown (FILE.md) or a small HTML page (FILE.html)")
     comp.set_defaults(func=cmd_compare)
 
     new = sub.add_parser(

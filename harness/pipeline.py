@@ -338,7 +338,8 @@ class Pipeline:
             samples = sorted((eval_dir / "lm_eval").rglob("samples_*.jsonl"))
             records = [(self.rundir.done(stage) or {}).get("record", {}) for stage in train_stages]
             teacher_report = (self.rundir.done("filter") or {}).get("record", {}) if uses_teacher else {}
-            made = provenance(r, self.rundir.read_manifest(), run_name, eval_key, records, teacher_report,
+            usage = (self.rundir.done("teach") or {}).get("record", {}).get("usage", {}) if uses_teacher else {}
+            made = provenance(r, self.rundir.read_manifest(), run_name, eval_key, records, teacher_report, usage,
                               task.hub_dataset)
             published = [p for sink in sinks for p in sink.publish(results_file, samples, made)]
             io.atomic_write_json(out / "published.json", published)

@@ -1,22 +1,32 @@
-"""Leaderboard output (rich table, Markdown, CSV, JSON, a self-contained HTML page) and the PNG plots."""
+"""Leaderboard tables in every format (terminal, Markdown, CSV, JSON, a self-contained HTML page), in two views:
+
+- ``pivot`` (the Fine-tune-CoT paper's table shape): one column per task, one row per (strategy, student,
+  teacher), the cell the accuracy (mean ± sd over seeds, or ± the binomial stderr for one seed), the best of your
+  results per task marked; reference rows grouped apart: your baselines (vanilla runs, your teachers' accuracy
+  on the training questions) and the paper's numbers, so each of your rows reads against them;
+- ``flat``: one line per result, sortable.
+"""
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
 import json
-from collections import defaultdict
+import re
+import statistics
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass, field
 
 from rich.table import Table
 
-from harness.results import Row
+from harness.results import PAPER, PAPER_TASKS, Row
 
 COLUMNS = ("task", "strategy", "student", "teacher", "accuracy", "stderr", "n", "run")
+GROUPS = ("your runs", "your baselines", "Fine-tune-CoT paper (teacher text-davinci-002)")
 
+
+# The flat view ----------------------------------------------------------------------------------------------
 
 def _cells(row: Row) -> list[str]:
     return [row.task, row.strategy, row.student, row.teacher, f"{100 * row.acc:.2f}",
@@ -56,77 +66,135 @@ def json_text(rows: Sequence[Row]) -> str:
     return json.dumps([r.as_dict() for r in rows], indent=2) + "\n"
 
 
-# Plots ------------------------------------------------------------------------------------------------------
+# The pivot view ---------------------------------------------------------------------------------------------
 
-def _figure():
-    import matplotlib
+@dataclass(frozen=True)
+class Cell:
+    acc: float
+    """Mean over seeds (0-1)."""
+    spread: float | None
+    """Standard deviation over seeds when there are several, else the binomial stderr."""
+    seeds: int
+    best: bool = False
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def text(self) -> str:
+        if self.spread is None:
+            return f"{100 * self.acc:.1f}"
+        return f"{100 * self.acc:.1f} ± {100 * self.spread:.1f}" + (f" ({self.seeds})" if self.seeds > 1 else "")
 
-    return plt
+
+@dataclass
+class PivotRow:
+    group: str
+    strategy: str
+    student: str
+    teacher: str
+    cells: dict[str, Cell] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return " · ".join(x for x in (self.strategy, self.student, self.teacher) if x and x != "-")
 
 
-def plot_size(rows: Sequence[Row], path: Path) -> bool:
-    """Accuracy vs student size (parameters), one line per strategy and task."""
-    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+def _cell(rows: list[Row]) -> Cell:
+    accs = [r.acc for r in rows]
+    if len(accs) > 1:
+        return Cell(statistics.fmean(accs), statistics.stdev(accs), len(accs))
+    return Cell(accs[0], rows[0].stderr, 1)
+
+
+def pivot(rows: Sequence[Row]) -> tuple[list[str], list[PivotRow]]:
+    """The tasks (columns) and the rows of the pivot view, grouped: your runs, your baselines (vanilla runs and
+    your runs' teachers), the paper's rows."""
+    tasks = sorted({r.task for r in rows}, key=lambda t: (t not in PAPER_TASKS, PAPER_TASKS.index(t)
+                                                          if t in PAPER_TASKS else 0, t))
+    found: dict[tuple[str, str, str, str], dict[str, list[Row]]] = {}
+    teachers: dict[str, dict[str, list[float]]] = {}
     for r in rows:
-        if r.parameters:
-            series[f"{r.task} / {r.strategy}"].append((r.parameters, 100 * r.acc))
-    return _lines(series, "student parameters", "accuracy (%)", "Accuracy vs student size", path, log_x=True)
+        if r.reference:
+            group, key = GROUPS[2], (r.strategy, r.student)
+        elif r.strategy == "vanilla":
+            group, key = GROUPS[1], (r.strategy, r.student)
+        else:
+            group, key = GROUPS[0], (r.strategy, r.student)
+        teacher = r.teacher if not r.reference else ""
+        found.setdefault((group, *key, teacher), {}).setdefault(r.task, []).append(r)
+        if not r.reference and r.teacher_accuracy is not None:
+            teachers.setdefault(r.teacher, {}).setdefault(r.task, []).append(r.teacher_accuracy)
+    out = [PivotRow(group, strategy, student, teacher, {task: _cell(rs) for task, rs in by_task.items()})
+           for (group, strategy, student, teacher), by_task in found.items()]
+    for teacher, by_task in teachers.items():
+        out.append(PivotRow(GROUPS[1], "teacher (train questions)", teacher, "",
+                            {t: Cell(statistics.fmean(v), None, 1) for t, v in by_task.items()}))
+    labels = list(PAPER)
+    paper_rank = {(v[1], v[0]): labels.index(k) for k, v in PAPER.items()}  # (strategy, student) -> paper's order
+    order = {id(p): paper_rank.get((p.strategy, p.student), len(labels)) for p in out}
+    out.sort(key=lambda p: (GROUPS.index(p.group), p.strategy != "vanilla" if p.group == GROUPS[1] else False,
+                            order[id(p)] if p.group == GROUPS[2] else
+                            -statistics.fmean(c.acc for c in p.cells.values()), p.label))
+    for task in tasks:  # the best of your own results per task (your runs and your vanilla runs)
+        mine = [p for p in out if p.group != GROUPS[2] and not p.strategy.startswith("teacher") and task in p.cells]
+        if mine:
+            top = max(p.cells[task].acc for p in mine)
+            for p in mine:
+                if p.cells[task].acc == top:
+                    c = p.cells[task]
+                    p.cells[task] = Cell(c.acc, c.spread, c.seeds, best=True)
+    return tasks, out
 
 
-def plot_diverse(rows: Sequence[Row], path: Path) -> bool:
-    """Accuracy vs the number of diverse rationales D, one line per task and student."""
-    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for r in rows:
-        if r.diverse_samples:
-            series[f"{r.task} / {r.student}"].append((r.diverse_samples, 100 * r.acc))
-    return _lines(series, "rationales per question (D)", "accuracy (%)", "Accuracy vs diverse samples", path,
-                  log_x=True)
+def pivot_rich(rows: Sequence[Row]) -> Table:
+    tasks, prows = pivot(rows)
+    table = Table(title="harness leaderboard: accuracy % per task (★ best of yours; ± sd over seeds (n) or stderr)")
+    table.add_column("strategy · student · teacher", overflow="fold")
+    for task in tasks:
+        table.add_column(task, justify="right", overflow="fold")
+    group = None
+    for p in prows:
+        if p.group != group:
+            if group is not None:
+                table.add_section()
+            table.add_row(f"[bold]{p.group}[/bold]", *[""] * len(tasks))
+            group = p.group
+        table.add_row(p.label, *[("★ " if c.best else "") + c.text() if (c := p.cells.get(t)) else "–"
+                                 for t in tasks], style="italic dim" if p.group != GROUPS[0] else None)
+    return table
 
 
-def plot_teacher(rows: Sequence[Row], path: Path) -> bool:
-    """Teacher accuracy vs student accuracy, one point per (task, run)."""
-    points = [(f"{r.task} / {r.run}", r.teacher_accuracy, r.acc) for r in rows if r.teacher_accuracy is not None]
-    if not points:
-        return False
-    plt = _figure()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for label, teacher, student in points:
-        ax.scatter([100 * teacher], [100 * student])
-        ax.annotate(label, (100 * teacher, 100 * student), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.plot([0, 100], [0, 100], color="grey", lw=0.5, ls="--")
-    ax.set(xlabel="teacher accuracy on train (%)", ylabel="student test accuracy (%)",
-           title="Teacher vs student accuracy", xlim=(0, 100), ylim=(0, 100))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+def pivot_markdown(rows: Sequence[Row]) -> str:
+    tasks, prows = pivot(rows)
+    lines = ["| strategy · student · teacher | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    group = None
+    for p in prows:
+        if p.group != group:
+            lines.append(f"| **{p.group}** |" + " |" * len(tasks))
+            group = p.group
+        cells = [(f"**{c.text()}**" if c.best else c.text()) if (c := p.cells.get(t)) else "–" for t in tasks]
+        lines.append(f"| {p.label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nAccuracy in %; bold: the best of your results per task; ± the standard " \
+                              "deviation over seeds (their number in brackets) or the binomial stderr.\n"
 
 
-def _lines(series, xlabel, ylabel, title, path: Path, log_x: bool) -> bool:
-    if not series:
-        return False
-    plt = _figure()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for label, points in sorted(series.items()):
-        points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
-    if log_x:
-        ax.set_xscale("log")
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+def pivot_csv(rows: Sequence[Row]) -> str:
+    tasks, prows = pivot(rows)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["group", "strategy", "student", "teacher",
+                     *[f"{t}{suffix}" for t in tasks for suffix in ("", "_spread", "_seeds")]])
+    for p in prows:
+        values = []
+        for t in tasks:
+            c = p.cells.get(t)
+            values += ["", "", ""] if c is None else [
+                f"{100 * c.acc:.2f}", "" if c.spread is None else f"{100 * c.spread:.2f}", c.seeds]
+        writer.writerow([p.group, p.strategy, p.student, p.teacher, *values])
+    return out.getvalue()
 
 
 # HTML -------------------------------------------------------------------------------------------------------
 
 _SCRIPT = """
-document.querySelectorAll('th').forEach(function (th, col) {
+document.querySelectorAll('table.sortable th').forEach(function (th, col) {
   th.addEventListener('click', function () {
     var body = th.closest('table').tBodies[0];
     var asc = th.dataset.order !== 'asc';
@@ -144,7 +212,7 @@ document.querySelectorAll('th').forEach(function (th, col) {
 """
 
 
-def html_page(rows: Sequence[Row], images: dict[str, bytes]) -> str:
+def _flat_html(rows: Sequence[Row]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = []
     for row in rows:
@@ -152,24 +220,68 @@ def html_page(rows: Sequence[Row], images: dict[str, bytes]) -> str:
         sort_values = [cells[0], cells[1], cells[2], cells[3], f"{row.acc:.6f}", cells[5], cells[6], cells[7]]
         tds = "".join(f'<td data-v="{html.escape(v)}">{html.escape(c)}</td>' for c, v in zip(cells, sort_values))
         body.append(f'<tr class="{"reference" if row.reference else "result"}">{tds}</tr>')
+    return (f'<table id="leaderboard" class="sortable"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _pivot_html(rows: Sequence[Row]) -> str:
+    tasks, prows = pivot(rows)
+    head = "<th>strategy · student · teacher</th>" + "".join(f'<th class="task">{html.escape(t)}</th>' for t in tasks)
+    bodies, group, current = [], None, []
+    for p in prows:
+        if p.group != group:
+            if current:
+                bodies.append((group, current))
+            group, current = p.group, []
+        tds = "".join(f'<td class="{"best" if c.best else ""}">{html.escape(c.text())}</td>' if (c := p.cells.get(t))
+                      else "<td>–</td>" for t in tasks)
+        current.append(f"<tr><th scope='row'>{html.escape(p.label)}</th>{tds}</tr>")
+    if current:
+        bodies.append((group, current))
+    body = "".join(
+        f'<tbody class="{"mine" if g == GROUPS[0] else "reference"}"><tr class="group"><th colspan="{len(tasks) + 1}">'
+        f"{html.escape(g)}</th></tr>{''.join(trs)}</tbody>" for g, trs in bodies)
+    return f'<table id="pivot"><thead><tr>{head}</tr></thead>{body}</table>'
+
+
+def html_page(rows: Sequence[Row], images: dict[str, bytes], view: str = "pivot") -> str:
+    """The page: the pivot (or flat) table, then the plots as inline SVG."""
+    table = _pivot_html(rows) if view == "pivot" else _flat_html(rows)
     figures = "".join(
-        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-        f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, data in images.items())
+        f'<figure class="plot" data-name="{html.escape(name)}">{_inline_svg(data, f"fig{i}-")}'
+        f"<figcaption>{html.escape(name)}</figcaption></figure>" for i, (name, data) in enumerate(images.items()))
+    mine = len([r for r in rows if not r.reference])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>harness leaderboard</title>
 <style>
-body {{ font-family: sans-serif; margin: 2em; }}
-table {{ border-collapse: collapse; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 8px; }}
-th {{ cursor: pointer; background: #f0f0f0; }}
-tr.reference td {{ font-style: italic; color: #666; }}
-figure {{ display: inline-block; margin: 1em; }}
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 2em; }}
+th, td {{ border: 1px solid #ddd; padding: 4px 10px; }}
+thead th {{ background: #f0f0f0; }}
+table.sortable th {{ cursor: pointer; }}
+td {{ text-align: right; font-variant-numeric: tabular-nums; }}
+th[scope=row] {{ text-align: left; font-weight: normal; }}
+tr.group th {{ text-align: left; background: #fafafa; font-weight: 600; }}
+tbody.reference td, tbody.reference th[scope=row], tr.reference td {{ font-style: italic; color: #777; }}
+td.best {{ font-weight: 700; background: #eef7ee; }}
+figure.plot {{ display: block; margin: 1em 0; }}
+figure.plot svg {{ max-width: 100%; height: auto; }}
 </style></head>
 <body><h1>harness leaderboard</h1>
-<p>{len([r for r in rows if not r.reference])} results; accuracy in %; italic rows are the Fine-tune-CoT paper's
-numbers. Click a column to sort.</p>
-<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>
+<p>{mine} results; accuracy in %. Your runs first; bold: the best of your results per task; reference rows (your
+baselines, the Fine-tune-CoT paper) in grey italics.</p>
+{table}
 {figures}
 <script>{_SCRIPT}</script>
 </body></html>
 """
+
+
+def _inline_svg(data: bytes, prefix: str) -> str:
+    """An SVG file as an element of the page, its ids prefixed so that several plots on one page never share one
+    (matplotlib names clip paths by content)."""
+    text = data.decode()
+    text = text[text.index("<svg"):]
+    text = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', text)
+    text = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}{m.group(1)})", text)
+    return re.sub(r'xlink:href="#([^"]+)"', lambda m: f'xlink:href="#{prefix}{m.group(1)}"', text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,10 @@ class Row:
     """D, for diverse-reasoning results."""
     teacher_accuracy: float | None = None
     """The teacher's accuracy on the training questions, when a teacher was used."""
+    seed: int | None = None
+    """The training seed (runs of one recipe with several seeds are several rows)."""
+    teacher_cost: float | None = None
+    """What the teach stage's requests cost (from the recipe's prices), when it recorded one."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,7 +91,8 @@ def read_file(path: Path) -> list[Row]:
             acc=acc,
             stderr=_metric(values, "acc_stderr"), n=n, lm_eval_task=task, recipe=h.get("recipe", ""),
             run=h.get("run_name", ""), parameters=h.get("student_parameters"), date=str(data.get("date", "")),
-            file=str(path), diverse_samples=diverse, teacher_accuracy=h.get("teacher_accuracy")))
+            file=str(path), diverse_samples=diverse, teacher_accuracy=h.get("teacher_accuracy"),
+            seed=(h.get("training") or {}).get("seed"), teacher_cost=h.get("teacher_cost")))
     return rows
 
 
@@ -100,7 +106,7 @@ def load(path: Path, latest: bool = True) -> list[Row]:
     if latest:
         newest: dict[tuple, Row] = {}
         for row in sorted(rows, key=lambda r: (r.date, r.file)):
-            newest[(row.recipe, row.run, row.lm_eval_task, row.student if not row.recipe else "")] = row
+            newest[(row.recipe, row.run, row.lm_eval_task, row.student if not row.recipe else "", row.seed)] = row
         rows = list(newest.values())
     return rows
 
@@ -112,34 +118,117 @@ def reference_rows() -> list[Row]:
             for task, acc in zip(PAPER_TASKS, values)]
 
 
+def samples_file(row: Row) -> Path | None:
+    """lm-eval's per-sample file beside a results file (``samples_<task>_<time>.jsonl``), if there is one."""
+    results = Path(row.file)
+    stamp = results.stem[len("results_"):]
+    path = results.parent / f"samples_{row.lm_eval_task}_{stamp}.jsonl"
+    return path if path.is_file() else None
+
+
+def per_question(row: Row) -> dict[int, float] | None:
+    """Each test question's correctness (lm-eval's ``acc`` per ``doc_id``) from the samples file."""
+    path = samples_file(row)
+    if path is None:
+        return None
+    out = {}
+    with path.open(newline="\n") as f:
+        for line in f:
+            if line.strip():
+                record = json.loads(line)
+                out[int(record["doc_id"])] = float(record.get("acc", 0.0))
+    return out
+
+
 @dataclass(frozen=True)
 class Comparison:
     key: str
     baseline: Row
+    """The baseline's first row (one seed); ``baseline_mean`` is over all its seeds."""
     candidate: Row | None
     delta: float | None
+    """Candidate mean minus baseline mean."""
     noise: float
+    """How large a drop noise alone may cause at the chosen confidence (the method's band)."""
     regression: bool
+    baseline_mean: float = 0.0
+    candidate_mean: float | None = None
+    baseline_seeds: int = 1
+    candidate_seeds: int = 0
+    method: str = "stderr"
+    """``seeds`` (spread between seeds), ``paired`` (per-question differences) or ``stderr`` (binomial)."""
+    lost: int | None = None
+    """Questions the baseline got right and the candidate wrong (one seed each side, per-question files)."""
+    gained: int | None = None
+    verdict: str = ""
+    """``regression``, ``within noise``, ``improvement`` or ``missing`` (the same verdict as the exit code)."""
+
+
+def _t_quantile(p: float, df: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(p, df))
+
+
+def noise_band(base: list[Row], cand: list[Row], z: float) -> tuple[float, str, int | None, int | None]:
+    """The drop that noise alone may cause, and how it was measured:
+
+    - ``seeds``: with at least two seeds on one side and three in all, the pooled spread of accuracy between
+      seeds (training noise: seeds, thread counts, machines) over the standard error of a difference of means,
+      times Student's t at the confidence ``z`` stands for;
+    - ``paired``: one seed each, both with per-question files on the same questions: the spread of per-question
+      differences (a paired test; only question noise, so it is blind to training noise);
+    - ``stderr``: else the two binomial standard errors combined (unpaired).
+    """
+    n_b, n_c = len(base), len(cand)
+    confidence = statistics.NormalDist().cdf(z)
+    if max(n_b, n_c) >= 2 and n_b + n_c >= 3:
+        ss = sum((r.acc - statistics.fmean(x.acc for x in side)) ** 2 for side in (base, cand) for r in side)
+        df = n_b + n_c - 2
+        sd = math.sqrt(ss / df)
+        return _t_quantile(confidence, df) * sd * math.sqrt(1 / n_b + 1 / n_c), "seeds", None, None
+    b_q, c_q = per_question(base[0]), per_question(cand[0])
+    if b_q and c_q and set(b_q) == set(c_q):
+        diffs = [c_q[q] - b_q[q] for q in b_q]
+        lost = sum(d < 0 for d in diffs)
+        gained = sum(d > 0 for d in diffs)
+        sd = statistics.pstdev(diffs)
+        return z * sd / math.sqrt(len(diffs)), "paired", lost, gained
+    b, c = base[0], cand[0]
+    return z * math.sqrt((b.stderr or 0) ** 2 + (c.stderr or 0) ** 2), "stderr", None, None
 
 
 def compare(baseline: list[Row], candidate: list[Row], max_drop: float, z: float,
             tasks: list[str] | None = None) -> list[Comparison]:
-    """Per (run, lm-eval task) accuracy of ``candidate`` against ``baseline``. A drop is a regression when it is
-    larger than ``max_drop`` and than ``z`` combined standard errors (so noise alone is not flagged). A result
-    missing from the candidate is a regression too."""
+    """Per (run, lm-eval task) mean accuracy of ``candidate`` against ``baseline``, each over its seeds. A drop is
+    a regression when it is larger than ``max_drop`` and than the noise band (``noise_band``), so noise alone is
+    not flagged; a rise beyond both is an improvement. A result missing from the candidate is a regression."""
     def key(row: Row) -> str:
         return f"{row.run or row.student}/{row.lm_eval_task}"
 
-    cand = {key(r): r for r in candidate}
+    def groups(rows: list[Row]) -> dict[str, list[Row]]:
+        out: dict[str, list[Row]] = {}
+        for r in sorted(rows, key=lambda r: (r.seed if r.seed is not None else -1, r.file)):
+            out.setdefault(key(r), []).append(r)
+        return out
+
+    base_groups, cand_groups = groups(baseline), groups(candidate)
     out = []
-    for b in sorted(baseline, key=key):
+    for k, base in sorted(base_groups.items()):
+        b = base[0]
         if tasks and b.task not in tasks and b.lm_eval_task not in tasks:
             continue
-        c = cand.get(key(b))
-        if c is None:
-            out.append(Comparison(key(b), b, None, None, 0.0, True))
+        b_mean = statistics.fmean(r.acc for r in base)
+        cand = cand_groups.get(k)
+        if not cand:
+            out.append(Comparison(k, b, None, None, 0.0, True, b_mean, None, len(base), 0, verdict="missing"))
             continue
-        delta = c.acc - b.acc
-        noise = z * math.sqrt((b.stderr or 0) ** 2 + (c.stderr or 0) ** 2)
-        out.append(Comparison(key(b), b, c, delta, noise, -delta > max_drop and -delta > noise))
+        c_mean = statistics.fmean(r.acc for r in cand)
+        delta = c_mean - b_mean
+        noise, method, lost, gained = noise_band(base, cand, z)
+        threshold = max(max_drop, noise)
+        regression = -delta > threshold
+        verdict = "regression" if regression else "improvement" if delta > threshold else "within noise"
+        out.append(Comparison(k, b, cand[0], delta, noise, regression, b_mean, c_mean, len(base), len(cand),
+                              method, lost, gained, verdict))
     return out

@@ -110,7 +110,7 @@ def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Stu
 
 def provenance(recipe: Recipe, manifest: dict[str, Any], run_name: str, eval_key: str,
                train_records: list[dict[str, Any]], teacher_report: dict[str, Any],
-               hub_dataset: str | None) -> dict[str, Any]:
+               teacher_usage: dict[str, Any], hub_dataset: str | None) -> dict[str, Any]:
     """What a published result records about how it was made (lm-eval's results file, key ``harness``)."""
     r = recipe
     strategy_name, _, student_name = run_name.partition("+")
@@ -123,5 +123,6 @@ def provenance(recipe: Recipe, manifest: dict[str, Any], run_name: str, eval_key
             "strategy": {"name": strategy.name, **strategy.plain()},
             "student": {"name": student.name, **student.plain()}, "student_parameters": parameters or None,
             "teacher_accuracy": teacher_report.get("teacher_accuracy"),
+            "teacher_cost": teacher_usage.get("cost") or None,
             "training": asdict(r.training), "git_commit": manifest.get("git_commit"),
             "versions": manifest.get("versions")}

@@ -1,6 +1,7 @@
 """Results: reading lm-eval files, leaderboard formats, compare (CI regression), plots, sinks."""
 
 import csv
+import html as html_module
 import io
 import json
 import shutil
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness.results import load, read_file, reference_rows
+
+REPO_BUILD = Path(__file__).resolve().parent.parent / "build"
 
 
 def results_file(folder: Path, run: str, acc: float, stderr: float, n: int = 100, strategy: str = "fine_tune_cot",
@@ -61,20 +64,50 @@ def test_foreign_lm_eval_file_and_bad_files(tmp_path):
         read_file(tmp_path / "results_bad.json")
 
 
-def test_leaderboard_formats(board, cli):
-    md = cli("leaderboard", board, "--format", "markdown", "--sort", "accuracy")
+def test_leaderboard_flat_view_formats(board, cli):
+    md = cli("leaderboard", board, "--format", "markdown", "--sort", "accuracy", "--view", "flat")
     assert md.code == 0
     assert md.out.splitlines()[2] == ("| synthetic_arithmetic | fine_tune_cot | gpt2-tiny | program | 77.00 | 2.40 | 100 "
                                       "| r/fine_tune_cot |")
-    rows = list(csv.reader(io.StringIO(cli("leaderboard", board, "--format", "csv").out)))
+    rows = list(csv.reader(io.StringIO(cli("leaderboard", board, "--format", "csv", "--view", "flat").out)))
     assert rows[0] == ["task", "strategy", "student", "teacher", "accuracy", "stderr", "n", "run", "reference"]
     assert len(rows) == 3
     data = json.loads(cli("leaderboard", board, "--format", "json", "--strategy", "vanilla").out)
     assert [d["acc"] for d in data] == [0.15]
-    ref = cli("leaderboard", board, "--format", "csv", "--reference", "--task", "multiarith").out
+    ref = cli("leaderboard", board, "--format", "csv", "--reference", "--task", "multiarith", "--view", "flat").out
     assert "paper: GPT-2 124M Fine-tune-CoT" in ref and ",8.33," in ref
-    table = cli("leaderboard", board)
+    table = cli("leaderboard", board, "--view", "flat")
     assert "fine_tune_cot" in table.out and "77.00" in table.out
+
+
+def test_leaderboard_pivot_is_the_papers_table_shape(board, cli):
+    """One column per task, one row per (strategy, student, teacher), seeds averaged, the best of yours marked,
+    your baselines and the paper's rows grouped apart."""
+    for seed, acc in ((1, 0.80), (2, 0.83)):  # two more seeds of fine_tune_cot: mean ± sd over three
+        path = results_file(board / f"s{seed}", "fine_tune_cot", acc, 0.02, date=str(seed + 1))
+        data = json.loads(path.read_text())
+        data["harness"]["training"] = {"seed": seed}
+        path.write_text(json.dumps(data))
+    md = cli("leaderboard", board, "--format", "markdown", "--reference").out.splitlines()
+    header = md[0].split(" | ")
+    assert header[0] == "| strategy · student · teacher" and header[1:8] == [
+        "multiarith", "svamp", "date_understanding", "tracking_shuffled_objects", "last_letter_concatenation",
+        "coin_flip", "strategy_qa"] and header[8] == "synthetic_arithmetic |"
+    assert md[2] == "| **your runs** |" + " |" * 8
+    assert md[3].startswith("| fine_tune_cot · gpt2-tiny · program | – | – |")
+    assert md[3].endswith("| **80.0 ± 3.0 (3)** |")  # 77, 80, 83: mean 80, sd 3, three seeds; the best of yours
+    assert md[4] == "| **your baselines** |" + " |" * 8
+    assert md[5].startswith("| vanilla · gpt2-tiny · program |") and md[5].endswith("| 15.0 ± 2.0 |")
+    assert md[6].startswith("| teacher (train questions) · program |") and md[6].endswith("| 90.0 |")
+    assert md[7] == "| **Fine-tune-CoT paper (teacher text-davinci-002)** |" + " |" * 8
+    assert md[8] == "| zero_shot_cot · text-davinci-002 | 78.8 | 64.2 | 67.6 | 53.2 | 57.7 | 90.0 | 53.4 | – |"
+    assert "| fine_tune_cot · GPT-3 6.7B | 33.3 | 12.7 | 60.4 | 64.4 | 52.7 | 98.7 | 55.0 | – |" in md
+    rows = list(csv.reader(io.StringIO(cli("leaderboard", board, "--format", "csv").out)))
+    assert rows[0][:7] == ["group", "strategy", "student", "teacher", "synthetic_arithmetic",
+                           "synthetic_arithmetic_spread", "synthetic_arithmetic_seeds"]
+    assert rows[1][:7] == ["your runs", "fine_tune_cot", "gpt2-tiny", "program", "80.00", "3.00", "3"]
+    table = cli("leaderboard", board).out
+    assert "your baselines" in table and "★ 80.0 ± 3.0 (3)" in table
 
 
 def test_reference_rows_are_the_papers_numbers():
@@ -114,29 +147,100 @@ def test_plots_are_written(tmp_path, board, cli):
         assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_html_page_in_a_real_browser(board, tmp_path, cli):
+def _chromium():
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         pytest.skip("chromium not installed (apt-get install chromium); .ci/run installs it")
+    return chromium
+
+
+def _browser(chromium, tmp_path, *args, timeout=120):
     import subprocess
 
-    page = tmp_path / "board.html"
-    page.write_text(cli("leaderboard", board, "--format", "html", "--reference", "--task", "synthetic").out)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+    return subprocess.run([chromium, *flags, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_flat_html_table_sorts_in_a_real_browser(board, tmp_path, cli):
+    chromium = _chromium()
+    page = tmp_path / "board.html"
+    page.write_text(cli("leaderboard", board, "--format", "html", "--view", "flat", "--reference", "--task",
+                        "synthetic").out)
     # sort by accuracy (click the header twice: descending), then dump the DOM
     script = tmp_path / "click.html"
     script.write_text(page.read_text().replace(
         "</body>", "<script>var th=document.querySelectorAll('th')[4]; th.click(); th.click();"
                    "document.title=Array.from(document.querySelectorAll('tbody tr')).map("
                    "function(r){return r.cells[1].textContent}).join(',');</script></body>"))
-    dom = subprocess.run([chromium, *flags, "--dump-dom", script.as_uri()], capture_output=True, text=True,
-                         timeout=120).stdout
+    dom = _browser(chromium, tmp_path, "--dump-dom", script.as_uri()).stdout
     assert "<title>fine_tune_cot,vanilla</title>" in dom
-    shot = tmp_path / "board.png"
-    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,900", page.as_uri()],
-                   capture_output=True, timeout=120)
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5000
+
+
+def many_tasks(folder: Path) -> Path:
+    """Results for eight tasks: three strategies, two student sizes, D = 1/2/4/8, several teachers and costs,
+    two runs at the same teacher accuracy (their labels used to print on top of each other)."""
+    tasks = ["multiarith", "svamp", "gsm8k", "addsub", "single_eq", "coin_flip", "date_understanding", "strategy_qa"]
+    for t, task in enumerate(tasks):
+        for strategy, base in (("vanilla", 0.2), ("fine_tune_cot", 0.45), ("diverse_reasoning", 0.5)):
+            for size, bonus in ((850_000, 0.0), (124_000_000, 0.1)):
+                for d in ((1, 2, 4, 8) if strategy == "diverse_reasoning" else (None,)):
+                    run = f"{strategy}_D{d}" if d else strategy
+                    path = results_file(folder / task / str(size), run, min(0.99, base + bonus + 0.02 * t
+                                        + 0.01 * (d or 0)), 0.02, strategy=strategy, samples=d, params=size,
+                                        teacher_acc=0.7, date=f"{t}{size}{d}")
+                    data = json.loads(path.read_text())
+                    data["harness"]["task"] = {"name": task}
+                    data["harness"]["recipe"] = f"{task}-{size}"
+                    data["harness"]["teacher_cost"] = 0.5 * (d or 1)
+                    path.write_text(json.dumps(data))
+    return folder
+
+
+LAYOUT = """<script>
+function box(e) { var r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }
+function overlap(a, b) { return a[0] < b[2] - 1 && b[0] < a[2] - 1 && a[1] < b[3] - 1 && b[1] < a[3] - 1; }
+var report = {plots: [], tasks: document.querySelectorAll('#pivot thead th.task').length,
+              groups: Array.from(document.querySelectorAll('#pivot tr.group th')).map(function (t) { return t.textContent; })};
+document.querySelectorAll('figure.plot').forEach(function (fig) {
+  var areas = Array.from(fig.querySelectorAll('[id*="plotarea"]')).map(box);
+  var legends = Array.from(fig.querySelectorAll('[id$="legend"]')).map(box);
+  var texts = Array.from(fig.querySelectorAll('text')).map(box).filter(function (b) { return b[2] > b[0]; });
+  var legendHits = 0, textHits = 0;
+  legends.forEach(function (l) { areas.forEach(function (a) { if (overlap(l, a)) legendHits++; }); });
+  for (var i = 0; i < texts.length; i++) for (var j = i + 1; j < texts.length; j++) if (overlap(texts[i], texts[j])) textHits++;
+  report.plots.push({name: fig.dataset.name, panels: areas.length, legends: legends.length, texts: texts.length,
+                     legendHits: legendHits, textHits: textHits});
+});
+document.title = JSON.stringify(report);
+</script></body>"""
+
+
+def test_leaderboard_page_layout_in_a_real_browser(tmp_path, cli):
+    """What a person sees: a pivot table with one column per task and the reference rows grouped apart, faceted
+    plots whose legend covers no panel and whose text labels never overlap. A screenshot is left in build/."""
+    chromium = _chromium()
+    folder = many_tasks(tmp_path / "results")
+    page = tmp_path / "board.html"
+    page.write_text(cli("leaderboard", folder, "--format", "html", "--reference").out)
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", LAYOUT))
+    dom = _browser(chromium, tmp_path, "--window-size=1400,1000", "--dump-dom", probe.as_uri()).stdout
+    title = html_module.unescape(dom.split("<title>", 1)[1].split("</title>", 1)[0])
+    report = json.loads(title)
+    assert report["tasks"] == 10  # our eight, and the paper's tracking_shuffled_objects and last_letter_concatenation
+    assert report["groups"] == ["your runs", "your baselines", "Fine-tune-CoT paper (teacher text-davinci-002)"]
+    plots = {p["name"]: p for p in report["plots"]}
+    assert set(plots) == {"accuracy vs student size", "accuracy vs diverse samples", "accuracy vs teacher cost",
+                          "teacher vs student accuracy"}
+    for name, p in plots.items():
+        assert p["panels"] >= 8 and p["legends"] == 1 and p["texts"] > 20, (name, p)
+        assert p["legendHits"] == 0, f"{name}: the legend covers a panel"
+        assert p["textHits"] == 0, f"{name}: {p['textHits']} overlapping text labels"
+    shot = REPO_BUILD / "leaderboard.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    _browser(chromium, tmp_path, f"--screenshot={shot}", "--window-size=1400,2400", page.as_uri())
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_sinks(tmp_path, monkeypatch):

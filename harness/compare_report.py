@@ -1,0 +1,66 @@
+"""``harness compare`` as a small report (Markdown for CI logs and pull requests, a self-contained HTML page):
+per run and task the baseline and the candidate, the change, the noise band it is judged against, and the verdict
+the exit code gives."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+from harness.results import Comparison
+
+MARKS = {"regression": "❌ regression", "missing": "❌ missing", "improvement": "✅ improvement",
+         "within noise": "➖ within noise"}
+
+
+def compare_cell(mean: float | None, seeds: int, stderr: float | None) -> str:
+    if mean is None:
+        return "missing"
+    if seeds > 1:
+        return f"{100 * mean:.1f} ({seeds} seeds)"
+    return f"{100 * mean:.1f}" + (f" ± {100 * stderr:.1f}" if stderr is not None else "")
+
+
+def method_text(c: Comparison) -> str:
+    if c.method == "paired" and c.lost is not None:
+        return f"paired ({c.lost} lost, {c.gained} gained)"
+    return {"seeds": "spread between seeds", "stderr": "binomial stderr"}.get(c.method, c.method)
+
+
+def _rows(found: Sequence[Comparison]) -> list[list[str]]:
+    return [[c.key, compare_cell(c.baseline_mean, c.baseline_seeds, c.baseline.stderr),
+             "missing" if c.candidate is None else compare_cell(c.candidate_mean, c.candidate_seeds,
+                                                                c.candidate.stderr),
+             "" if c.delta is None else f"{100 * c.delta:+.1f}", f"±{100 * c.noise:.1f}", method_text(c),
+             MARKS[c.verdict]] for c in found]
+
+
+HEADER = ["run / task", "baseline", "candidate", "change (points)", "noise band", "method", "verdict"]
+
+
+def _summary(found: Sequence[Comparison]) -> str:
+    bad = [c for c in found if c.regression]
+    return (f"**{len(bad)} regression{'s' if len(bad) != 1 else ''}** in {len(found)} results (exit code 1)" if bad
+            else f"No regression in {len(found)} results (exit code 0)")
+
+
+def compare_markdown(found: Sequence[Comparison], title: str) -> str:
+    lines = [f"### {title}", "", _summary(found), "", "| " + " | ".join(HEADER) + " |",
+             "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in _rows(found)]
+    return "\n".join(lines) + "\n"
+
+
+def compare_html(found: Sequence[Comparison], title: str) -> str:
+    colour = {"regression": "#fde2e2", "missing": "#fde2e2", "improvement": "#e2f6e2", "within noise": "#ffffff"}
+    body = "".join(
+        f"<tr style='background:{colour[c.verdict]}'>" + "".join(f"<td>{html.escape(x)}</td>" for x in cells)
+        + "</tr>" for c, cells in zip(found, _rows(found)))
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
+    summary = html.escape(_summary(found).replace("**", ""))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+            "body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}td:first-child,th:first-child,"
+            "td:nth-child(6),td:nth-child(7){text-align:left}</style></head><body>"
+            f"<h2>{html.escape(title)}</h2><p id='summary'>{summary}</p><table id='compare'><thead><tr>{head}</tr>"
+            f"</thead><tbody>{body}</tbody></table></body></html>\n")
