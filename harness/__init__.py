@@ -6,7 +6,7 @@ plugins (the built-in ones included) may import. Everything else is private and 
 
 from harness.errors import BadInputError, DataError, HarnessError, PluginError, RecipeError, RunError
 from harness import answers, cache, data, prompts
-from harness.components import Sink, Strategy, Student, Task, Teacher, TeacherUsage, conform
+from harness.components import Objective, Sink, Strategy, Student, Task, Teacher, TeacherUsage, conform
 from harness.hookspecs import hookimpl
 from harness.types import (
     AnswerSpec,
@@ -49,6 +49,7 @@ __all__ = [
     "Generation",
     "GradedGeneration",
     "HarnessError",
+    "Objective",
     "PluginError",
     "RecipeError",
     "RunError",

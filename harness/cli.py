@@ -61,7 +61,8 @@ def cmd_validate(args: argparse.Namespace, err: Console) -> int:
         for spec in specs:  # constructing a component loads no model and touches no data
             built[(kind, spec.name)] = make_component(registry, kind, spec)
     problems = [] if args.no_load_checks else preflight_problems(
-        recipe, built[("teacher", recipe.teacher.name)], {s.name: built[("student", s.name)] for s in recipe.students})
+        recipe, built[("teacher", recipe.teacher.name)], {s.name: built[("student", s.name)] for s in recipe.students},
+        {s.name: built[("strategy", s.name)] for s in recipe.strategies})
     if problems:  # what would fail after the teacher was paid: model folders, hub ids, architectures
         raise RecipeError(problems)
     runs = len(recipe.strategies) * len(recipe.students)
@@ -192,7 +193,7 @@ def cmd_compare(args: argparse.Namespace, err: Console) -> int:
     cand = results.load(Path(args.candidate))
     if not base:
         raise BadInputError(f"{args.baseline}: no results with an accuracy metric")
-    found = results.compare(base, cand, args.max_drop, args.z, args.tasks)
+    found = results.compare(base, cand, args.max_drop, args.z, args.tasks, args.method)
     title = (f"candidate vs baseline (regression: a drop > {100 * args.max_drop:.1f} points and beyond the noise "
              f"band at z = {args.z:g})")
     table = Table(title=title)
@@ -301,6 +302,9 @@ def parser() -> argparse.ArgumentParser:
     comp.add_argument("--z", type=float, default=1.96,
                       help="a drop must also exceed this many combined standard errors (0: ignore noise)")
     comp.add_argument("--tasks", nargs="+", help="only these tasks")
+    comp.add_argument("--method", choices=("auto", "seeds", "paired", "stderr"), default="auto",
+                      help="how the noise band is measured (auto: seeds when there are several, else paired "
+                           "questions, else binomial stderr)")
     comp.add_argument("--report", metavar="FILE",
                       help="also write the comparison as Markdown (FILE.md) or a small HTML page (FILE.html)")
     comp.set_defaults(func=cmd_compare)

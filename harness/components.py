@@ -49,6 +49,37 @@ class TeacherUsage:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+class Objective:
+    """A strategy's own training loss (token-level distillation, ...), used by the student instead of plain
+    cross-entropy on the targets.
+
+    Example (half cross-entropy, half a penalty on the first target token's logit)::
+
+        class Mine(harness.Objective):
+            def loss(self, outputs, labels, batch):
+                return 0.5 * outputs.loss + 0.5 * outputs.logits[:, 0].pow(2).mean()
+    """
+
+    signals: tuple[str, ...] = ()
+    """The teacher signals it reads from each row's ``TrainingExample.signals`` (``"topk"``: ``topk_ids`` and
+    ``topk_logprobs`` per target token). Token-level signals require the teacher's tokenizer on the student; the
+    harness checks that (``vocabulary``) before any teacher call."""
+
+    def loss(self, outputs: Any, labels: Any, batch: Mapping[str, Any]) -> Any:
+        """The loss to minimise for one micro-batch.
+
+        Args:
+            outputs: the model's output for the batch (``outputs.logits`` [batch, length, vocab]; ``outputs.loss``:
+                the mean cross-entropy on the target tokens, as the default objective uses it).
+            labels: [batch, length] target token ids, -100 where no loss applies (prompt, padding).
+            batch: the collated tensors: ``input_ids``, ``attention_mask`` and each signal, aligned with
+                ``labels`` (``topk_ids`` [batch, length, k] with -1 where there is none, ``topk_logprobs``), and
+                ``num_items``: the number of target tokens a per-token loss is averaged over (those of the whole
+                batch when gradients accumulate over micro-batches: divide a sum over this micro-batch by it).
+        """
+        raise NotImplementedError
+
+
 class Task:
     """A benchmark: its splits and how its answers are read.
 
@@ -93,6 +124,16 @@ class Teacher:
 
     def usage(self) -> TeacherUsage | None:
         """Requests, cache hits, tokens and cost of the last ``generate``; None for teachers that call nothing."""
+        return None
+
+    def signals(self) -> tuple[str, ...]:
+        """The signals its generations carry in ``Generation.meta["signals"]`` beside the text (``"topk"``); a
+        strategy whose objective needs one the teacher does not give is refused before any call."""
+        return ()
+
+    def vocabulary(self) -> str | None:
+        """A hash of the teacher's tokenizer vocabulary (``harness.models.vocabulary_hash``), for token-level
+        signals; None when it has none or it cannot be known."""
         return None
 
     def preflight(self) -> Problems:
@@ -148,6 +189,10 @@ class Strategy:
         """How a token budget (``training.max_tokens``) is split between roles; None: in proportion to data."""
         return None
 
+    def objective(self) -> Objective | None:
+        """The student's loss for this strategy's data; None (the default): cross-entropy on the targets."""
+        return None
+
     def max_gen_toks(self, configured: int) -> int:
         """How many tokens the student may generate at evaluation. ``configured`` is ``evaluation.max_gen_toks``;
         a strategy whose outputs are longer (or shorter) returns its own figure."""
@@ -193,6 +238,16 @@ class Student:
         load, the architecture builds); run by ``harness validate`` and before ``harness run``'s first stage."""
         return []
 
+    def supports(self, objective: Objective) -> Problems:
+        """Whether it can train with a strategy's own ``objective``; the default refuses (a student that uses
+        ``TrainingContext.objective`` overrides this)."""
+        return [("kind", "this student trains with cross-entropy only; it cannot use a strategy's own objective")]
+
+    def vocabulary(self) -> str | None:
+        """A hash of the tokenizer the student will train with, when it is known before training (see
+        ``Teacher.vocabulary``); None when it is built from the run's data or cannot be known."""
+        return None
+
 
 class Sink:
     """Publishes evaluation results (a local folder, the Hub, a JSON Lines file...)."""
@@ -207,10 +262,10 @@ REQUIRED: dict[str, tuple[str, ...]] = {"task": ("load",), "teacher": ("generate
                                         "strategy": ("build", "prompt"), "sink": ("publish",)}
 _OPTIONAL: dict[str, tuple[str, ...]] = {
     "task": ("answer", "hub_dataset", "source"),
-    "teacher": ("usage", "preflight"),
-    "student": ("preflight",),
+    "teacher": ("usage", "preflight", "signals", "vocabulary"),
+    "student": ("preflight", "supports", "vocabulary"),
     "strategy": ("uses_teacher", "prediction_prefix", "multi_call", "setup", "stop", "roles", "budget_shares",
-                 "max_gen_toks", "lm_eval_model", "stats"),
+                 "objective", "max_gen_toks", "lm_eval_model", "stats"),
     "sink": (),
 }
 

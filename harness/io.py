@@ -93,6 +93,10 @@ def training_to_dict(t: TrainingExample) -> dict[str, Any]:
     d = asdict(t)
     if not t.turns:  # most strategies: keep their rows as they were
         del d["turns"]
+    if not t.signals:
+        del d["signals"]
+    else:
+        d["signals"] = dict(t.signals)
     return d
 
 

@@ -20,16 +20,17 @@ def _first_line(exc: BaseException) -> str:
     return " ".join(line.strip() for line in text.splitlines()[:2])[:300] if text else type(exc).__name__
 
 
-def model_problems(name: str, key: str = "model", tokenizer: bool = True) -> Problems:
+def model_problems(name: str, key: str = "model", tokenizer: bool = True, config: bool = True) -> Problems:
     """Problems with a model named by a local folder or a hub id: the folder must exist and hold a model
-    (``config.json``); a hub id must give its config (and tokenizer) now, which offline means: it is cached."""
+    (``config.json``); a hub id must give its config (and tokenizer) now, which offline means: it is cached.
+    ``config = False`` checks only a tokenizer."""
     if not name:
         return []
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
             return [(key, f"'{name}' is a file; give the folder that holds the model (config.json, weights)")]
-        if not (path / "config.json").is_file():
+        if config and not (path / "config.json").is_file():
             return [(key, f"folder '{name}' is not a model folder: it has no config.json")]
     elif _looks_like_path(name):
         return [(key, f"folder '{name}' does not exist")]
@@ -38,7 +39,8 @@ def model_problems(name: str, key: str = "model", tokenizer: bool = True) -> Pro
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        AutoConfig.from_pretrained(str(path) if path.exists() else name)
+        if config:
+            AutoConfig.from_pretrained(str(path) if path.exists() else name)
         if tokenizer:
             AutoTokenizer.from_pretrained(str(path) if path.exists() else name)
     except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load"
@@ -87,3 +89,26 @@ def _check_shapes(model_type: str, config: Any) -> None:
                  None)
     if isinstance(width, int) and isinstance(heads, int) and heads and model_type != "t5" and width % heads:
         raise ValueError(f"the width ({width}) must be divisible by the number of attention heads ({heads})")
+
+
+def vocabulary_hash(tokenizer: Any) -> str:
+    """A short hash of a tokenizer's vocabulary (token -> id) and special tokens: equal hashes mean token ids
+    mean the same thing in both, as token-level distillation needs."""
+    import hashlib
+    import json
+
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    special = {k: getattr(tokenizer, k, None) for k in ("eos_token_id", "pad_token_id", "bos_token_id")}
+    return hashlib.sha256(json.dumps([vocab, special], ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def tokenizer_vocabulary(name: str) -> str | None:
+    """``vocabulary_hash`` of the tokenizer in a folder or hub id; None when it cannot be loaded."""
+    if not name:
+        return None
+    try:
+        from transformers import AutoTokenizer
+
+        return vocabulary_hash(AutoTokenizer.from_pretrained(name))
+    except Exception:  # reported by model_problems, which names the cause
+        return None

@@ -30,8 +30,8 @@ from harness.plugins import Registry
 from harness.recipe import ComponentSpec, Recipe
 from harness.io import read_jsonl, write_jsonl
 from harness.rundir import RunDir
-from harness.stages import (Keys, file_digest, make_component, preflight_problems, provenance, usable_generations,
-                            validation_sample)
+from harness.stages import (Keys, file_digest, make_component, preflight_problems, provenance,
+                            signal_bytes_per_token, usable_generations, validation_sample)
 from harness.types import Example, GradedGeneration, TrainingContext, TrainingSettings
 from harness.ui import UI
 
@@ -57,7 +57,10 @@ class Pipeline:
         r = self.recipe
         teacher: Teacher = self._make("teacher", r.teacher)
         students: dict[str, Student] = {spec.name: self._make("student", spec) for spec in r.students}
-        self.preflight(teacher, students)  # before any stage: nothing is paid for a run that would fail later
+        strategies: dict[str, Strategy] = {s.name: self._make("strategy", s) for s in r.strategies}
+        problems = preflight_problems(r, teacher, students, strategies)
+        if problems:  # before any stage: nothing is paid for a run that would fail later
+            raise RecipeError(problems)
         self._start_manifest()
         self._notify("on_run_start", run_dir=self.rundir.root, recipe=r)
         task = self._make("task", r.task)
@@ -65,7 +68,6 @@ class Pipeline:
         task_key = self.keys.task()
         splits = self.load_task(task, task_key)
 
-        strategies: dict[str, Strategy] = {s.name: self._make("strategy", s) for s in r.strategies}
         for strategy in strategies.values():
             strategy.setup(task)
         graded: dict[str, list[GradedGeneration]] = {}
@@ -98,12 +100,6 @@ class Pipeline:
             f"{r.name}: {r.evaluation.split} accuracy ({r.task.kind})", results))
         self._notify("on_run_end", run_dir=self.rundir.root, results=results)
         return results
-
-    def preflight(self, teacher: Teacher, students: dict[str, Student]) -> None:
-        """The components' own checks of what would fail after money was spent (model folders, tokenizers)."""
-        problems = preflight_problems(self.recipe, teacher, students)
-        if problems:
-            raise RecipeError(problems)
 
     # Stages -------------------------------------------------------------------------------------------------
 
@@ -142,8 +138,12 @@ class Pipeline:
             total = sum(len(g) for g in samples)
             failed = sum(bool(g.meta.get("error")) for gens in samples for g in gens)
             summary = f"{total} rationales for {count} questions"
+            size = signal_bytes_per_token(samples)
+            if size is not None:  # token-level signals beside the text (top-k log-probabilities)
+                summary += f" with top-k log-probabilities ({size:.0f} bytes/token)"
             record: dict[str, Any] = {"questions": count, "generations": total, "failed": failed,
-                                      "digest": file_digest(out / "generations.jsonl")}
+                                      "digest": file_digest(out / "generations.jsonl"),
+                                      **({"signal_bytes_per_token": round(size, 1)} if size is not None else {})}
             usage = teacher.usage()
             if usage is not None:  # API teachers: requests, cache hits, tokens, cost
                 record["usage"] = usage.as_dict()
@@ -243,7 +243,7 @@ class Pipeline:
             key = self.keys.train(build_key, role, student_spec, settings)
             validate = self.validator(strategy, task, splits or {}, roles) if settings.select_every else None
             model_dirs[role] = self.train(f"{run_name}-{role}" if len(roles) > 1 else run_name, student, rows, key,
-                                          settings, validate)
+                                          settings, validate, strategy.objective())
             keys.append(key)
         return model_dirs, keys
 
@@ -263,7 +263,7 @@ class Pipeline:
                               self.recipe.evaluation.batch_size)
 
     def train(self, run_name: str, student: Any, rows: list, key: str, settings: TrainingSettings,
-              validate: Callable[[Any, Any], float] | None = None) -> Path:
+              validate: Callable[[Any, Any], float] | None = None, objective: Any = None) -> Path:
         stage = f"train-{run_name}"
         # Checkpoints live outside the stage folder (which restarts empty) so that a killed run resumes.
         checkpoints = self.rundir.root / "checkpoints" / f"{stage}-{key[:12]}"
@@ -271,7 +271,7 @@ class Pipeline:
         def work(out: Path, progress) -> tuple[str, dict]:
             corpus = [t.text() for t in rows]
             context = TrainingContext(checkpoint_dir=checkpoints if settings.checkpoint_steps else None,
-                                      validate=validate)
+                                      validate=validate, objective=objective)
             info = student.train(rows, settings, out / "model", corpus, progress, context=context)
             io.atomic_write_json(out / "train.json", info)
             summary = (f"{info.get('steps')} steps, loss {info.get('final_loss') or info.get('train_loss'):.3f}, "

@@ -111,7 +111,9 @@ def parse_decomposition(completion: str) -> tuple[tuple[SubStep, ...], str, str]
     return steps, rationale, answer
 
 
-PROMPT_KINDS = ("zero_shot_cot", "few_shot_cot", "decompose")
+PROMPT_KINDS = ("zero_shot_cot", "few_shot_cot", "decompose", "fine_tune_cot")
+"""``fine_tune_cot`` prompts a teacher in the student's own format (``{question} ###``) and reads the answer after
+``-->``: for a teacher that is itself a Fine-tune-CoT model, whose tokens a student can then learn one by one."""
 
 
 def first_prompt(kind: str, question: str, exemplars: str = "") -> str:
@@ -122,6 +124,8 @@ def first_prompt(kind: str, question: str, exemplars: str = "") -> str:
         return few_shot(exemplars, question)
     if kind == "decompose":
         return decompose(question)
+    if kind == "fine_tune_cot":
+        return STUDENT_FORMATS["token"].render_prompt(question)
     raise ValueError(f"unknown prompt kind {kind!r}; one of {', '.join(PROMPT_KINDS)}")
 
 
@@ -134,6 +138,9 @@ def parse_first(kind: str, completion: str) -> tuple[str, str | None, tuple[SubS
     if kind == "decompose":
         steps, rationale, answer = parse_decomposition(completion)
         return rationale, answer, steps
+    if kind == "fine_tune_cot":
+        rationale, arrow, answer = completion.partition("-->")
+        return rationale.strip(), answer.split("###")[0].strip() if arrow else "", ()
     return completion.strip(), None, ()
 
 
@@ -157,7 +164,7 @@ class PromptOptions:
     model: str
     """The teacher model: a server's model name, a local directory or a hub id."""
     prompt: str = "zero_shot_cot"
-    """``zero_shot_cot``, ``few_shot_cot`` or ``decompose``."""
+    """``zero_shot_cot``, ``few_shot_cot``, ``decompose`` or ``fine_tune_cot`` (the student's own format)."""
     few_shot_file: str = ""
     """For ``few_shot_cot``: a ``few_shot_cot_prompts.json``-style file."""
     few_shot_key: str = ""

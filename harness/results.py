@@ -170,7 +170,11 @@ def _t_quantile(p: float, df: int) -> float:
     return float(t.ppf(p, df))
 
 
-def noise_band(base: list[Row], cand: list[Row], z: float) -> tuple[float, str, int | None, int | None]:
+METHODS = ("auto", "seeds", "paired", "stderr")
+
+
+def noise_band(base: list[Row], cand: list[Row], z: float,
+               method: str = "auto") -> tuple[float, str, int | None, int | None]:
     """The drop that noise alone may cause, and how it was measured:
 
     - ``seeds``: with at least two seeds on one side and three in all, the pooled spread of accuracy between
@@ -179,15 +183,18 @@ def noise_band(base: list[Row], cand: list[Row], z: float) -> tuple[float, str, 
     - ``paired``: one seed each, both with per-question files on the same questions: the spread of per-question
       differences (a paired test; only question noise, so it is blind to training noise);
     - ``stderr``: else the two binomial standard errors combined (unpaired).
+
+    ``method`` forces one (``seeds`` needs the seeds, ``paired`` the per-question files); ``auto`` picks the first
+    that applies.
     """
     n_b, n_c = len(base), len(cand)
     confidence = statistics.NormalDist().cdf(z)
-    if max(n_b, n_c) >= 2 and n_b + n_c >= 3:
+    if method in ("auto", "seeds") and max(n_b, n_c) >= 2 and n_b + n_c >= 3:
         ss = sum((r.acc - statistics.fmean(x.acc for x in side)) ** 2 for side in (base, cand) for r in side)
         df = n_b + n_c - 2
         sd = math.sqrt(ss / df)
         return _t_quantile(confidence, df) * sd * math.sqrt(1 / n_b + 1 / n_c), "seeds", None, None
-    b_q, c_q = per_question(base[0]), per_question(cand[0])
+    b_q, c_q = (per_question(base[0]), per_question(cand[0])) if method in ("auto", "paired") else (None, None)
     if b_q and c_q and set(b_q) == set(c_q):
         diffs = [c_q[q] - b_q[q] for q in b_q]
         lost = sum(d < 0 for d in diffs)
@@ -199,7 +206,7 @@ def noise_band(base: list[Row], cand: list[Row], z: float) -> tuple[float, str, 
 
 
 def compare(baseline: list[Row], candidate: list[Row], max_drop: float, z: float,
-            tasks: list[str] | None = None) -> list[Comparison]:
+            tasks: list[str] | None = None, method: str = "auto") -> list[Comparison]:
     """Per (run, lm-eval task) mean accuracy of ``candidate`` against ``baseline``, each over its seeds. A drop is
     a regression when it is larger than ``max_drop`` and than the noise band (``noise_band``), so noise alone is
     not flagged; a rise beyond both is an improvement. A result missing from the candidate is a regression."""
@@ -225,10 +232,10 @@ def compare(baseline: list[Row], candidate: list[Row], max_drop: float, z: float
             continue
         c_mean = statistics.fmean(r.acc for r in cand)
         delta = c_mean - b_mean
-        noise, method, lost, gained = noise_band(base, cand, z)
+        noise, used, lost, gained = noise_band(base, cand, z, method)
         threshold = max(max_drop, noise)
         regression = -delta > threshold
         verdict = "regression" if regression else "improvement" if delta > threshold else "within noise"
         out.append(Comparison(k, b, cand[0], delta, noise, regression, b_mean, c_mean, len(base), len(cand),
-                              method, lost, gained, verdict))
+                              used, lost, gained, verdict))
     return out

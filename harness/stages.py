@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from harness.components import Student, Teacher, conform
+from harness.components import Strategy, Student, Teacher, conform
 from harness.config import as_plain
 from harness.plugins import Registry
 from harness.recipe import ComponentSpec, Recipe, stable_hash
@@ -94,17 +94,54 @@ def usable_generations(graded: dict[str, list[GradedGeneration]]) -> tuple[dict[
     return usable, left_out
 
 
+def signal_bytes_per_token(samples: list[list[Any]]) -> float | None:
+    """Bytes of JSON per teacher token that token-level signals take beside the text; None without signals."""
+    import json
+
+    size = tokens = 0
+    for gens in samples:
+        for g in gens:
+            signals = g.meta.get("signals")
+            if signals and signals.get("target_ids"):
+                size += len(json.dumps(signals))
+                tokens += len(signals["target_ids"])
+    return size / tokens if tokens else None
+
+
 def make_component(registry: Registry, kind: str, spec: ComponentSpec) -> Any:
     """Build a recipe's component and give it the declared defaults it lacks (``harness.components.conform``)."""
     return conform(kind, registry.get(kind, spec.kind).factory(spec.config), spec.kind)
 
 
-def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Student]) -> list[str]:
-    """``FILE: section.key: message`` for every problem the teacher's and students' ``preflight`` report."""
+def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Student],
+                       strategies: dict[str, Strategy] | None = None) -> list[str]:
+    """``FILE: section.key: message`` for every problem the teacher's and students' ``preflight`` report, and for
+    strategies with their own objective: a student that cannot train with it, teacher signals it needs and the
+    teacher does not give, a student tokenizer that is not the teacher's for token-level signals."""
     out = [f"{recipe.path}: teacher.{key}: {message}" for key, message in teacher.preflight()]
     for i, spec in enumerate(recipe.students):
         where = f"student[{i}]"
         out += [f"{recipe.path}: {where}.{key}: {message}" for key, message in students[spec.name].preflight()]
+    if out:
+        return out
+    for j, spec in enumerate(recipe.strategies):
+        objective = (strategies or {})[spec.name].objective() if strategies else None
+        if objective is None:
+            continue
+        missing = [s for s in objective.signals if s not in teacher.signals()]
+        if missing:
+            out.append(f"{recipe.path}: teacher.kind: strategy[{j}] ('{spec.name}') trains on the teacher's "
+                       f"{', '.join(missing)} signals, which this teacher does not record; with the hf or openai "
+                       f"teacher set teacher.top_logprobs = 8 and teacher.prompt = \"fine_tune_cot\"")
+        token_level = "topk" in objective.signals
+        teacher_vocab = teacher.vocabulary() if token_level else None
+        for i, student_spec in enumerate(recipe.students):
+            student = students[student_spec.name]
+            out += [f"{recipe.path}: student[{i}].{key}: {message}" for key, message in student.supports(objective)]
+            if token_level and not missing and (teacher_vocab is None or student.vocabulary() != teacher_vocab):
+                out.append(f"{recipe.path}: student[{i}].tokenizer: strategy[{j}] ('{spec.name}') distils token "
+                           f"by token, so the student needs the teacher's tokenizer (same vocabulary); set "
+                           f"student.tokenizer = \"<the teacher's folder>\" (the teacher's model folder or hub id)")
     return out
 
 

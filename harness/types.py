@@ -92,6 +92,12 @@ class TrainingExample:
     """Loss weight of this pair. With any weight other than 1, each pair's mean token loss is weighted, so a
     multi-task strategy can set loss = alpha * task_a + (1 - alpha) * task_b."""
     turns: tuple[tuple[str, str], ...] = ()
+    signals: Mapping[str, Any] = field(default_factory=dict)
+    """Teacher signals for a strategy's own objective (``Strategy.objective``), aligned with the target's tokens:
+    ``target_ids`` (the teacher's own tokens, EOS included: the student learns exactly these instead of the
+    tokenized ``target``), ``topk_ids`` and ``topk_logprobs`` (for each of those tokens, the teacher's k most
+    likely tokens at that position and their log-probabilities). Token-level signals need the teacher's
+    tokenizer on the student."""
 
     def text(self) -> str:
         """The whole sequence as text: prompt, target and every turn."""
@@ -202,3 +208,5 @@ class TrainingContext:
     """A folder that survives a crash: keep checkpoints here and resume from the latest one found."""
     validate: Callable[[Any, Any], float] | None = None
     """Scores ``(model, tokenizer)`` on the validation sample (accuracy in [0, 1]) for model selection."""
+    objective: Any = None
+    """The strategy's own loss (a ``harness.components.Objective``), or None for cross-entropy on the targets."""

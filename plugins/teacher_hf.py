@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import BadInputError, Example, Generation, Teacher, TeacherUsage, hookimpl, prompts
-from harness.models import model_problems
+from harness.models import model_problems, tokenizer_vocabulary
 from harness.cache import JsonlCache, content_key, default_cache_dir
 
 
@@ -19,9 +19,20 @@ class Config(prompts.PromptOptions):
     device: str = "auto"
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:1``..."""
     cache_dir: str = ""
+    top_logprobs: int = 0
+    """k > 0: record, for every generated token, the teacher's k most likely tokens and their log-probabilities
+    (``Generation.meta["signals"]``, in the same cache entry as the text), for token-level distillation. Needs
+    ``prompt = "fine_tune_cot"``: the teacher then writes in the student's own format."""
 
     def check(self) -> list[tuple[str, str]]:
-        return prompts.check_options(self, ("samples", "batch_size", "max_tokens", "answer_max_tokens"))
+        problems = prompts.check_options(self, ("samples", "batch_size", "max_tokens", "answer_max_tokens"))
+        if self.top_logprobs < 0:
+            problems.append(("top_logprobs", "must be 0 (off) or more"))
+        if self.top_logprobs and self.prompt != "fine_tune_cot":
+            problems.append(("top_logprobs", "records the teacher's tokens for the student to learn one by one, so "
+                                             "the teacher must write in the student's format: set prompt = "
+                                             "\"fine_tune_cot\""))
+        return problems
 
 
 class HFTeacher(Teacher):
@@ -37,6 +48,12 @@ class HFTeacher(Teacher):
     def preflight(self) -> list[tuple[str, str]]:
         return model_problems(self.config.model, "model")
 
+    def signals(self) -> tuple[str, ...]:
+        return ("topk",) if self.config.top_logprobs else ()
+
+    def vocabulary(self) -> str | None:
+        return tokenizer_vocabulary(self.config.model)
+
     def generate(self, examples: Sequence[Example], task, progress) -> list[list[Generation]]:
         c = self.config
         exemplars = prompts.load_few_shot(Path(c.few_shot_file), c.few_shot_key) if c.prompt == "few_shot_cot" else ""
@@ -47,16 +64,20 @@ class HFTeacher(Teacher):
         with JsonlCache(cache_path) as cache:
             self._cache = cache
             firsts = self._complete([prompts.first_prompt(c.prompt, e.question, exemplars) for e in examples],
-                                    c.samples, c.temperature, c.max_tokens)
-            parsed = [[prompts.parse_first(c.prompt, text) for text in texts] for texts in firsts]
-            second = [(i, j, prompts.zero_shot_stage2(e.question, firsts[i][j], trigger))
+                                    c.samples, c.temperature, c.max_tokens, c.top_logprobs)
+            parsed = [[prompts.parse_first(c.prompt, r["text"]) for r in records] for records in firsts]
+            second = [(i, j, prompts.zero_shot_stage2(e.question, firsts[i][j]["text"], trigger))
                       for i, e in enumerate(examples) for j, (_, answer, _) in enumerate(parsed[i]) if answer is None]
             answers = self._complete([p for _, _, p in second], 1, 0.0, c.answer_max_tokens)
-            filled = {(i, j): texts[0].strip() for (i, j, _), texts in zip(second, answers)}
+            filled = {(i, j): records[0]["text"].strip() for (i, j, _), records in zip(second, answers)}
             out = []
             for i, e in enumerate(examples):
-                out.append([Generation(e.id, j, rationale, answer if answer is not None else filled[(i, j)],
-                                       steps=steps) for j, (rationale, answer, steps) in enumerate(parsed[i])])
+                gens = []
+                for j, (rationale, answer, steps) in enumerate(parsed[i]):
+                    signals = {k: v for k, v in firsts[i][j].items() if k != "text"}
+                    gens.append(Generation(e.id, j, rationale, answer if answer is not None else filled[(i, j)],
+                                           steps=steps, meta={"signals": signals} if signals else {}))
+                out.append(gens)
                 progress(1)
             return out
 
@@ -77,16 +98,20 @@ class HFTeacher(Teacher):
         self._model.to(device).eval()
         self._device = device
 
-    def _key(self, prompt: str, temperature: float, max_tokens: int, index: int) -> str:
+    def _key(self, prompt: str, temperature: float, max_tokens: int, index: int, top: int) -> str:
+        extra = {"top_logprobs": top} if top else {}  # caches written without top-k stay valid
         return content_key(model=self.config.model, prompt=prompt, temperature=temperature, max_tokens=max_tokens,
-                           seed=self.config.seed, sample_index=index)
+                           seed=self.config.seed, sample_index=index, **extra)
 
-    def _complete(self, batch: list[str], n: int, temperature: float, max_tokens: int) -> list[list[str]]:
-        """n completions for each prompt; cached ones are reused, the rest generated in batches."""
+    def _complete(self, batch: list[str], n: int, temperature: float, max_tokens: int,
+                  top: int = 0) -> list[list[dict]]:
+        """n completions for each prompt (``{"text"}``, plus the teacher's tokens and top-k log-probabilities per
+        token when ``top`` > 0); cached ones are reused, the rest generated in batches."""
         import torch
 
-        out: list[list[str | None]] = [[self._hit(p, temperature, max_tokens, j) for j in range(n)] for p in batch]
-        todo = [i for i, texts in enumerate(out) if any(t is None for t in texts)]
+        out: list[list[dict | None]] = [[self._hit(p, temperature, max_tokens, j, top) for j in range(n)]
+                                        for p in batch]
+        todo = [i for i, records in enumerate(out) if any(r is None for r in records)]
         for start in range(0, len(todo), self.config.batch_size):
             chunk = todo[start: start + self.config.batch_size]
             enc = self._tok([batch[i] for i in chunk], return_tensors="pt", padding=True,
@@ -97,24 +122,48 @@ class HFTeacher(Teacher):
                 generated = self._model.generate(
                     **enc, max_new_tokens=max_tokens, do_sample=sampling,
                     temperature=temperature if sampling else None, top_k=0 if sampling else None,
-                    num_return_sequences=n if sampling else 1, pad_token_id=self._tok.pad_token_id)
-            texts = self._tok.batch_decode(generated[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                    num_return_sequences=n if sampling else 1, pad_token_id=self._tok.pad_token_id,
+                    return_dict_in_generate=True, output_logits=bool(top))
+            new = generated.sequences[:, enc["input_ids"].shape[1]:]
+            records = [{"text": t} for t in self._tok.batch_decode(new, skip_special_tokens=True)]
+            if top:
+                for row, record in enumerate(records):
+                    record.update(token_signals(new[row], [step[row] for step in generated.logits], top,
+                                                self._tok.eos_token_id))
             if not sampling:
-                texts = [t for t in texts for _ in range(n)]
+                records = [r for r in records for _ in range(n)]
             self._usage.requests += len(chunk)
+            self._usage.output_tokens += int((new != self._tok.pad_token_id).sum())
             for k, i in enumerate(chunk):
                 for j in range(n):
                     if out[i][j] is None:
-                        out[i][j] = texts[k * n + j]
-                        self._cache.put(self._key(batch[i], temperature, max_tokens, j), {"text": out[i][j]})
+                        out[i][j] = records[k * n + j]
+                        self._cache.put(self._key(batch[i], temperature, max_tokens, j, top), out[i][j])
         return out  # type: ignore[return-value]
 
-    def _hit(self, prompt: str, temperature: float, max_tokens: int, index: int) -> str | None:
-        hit = self._cache.get(self._key(prompt, temperature, max_tokens, index))
+    def _hit(self, prompt: str, temperature: float, max_tokens: int, index: int, top: int) -> dict | None:
+        hit = self._cache.get(self._key(prompt, temperature, max_tokens, index, top))
         if hit is not None:
             self._usage.cached += 1
-            return hit["text"]
-        return None
+        return hit
+
+
+def token_signals(ids, logits, k: int, eos: int | None) -> dict:
+    """One generated sequence's tokens up to and including EOS (``target_ids``), and at each of them the teacher's
+    k most likely tokens with their log-probabilities at temperature 1 (``topk_ids``, ``topk_logprobs``, 4
+    decimals: about 100 bytes a token in JSON for k = 8)."""
+    import torch
+
+    target, top_ids, top_lps = [], [], []
+    for position, token in enumerate(ids.tolist()):  # rows that stopped earlier are padded after their EOS
+        logprobs = torch.log_softmax(logits[position].float(), dim=-1)
+        values, indices = logprobs.topk(k)
+        target.append(int(token))
+        top_ids.append([int(x) for x in indices.tolist()])
+        top_lps.append([round(float(x), 4) for x in values.tolist()])
+        if token == eos:
+            break
+    return {"target_ids": target, "topk_ids": top_ids, "topk_logprobs": top_lps}
 
 
 @hookimpl

@@ -18,7 +18,8 @@ class Config:
     ``{model_type = "gpt2", n_layer = 4, n_embd = 128, n_head = 4, n_positions = 256}`` or
     ``{model_type = "t5", d_model = 64, num_layers = 2, num_heads = 2, d_ff = 128, d_kv = 32}``."""
     tokenizer: str = ""
-    """``word`` trains a word-level tokenizer on the run's text; empty uses ``model``'s own tokenizer."""
+    """``word`` trains a word-level tokenizer on the run's text; a folder or hub id loads that tokenizer (the
+    teacher's, for token-level distillation); empty uses ``model``'s own tokenizer."""
     lora: dict[str, Any] = field(default_factory=dict)
     """Train a LoRA adapter instead of every weight: ``{r = 8, alpha = 16, dropout = 0.05}`` and optionally
     ``target_modules = ["c_attn"]`` (peft knows the usual ones per architecture). The saved model has the
@@ -29,10 +30,9 @@ class Config:
             return [("model", "give exactly one of model (hub id or directory) or architecture (from scratch)")]
         if self.architecture and "model_type" not in self.architecture:
             return [("architecture", "needs model_type, e.g. model_type = \"gpt2\"")]
-        if self.architecture and self.tokenizer != "word":
-            return [("tokenizer", "a from-scratch architecture needs tokenizer = \"word\"")]
-        if self.tokenizer not in ("", "word"):
-            return [("tokenizer", f"unknown tokenizer '{self.tokenizer}'; use \"word\" or leave it out")]
+        if self.architecture and not self.tokenizer:
+            return [("tokenizer", "a from-scratch architecture needs tokenizer = \"word\" (built from the run's "
+                                  "text) or a tokenizer's folder or hub id")]
         problems = [(f"lora.{k}", f"unknown LoRA setting; use {', '.join(LORA_KEYS)}")
                     for k in self.lora if k not in LORA_KEYS]
         if self.lora and not (isinstance(self.lora.get("r", 8), int) and self.lora.get("r", 8) >= 1):

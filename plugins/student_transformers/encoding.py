@@ -57,15 +57,24 @@ def encode(tokenizer, examples: Sequence[TrainingExample], max_length: int,
     weighted = any(e.weight != 1.0 for e in examples)
     rows = []
     for p, t, e in zip(prompts, targets, examples):
+        signals = e.signals or {}
         if encoder_decoder:
             ids, labels = p[:max_length], (t + [eos])[:max_length]
+        elif "target_ids" in signals:  # the teacher's own tokens (EOS included), not a re-tokenized text
+            t = [int(x) for x in signals["target_ids"]]
+            ids, labels = (p + t)[:max_length], ([-100] * len(p) + t)[:max_length]
         else:
             ids, labels = p + t, [-100] * len(p) + t
             for _ in e.turns:
                 context, target = next(piece_ids), next(piece_ids)
                 ids, labels = ids + context + target, labels + [-100] * len(context) + target
             ids, labels = (ids + [eos])[:max_length], (labels + [eos])[:max_length]
-        rows.append({"input_ids": ids, "labels": labels, **({"weight": e.weight} if weighted else {})})
+        row: dict = {"input_ids": ids, "labels": labels, **({"weight": e.weight} if weighted else {})}
+        if "topk_ids" in signals and not encoder_decoder:  # aligned with the target tokens, after the prompt
+            pad = len(p)
+            row["topk_ids"] = ([None] * pad + list(signals["topk_ids"]))[:len(ids)]
+            row["topk_logprobs"] = ([None] * pad + list(signals["topk_logprobs"]))[:len(ids)]
+        rows.append(row)
     return rows
 
 
@@ -73,6 +82,22 @@ def useful_tokens(row: dict[str, list[int]]) -> int:
     """Non-padding tokens a row puts through the model (encoder input + decoder labels for encoder-decoder)."""
     n = len(row["input_ids"])
     return n if len(row["labels"]) == n else n + len(row["labels"])
+
+
+def topk_tensors(rows: list[dict], width: int) -> dict:
+    """``topk_ids`` [batch, width, k] (-1 where a position has none) and ``topk_logprobs`` [batch, width, k]
+    (-inf there), from each row's per-position lists (None for positions without a teacher signal)."""
+    import torch
+
+    k = max((len(x) for r in rows for x in r.get("topk_ids", ()) if x), default=1)
+    ids = torch.full((len(rows), width, k), -1, dtype=torch.long)
+    logprobs = torch.full((len(rows), width, k), float("-inf"), dtype=torch.float32)
+    for i, r in enumerate(rows):
+        for j, (tok, lp) in enumerate(zip(r.get("topk_ids", ()), r.get("topk_logprobs", ()))):
+            if tok:
+                ids[i, j, :len(tok)] = torch.tensor(tok, dtype=torch.long)
+                logprobs[i, j, :len(lp)] = torch.tensor(lp, dtype=torch.float32)
+    return {"topk_ids": ids, "topk_logprobs": logprobs}
 
 
 class Collator:
@@ -100,6 +125,8 @@ class Collator:
         batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
         if "weight" in rows[0]:
             batch["weights"] = torch.tensor([r["weight"] for r in rows], dtype=torch.float32)
+        if any("topk_ids" in r for r in rows):
+            batch.update(topk_tensors(rows, width))
         return batch
 
 

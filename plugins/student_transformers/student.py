@@ -15,7 +15,7 @@ from typing import Any
 from harness import BadInputError, RunError, Student, TrainingContext, TrainingExample, TrainingSettings
 from harness.deepspeed import zero_stage
 from harness.errors import is_out_of_memory
-from harness.models import architecture_problems, model_problems
+from harness.models import architecture_problems, model_problems, tokenizer_vocabulary
 
 from .config import LORA_KEYS, Config
 from .encoding import Collator, encode, train_word_tokenizer, useful_tokens
@@ -39,9 +39,28 @@ class TransformersStudent(Student):
         peft config. Nothing is trained and no weights are read."""
         c = self.config
         problems = model_problems(c.model, "model") if c.model else architecture_problems(c.architecture)
+        if c.tokenizer not in ("", "word"):
+            problems += model_problems(c.tokenizer, "tokenizer", config=False)
         if c.lora and not problems:
             problems += lora_problems(c.lora)
         return problems
+
+    def supports(self, objective) -> list[tuple[str, str]]:
+        """Decoder-only models train with a strategy's objective; encoder-decoder ones do not (yet)."""
+        c = self.config
+        model_type = c.architecture.get("model_type") if c.architecture else _model_type(c.model)
+        if model_type and _is_seq2seq(model_type):
+            return [("model" if c.model else "architecture",
+                     f"'{model_type}' is an encoder-decoder model; a strategy with its own objective (token-level "
+                     f"distillation) needs a decoder-only student")]
+        return []
+
+    def vocabulary(self) -> str | None:
+        """The tokenizer's vocabulary hash when it is fixed before training (a folder, a hub id, the model's)."""
+        c = self.config
+        if c.tokenizer == "word":
+            return None
+        return tokenizer_vocabulary(c.tokenizer or c.model)
 
     # Model --------------------------------------------------------------------------------------------------
 
@@ -63,7 +82,7 @@ class TransformersStudent(Student):
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
             return model, tokenizer
-        tokenizer = train_word_tokenizer(corpus)
+        tokenizer = train_word_tokenizer(corpus) if c.tokenizer == "word" else _load_tokenizer(c.tokenizer)
         arch = dict(c.architecture)
         model_type = arch.pop("model_type")
         ids = {"bos_token_id": tokenizer.eos_token_id, "eos_token_id": tokenizer.eos_token_id,
@@ -178,6 +197,7 @@ class TransformersStudent(Student):
                                          data_collator=collator, callbacks=[Report(), marker])
             marker.trainer = trainer
             trainer.remove_callback(PrinterCallback)  # the harness shows its own progress
+            trainer.objective = context.objective
             if selection:
                 selection.trainer = trainer
             started = time.perf_counter()
@@ -263,3 +283,33 @@ def lora_problems(lora: dict[str, Any]) -> list[tuple[str, str]]:
     if targets is not None and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
         problems.append(("lora.target_modules", "must be a list of module names, e.g. [\"c_attn\"]"))
     return problems
+
+
+def _load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"student.tokenizer: cannot load '{name}': {str(exc).splitlines()[0]}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _model_type(name: str) -> str | None:
+    try:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(name).model_type
+    except Exception:  # reported by preflight's model_problems
+        return None
+
+
+def _is_seq2seq(model_type: str) -> bool:
+    from transformers import AutoConfig
+
+    try:
+        return bool(getattr(AutoConfig.for_model(model_type), "is_encoder_decoder", False))
+    except Exception:
+        return False

@@ -103,7 +103,22 @@ def weighted_trainer():
             group = a.per_device_train_batch_size * a.gradient_accumulation_steps * max(1, a.world_size)
             return LengthGroupedSampler([useful_tokens(r) for r in dataset], group, a.data_seed or a.seed)
 
+        objective = None
+        """A strategy's own loss (``harness.Objective``), set by the student."""
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            signals = {k: inputs.pop(k) for k in ("topk_ids", "topk_logprobs") if k in inputs}
+            if self.objective is not None:
+                inputs.pop("weights", None)
+                # outputs.loss is the cross-entropy exactly as the default objective computes it (summed over the
+                # target tokens of the whole accumulated batch and divided by their number, num_items_in_batch)
+                counted = num_items_in_batch is not None and self.model_accepts_loss_kwargs
+                outputs = model(**inputs, **({"num_items_in_batch": num_items_in_batch} if counted else {}))
+                labels = inputs["labels"]
+                items = num_items_in_batch if counted else (labels[:, 1:] != -100).sum()
+                batch = {**inputs, **signals, "num_items": items}
+                loss = self.objective.loss(outputs, labels, batch)
+                return (loss, outputs) if return_outputs else loss
             weights = inputs.pop("weights", None)
             if weights is None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

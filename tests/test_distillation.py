@@ -1,0 +1,218 @@
+"""Token-level distillation: the teacher's top-k log-probabilities recorded beside its text, the KD loss, the
+student's objective hook, the tokenizer check before any teacher call, and logit_kd end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from harness import TrainingContext, TrainingExample, TrainingSettings
+from harness.io import read_jsonl
+from harness_builtins.strategy_logit_kd import KDLoss, divergence
+from harness_builtins.student_transformers import Config as StudentConfig, TransformersStudent
+
+from .conftest import tiny_causal_lm
+
+TEXTS = [f"Tom has {a} apples. He buys {b} more. How many? ### {a} + {b} = {a + b}. --> {a + b}"
+         for a in range(1, 9) for b in range(1, 9)]
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory) -> Path:
+    return tiny_causal_lm(tmp_path_factory.mktemp("teacher") / "model", TEXTS, positions=128)
+
+
+def test_kd_loss_equals_a_hand_computation_on_a_tiny_vocabulary():
+    logits = torch.tensor([[[2.0, 0.5, -1.0, 1.0, 0.0]]])  # one position, a vocabulary of 5
+    ids = torch.tensor([[[3, 0, -1]]])  # the teacher's top-2 (a third slot unused)
+    lps = torch.tensor([[[math.log(0.6), math.log(0.3), float("-inf")]]])
+    student = torch.log_softmax(logits[0, 0], -1)
+    p = torch.tensor([0.6, 0.3]) / 0.9  # the teacher renormalised over its top-k
+    forward = float((p * (p.log() - student[[3, 0]])).sum())
+    assert float(divergence(logits, ids, lps, 1.0, "forward", 0.5)) == pytest.approx(forward, abs=1e-6)
+    q = torch.softmax(logits[0, 0, [3, 0]], -1)  # the student renormalised over the teacher's tokens
+    reverse = float((q * (q.log() - p.log())).sum())
+    assert float(divergence(logits, ids, lps, 1.0, "reverse", 0.5)) == pytest.approx(reverse, abs=1e-6)
+    m = 0.3 * p + 0.7 * q
+    jsd = float(0.3 * (p * (p.log() - m.log())).sum() + 0.7 * (q * (q.log() - m.log())).sum())
+    assert float(divergence(logits, ids, lps, 1.0, "jsd", 0.3)) == pytest.approx(jsd, abs=1e-6)
+    # temperature 2: both softened, the teacher's log-probabilities divided by tau before renormalising
+    p2 = torch.softmax(torch.tensor([math.log(0.6), math.log(0.3)]) / 2, -1)
+    s2 = torch.log_softmax(logits[0, 0] / 2, -1)[[3, 0]]
+    assert float(divergence(logits, ids, lps, 2.0, "forward", 0.5)) == pytest.approx(
+        float((p2 * (p2.log() - s2)).sum()), abs=1e-6)
+    # the whole loss: alpha * CE + (1 - alpha) * tau^2 * mean divergence over the target tokens
+    outputs = SimpleNamespace(loss=torch.tensor(1.5), logits=torch.cat([logits, logits], dim=1))
+    labels = torch.tensor([[-100, 3]])  # the target token sits at position 1, predicted by position 0
+    batch = {"topk_ids": torch.cat([ids, ids], 1), "topk_logprobs": torch.cat([lps, lps], 1), "num_items": 1}
+    assert float(KDLoss(0.25, 1.0, "forward", 0.5).loss(outputs, labels, batch)) == pytest.approx(
+        0.25 * 1.5 + 0.75 * forward, abs=1e-6)
+
+
+def _rows(tok, texts, k=3):
+    """Training pairs whose signals are the tokenized targets (EOS closing) with made-up top-k entries."""
+    rows = []
+    for i, text in enumerate(texts):
+        prompt, target = text.split(" ###")
+        ids = tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        topk = [[t, (t + 1) % len(tok), (t + 2) % len(tok)][:k] for t in ids]
+        rows.append(TrainingExample(str(i), prompt + " ###", target, signals={
+            "target_ids": ids, "topk_ids": topk, "topk_logprobs": [[-0.2, -1.9, -3.0][:k]] * len(ids)}))
+    return rows
+
+
+def _train(tmp_path, rows, objective, teacher_dir, name):
+    student = TransformersStudent(StudentConfig(architecture={"model_type": "gpt2", "n_layer": 1, "n_embd": 32,
+                                                              "n_head": 2, "n_positions": 128},
+                                                tokenizer=str(teacher_dir)))
+    info = student.train(rows, TrainingSettings(max_steps=6, batch_size=4, logging_steps=1, threads=1),
+                         tmp_path / name, [], lambda n: None, TrainingContext(objective=objective))
+    return info
+
+
+def test_alpha_1_trains_exactly_like_fine_tune_cot(tmp_path, teacher_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(teacher_dir)
+    kd_rows = _rows(tok, TEXTS[:16])
+    plain = [TrainingExample(r.example_id, r.prompt, r.target) for r in kd_rows]  # Fine-tune-CoT's pairs
+    ftc = _train(tmp_path, plain, None, teacher_dir, "ftc")
+    same = _train(tmp_path, kd_rows, KDLoss(1.0, 1.0, "forward", 0.5), teacher_dir, "kd1")
+    assert same["losses"] == ftc["losses"] and same["train_loss"] == ftc["train_loss"]
+    mixed = _train(tmp_path, kd_rows, KDLoss(0.5, 2.0, "forward", 0.5), teacher_dir, "kd05")
+    assert mixed["losses"] != ftc["losses"] and all(math.isfinite(x) for x in mixed["losses"])
+
+
+def _kd_recipe(tmp_path: Path, teacher_dir: Path, student_tokenizer: str, **teacher) -> Path:
+    options = {"top_logprobs": 4, "prompt": '"fine_tune_cot"', "samples": 2, "temperature": 1.0,
+               "max_tokens": 24, "cache_dir": f'"{tmp_path / "cache"}"', **teacher}
+    text = f"""[run]
+name = "kd"
+output_dir = "{tmp_path / 'runs'}"
+
+[task]
+kind = "synthetic_arithmetic"
+train_size = 40
+validation_size = 0
+test_size = 4
+min_ops = 1
+max_ops = 1
+
+[teacher]
+kind = "hf"
+model = "{teacher_dir}"
+{chr(10).join(f"{k} = {v}" for k, v in options.items())}
+
+[[strategy]]
+kind = "logit_kd"
+filter = false
+alpha = 0.5
+
+[[student]]
+kind = "transformers"
+tokenizer = "{student_tokenizer}"
+architecture = {{ model_type = "gpt2", n_layer = 1, n_embd = 32, n_head = 2, n_positions = 128 }}
+
+[training]
+max_steps = 4
+batch_size = 4
+threads = 1
+
+[evaluation]
+max_gen_toks = 8
+
+[[sink]]
+kind = "local"
+dir = "{tmp_path / 'results'}"
+"""
+    path = tmp_path / "kd.toml"
+    path.write_text(text)
+    return path
+
+
+def test_mismatched_tokenizers_are_refused_before_any_teacher_call(tmp_path, teacher_dir, cli):
+    recipe = _kd_recipe(tmp_path, teacher_dir, "word")
+    for command in ("validate", "run"):
+        result = cli(command, recipe)
+        assert result.code == 2
+        assert ("student[0].tokenizer: strategy[0] ('logit_kd') distils token by token, so the student needs the "
+                "teacher's tokenizer (same vocabulary); set student.tokenizer" in result.err)
+    assert not (tmp_path / "cache").exists()  # nothing was asked
+    no_signals = _kd_recipe(tmp_path, teacher_dir, str(teacher_dir), top_logprobs=0)
+    result = cli("validate", no_signals)
+    assert result.code == 2 and "teacher.kind: strategy[0] ('logit_kd') trains on the teacher's topk signals" in \
+        result.err
+    wrong_prompt = _kd_recipe(tmp_path, teacher_dir, str(teacher_dir), prompt='"zero_shot_cot"')
+    result = cli("validate", wrong_prompt)
+    assert result.code == 2 and "teacher.top_logprobs: records the teacher's tokens" in result.err
+
+
+def test_logit_kd_runs_end_to_end_from_one_teacher_pass(tmp_path, teacher_dir, cli):
+    recipe = _kd_recipe(tmp_path, teacher_dir, str(teacher_dir))
+    assert cli("validate", recipe).code == 0
+    result = cli("run", recipe)
+    assert result.code == 0, result.err
+    run = tmp_path / "runs" / "kd"
+    rows = list(read_jsonl(run / "teach" / "generations.jsonl"))
+    sample = rows[0]["samples"][0]
+    signals = sample["meta"]["signals"]
+    assert len(signals["target_ids"]) == len(signals["topk_ids"]) == len(signals["topk_logprobs"]) > 0
+    assert all(len(k) == 4 for k in signals["topk_ids"])
+    assert all(a >= b for lp in signals["topk_logprobs"] for a, b in zip(lp, lp[1:]))  # sorted, most likely first
+    record = json.loads((run / "teach" / "done.json").read_text())["record"]
+    assert record["signal_bytes_per_token"] > 0
+    built = json.loads((run / "build-logit_kd" / "done.json").read_text())["record"]
+    assert built["examples"] + built.get("failed_or_empty_generations", 0) == 80  # a random teacher: some empty
+    assert built["strategy"]["without_signals"] == 0
+    train = json.loads((run / "train-logit_kd" / "done.json").read_text())["record"]
+    assert train["steps"] == 4 and math.isfinite(train["train_loss"])
+
+
+@pytest.mark.slow
+def test_top_k_entries_survive_kill_9_in_the_teach_stage(tmp_path, teacher_dir):
+    """The teach stage killed with SIGKILL: every complete cache entry (text, tokens and top-k) is replayed
+    exactly by the next run, which asks the teacher only for the rest."""
+    recipe = _kd_recipe(tmp_path, teacher_dir, str(teacher_dir), batch_size=1)
+    text = recipe.read_text().replace("train_size = 40", "train_size = 400")
+    recipe.write_text(text)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(recipe)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, cache = time.time() + 300, None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "cache").rglob("*.jsonl"))
+        if found and found[0].read_bytes().count(b"\n") >= 60:
+            cache = found[0]
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None and cache is not None, "the teach stage ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {}
+    for line in cache.read_bytes().split(b"\n")[:-1]:  # complete lines; a torn last one is dropped on reopen
+        entry = json.loads(line)
+        before[entry["key"]] = entry["value"]
+    assert len(before) >= 60 and all("topk_ids" in v for v in before.values())
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "runs" / "kd" / "teach" / "done.json").read_text())["record"]
+    assert record["usage"]["cached"] == len(before) and record["usage"]["requests"] > 0
+    after = {}
+    for line in cache.read_text().splitlines():
+        entry = json.loads(line)
+        after[entry["key"]] = entry["value"]
+    assert len(after) == 800 and all(after[k] == v for k, v in before.items())
+    replayed = [s["meta"]["signals"] for row in read_jsonl(tmp_path / "runs" / "kd" / "teach" / "generations.jsonl")
+                for s in row["samples"]]
+    cached = [{k: v for k, v in value.items() if k != "text"} for value in before.values()]
+    assert all(signals in replayed for signals in cached)
