@@ -61,9 +61,22 @@ class Objective:
     """
 
     signals: tuple[str, ...] = ()
-    """The teacher signals it reads from each row's ``TrainingExample.signals`` (``"topk"``: ``topk_ids`` and
-    ``topk_logprobs`` per target token). Token-level signals require the teacher's tokenizer on the student; the
-    harness checks that (``vocabulary``) before any teacher call."""
+    """The teacher signals it needs: ``"topk"`` (``topk_ids`` and ``topk_logprobs`` per target token in each row's
+    ``TrainingExample.signals``), ``"scores"`` (the teacher scores new text during training: ``scorer``).
+    Token-level signals require the teacher's tokenizer on the student; the harness checks that (``vocabulary``)
+    and that the teacher gives them (``Teacher.signals``) before any teacher call."""
+    scorer: Any = None
+    """For ``"scores"``: set by the harness before training to ``Teacher.scorer()``."""
+
+    def prepare(self, model: Any, batch: dict[str, Any]) -> dict[str, Any]:
+        """Called before the forward pass of each micro-batch with the model being trained; may replace rows
+        (on-policy distillation samples continuations from ``model`` and has the ``scorer`` score them). The
+        default returns the batch unchanged."""
+        return batch
+
+    def stats(self) -> Mapping[str, Any]:
+        """Figures for the train stage's record (tokens sampled, seconds spent sampling and scoring...)."""
+        return {}
 
     def loss(self, outputs: Any, labels: Any, batch: Mapping[str, Any]) -> Any:
         """The loss to minimise for one micro-batch.
@@ -134,6 +147,13 @@ class Teacher:
     def vocabulary(self) -> str | None:
         """A hash of the teacher's tokenizer vocabulary (``harness.models.vocabulary_hash``), for token-level
         signals; None when it has none or it cannot be known."""
+        return None
+
+    def scorer(self) -> Any:
+        """For teachers whose ``signals()`` include ``"scores"``: an object with ``score(input_ids,
+        attention_mask, k) -> (topk_ids, topk_logprobs)`` giving, at every position j of the sequences, the
+        teacher's k most likely tokens for position j (from its logits at j - 1; position 0 has ids -1). Used
+        during training (on-policy distillation); None by default."""
         return None
 
     def preflight(self) -> Problems:
@@ -262,7 +282,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {"task": ("load",), "teacher": ("generate
                                         "strategy": ("build", "prompt"), "sink": ("publish",)}
 _OPTIONAL: dict[str, tuple[str, ...]] = {
     "task": ("answer", "hub_dataset", "source"),
-    "teacher": ("usage", "preflight", "signals", "vocabulary"),
+    "teacher": ("usage", "preflight", "signals", "vocabulary", "scorer"),
     "student": ("preflight", "supports", "vocabulary"),
     "strategy": ("uses_teacher", "prediction_prefix", "multi_call", "setup", "stop", "roles", "budget_shares",
                  "objective", "max_gen_toks", "lm_eval_model", "stats"),

@@ -56,6 +56,7 @@ class Pipeline:
     def run(self) -> dict[str, dict[str, Any]]:
         r = self.recipe
         teacher: Teacher = self._make("teacher", r.teacher)
+        self.teacher = teacher
         students: dict[str, Student] = {spec.name: self._make("student", spec) for spec in r.students}
         strategies: dict[str, Strategy] = {s.name: self._make("strategy", s) for s in r.strategies}
         problems = preflight_problems(r, teacher, students, strategies)
@@ -243,9 +244,16 @@ class Pipeline:
             key = self.keys.train(build_key, role, student_spec, settings)
             validate = self.validator(strategy, task, splits or {}, roles) if settings.select_every else None
             model_dirs[role] = self.train(f"{run_name}-{role}" if len(roles) > 1 else run_name, student, rows, key,
-                                          settings, validate, strategy.objective())
+                                          settings, validate, self.objective(strategy))
             keys.append(key)
         return model_dirs, keys
+
+    def objective(self, strategy: Strategy) -> Any:
+        """The strategy's own loss, with the teacher's scorer bound when it scores new text during training."""
+        objective = strategy.objective()
+        if objective is not None and "scores" in objective.signals:
+            objective.scorer = self.teacher.scorer()
+        return objective
 
     def validator(self, strategy: Any, task: Any, splits: dict[str, list[Example]],
                   roles: Sequence[str]) -> Callable[[Any, Any], float]:

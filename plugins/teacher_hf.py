@@ -49,7 +49,11 @@ class HFTeacher(Teacher):
         return model_problems(self.config.model, "model")
 
     def signals(self) -> tuple[str, ...]:
-        return ("topk",) if self.config.top_logprobs else ()
+        """``topk`` with ``top_logprobs``; ``scores`` always (a local model scores new text during training)."""
+        return ("topk", "scores") if self.config.top_logprobs else ("scores",)
+
+    def scorer(self) -> "Scorer":
+        return Scorer(self.config.model, self.config.device)
 
     def vocabulary(self) -> str | None:
         return tokenizer_vocabulary(self.config.model)
@@ -146,6 +150,33 @@ class HFTeacher(Teacher):
         if hit is not None:
             self._usage.cached += 1
         return hit
+
+
+class Scorer:
+    """The teacher scoring text during training (on-policy distillation): its top-k next-token log-probabilities
+    at every position of given sequences, in one forward pass. Loaded on first use, on the training device."""
+
+    def __init__(self, model: str, device: str):
+        self.name, self.device, self.model = model, device, None
+        self.seconds = 0.0
+
+    def score(self, input_ids, attention_mask, k: int):
+        import time
+
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        started = time.perf_counter()
+        if self.model is None:
+            self.model = AutoModelForCausalLM.from_pretrained(self.name).to(input_ids.device).eval()
+        with torch.no_grad():
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+        values, indices = torch.log_softmax(logits, dim=-1).topk(k, dim=-1)
+        ids = torch.full_like(indices, -1)
+        logprobs = torch.full_like(values, float("-inf"))
+        ids[:, 1:], logprobs[:, 1:] = indices[:, :-1], values[:, :-1]  # position j: the prediction of token j
+        self.seconds += time.perf_counter() - started
+        return ids, logprobs
 
 
 def token_signals(ids, logits, k: int, eos: int | None) -> dict:

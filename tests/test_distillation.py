@@ -18,7 +18,7 @@ import torch
 
 from harness import TrainingContext, TrainingExample, TrainingSettings
 from harness.io import read_jsonl
-from harness_builtins.strategy_logit_kd import KDLoss, divergence
+from harness_builtins.strategy_distill import KDLoss, divergence
 from harness_builtins.student_transformers import Config as StudentConfig, TransformersStudent
 
 from .conftest import tiny_causal_lm
@@ -216,3 +216,78 @@ def test_top_k_entries_survive_kill_9_in_the_teach_stage(tmp_path, teacher_dir):
                 for s in row["samples"]]
     cached = [{k: v for k, v in value.items() if k != "text"} for value in before.values()]
     assert all(signals in replayed for signals in cached)
+
+
+def test_on_policy_samples_come_from_the_student_being_trained(tmp_path, teacher_dir):
+    """Every on-policy continuation is sampled by the model the Trainer is training (its weights change from
+    step to step and are not the teacher's), and the teacher scores exactly those tokens."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness_builtins.strategy_distill import OnPolicyConfig, OnPolicyLoss
+    from harness_builtins.teacher_hf import Scorer
+
+    tok = AutoTokenizer.from_pretrained(teacher_dir)
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
+
+    class Watched(OnPolicyLoss):
+        def __init__(self, config):
+            super().__init__(config)
+            self.seen = []  # (model, a snapshot of one weight, the prompts, the samples) per micro-batch
+
+        def prepare(self, model, batch):
+            out = super().prepare(model, batch)
+            if not self.seen:
+                self.first_samples = list(self.last_samples)
+            weight = next(model.parameters()).detach().clone()
+            self.seen.append((model, weight, out))
+            return out
+
+    objective = Watched(OnPolicyConfig(fraction=1.0, max_new_tokens=6, top_k=3, seed=1))
+    objective.scorer = Scorer(str(teacher_dir), "cpu")
+    info = _train(tmp_path, _rows(tok, TEXTS[:16]), objective, teacher_dir, "gkd")
+    assert info["objective"]["sampled_rows"] == 4 * 6 and info["objective"]["supervised_rows"] == 0
+    assert info["objective"]["sampled_tokens"] > 0 and info["objective"]["scoring_seconds"] > 0
+    models = {id(m) for m, _, _ in objective.seen}
+    assert len(models) == 1  # one model throughout: the one being trained
+    first, last = objective.seen[0][1], objective.seen[-1][1]
+    assert not torch.equal(first, last)  # its weights moved between the first and the last sampling
+    # (this student starts from the teacher's own initial weights: same seed and shape) and trains away from them
+    assert not torch.equal(last, next(teacher.parameters()))
+    # the batch the loss saw: the student's own continuations as targets, scored by the teacher at those tokens
+    model, _, batch = objective.seen[0]
+    labels, top = batch["labels"], batch["topk_ids"]
+    assert ((labels != -100) <= (top[..., 0] >= 0)).all()  # every target token has the teacher's top-k
+    sampled = [labels[i][labels[i] != -100].tolist() for i in range(labels.shape[0])]
+    assert sampled == objective_first_samples(objective)
+    with torch.no_grad():
+        ids, lps = Scorer(str(teacher_dir), "cpu").score(batch["input_ids"], batch["attention_mask"], 3)
+    assert torch.equal(ids, top[..., :3]) and torch.allclose(lps, batch["topk_logprobs"][..., :3])
+
+
+def objective_first_samples(objective):
+    """The continuations sampled for the first micro-batch, as recorded when they were sampled."""
+    return objective.first_samples
+
+
+def test_on_policy_runs_end_to_end_with_the_teacher_scoring(tmp_path, teacher_dir, cli):
+    recipe = _kd_recipe(tmp_path, teacher_dir, str(teacher_dir))
+    recipe.write_text(recipe.read_text().replace('kind = "logit_kd"\nfilter = false\nalpha = 0.5',
+                                                 'kind = "on_policy"\nfilter = false\nfraction = 0.5\n'
+                                                 'max_new_tokens = 8\nbeta = 0.5'))
+    result = cli("run", recipe)
+    assert result.code == 0, result.err
+    train = json.loads((tmp_path / "runs" / "kd" / "train-on_policy" / "done.json").read_text())["record"]
+    stats = train["objective"]
+    assert stats["sampled_rows"] > 0 and stats["supervised_rows"] > 0 and stats["sampled_tokens"] > 0
+    assert stats["sampling_seconds"] > 0 and stats["scoring_seconds"] > 0
+
+
+def test_an_encoder_decoder_student_is_refused_for_a_kd_strategy(tmp_path, teacher_dir, cli):
+    recipe = _kd_recipe(tmp_path, teacher_dir, str(teacher_dir))
+    recipe.write_text(recipe.read_text().replace(
+        'architecture = { model_type = "gpt2", n_layer = 1, n_embd = 32, n_head = 2, n_positions = 128 }',
+        'architecture = { model_type = "t5", d_model = 32, num_layers = 1, num_heads = 2, d_ff = 64, d_kv = 16 }'))
+    result = cli("validate", recipe)
+    assert result.code == 2
+    assert ("student[0].architecture: 't5' is an encoder-decoder model; a strategy with its own objective "
+            "(token-level distillation) needs a decoder-only student") in result.err

@@ -229,6 +229,7 @@ class TransformersStudent(Student):
             "batch": {"per_device": settings.per_device_batch(), "accumulation": settings.accumulation(),
                       "total": settings.batch_size},
             **({"selection": selection.summary()} if selection else {}),
+            **({"objective": dict(context.objective.stats())} if context.objective is not None else {}),
         }
 
     def _save(self, trainer, out_dir: Path, chosen: Path | None) -> None:

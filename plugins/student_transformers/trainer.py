@@ -110,6 +110,15 @@ def weighted_trainer():
             signals = {k: inputs.pop(k) for k in ("topk_ids", "topk_logprobs") if k in inputs}
             if self.objective is not None:
                 inputs.pop("weights", None)
+                before = inputs["labels"]
+                prepared = self.objective.prepare(model, {**inputs, **signals})  # on-policy: may replace rows
+                signals = {k: prepared[k] for k in ("topk_ids", "topk_logprobs") if k in prepared}
+                inputs = {k: v for k, v in prepared.items() if k not in signals}
+                if inputs["labels"] is not before and num_items_in_batch is not None:
+                    # the rows changed, so the Trainer's count of target tokens no longer holds: count this
+                    # micro-batch's, as if the others of the accumulated batch were the same size
+                    own = (inputs["labels"][:, 1:] != -100).sum()
+                    num_items_in_batch = own * self.args.gradient_accumulation_steps
                 # outputs.loss is the cross-entropy exactly as the default objective computes it (summed over the
                 # target tokens of the whole accumulated batch and divided by their number, num_items_in_batch)
                 counted = num_items_in_batch is not None and self.model_accepts_loss_kwargs

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from harness import Strategy, TrainingExample, hookimpl
+from harness import Objective, Strategy, TrainingExample, hookimpl
 from harness.answers import extract, passes_filter
 from harness.generation import generation_lm, sample_generate
 
@@ -16,6 +16,8 @@ class Config:
     temperature: float = 0.7
     filter: bool = True
     max_new_tokens: int = 96
+    label_smoothing: float = 0.0
+    """epsilon > 0 trains with label smoothing: a loss plugged into the student from this package."""
 
     def check(self) -> list[tuple[str, str]]:
         problems = []
@@ -23,6 +25,8 @@ class Config:
             problems.append(("k", "must be at least 1"))
         if self.temperature <= 0:
             problems.append(("temperature", "must be positive (sampling)"))
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(("label_smoothing", "must be in [0, 1)"))
         return problems
 
 
@@ -57,6 +61,9 @@ class SelfConsistency(Strategy):
         return [TrainingExample(e.id, self.prompt(e), f" {g.generation.rationale.strip()} --> {e.answer}")
                 for e in examples for g in generations.get(e.id, ()) if passes_filter(g, self.config.filter)]
 
+    def objective(self):
+        return LabelSmoothing(self.config.label_smoothing) if self.config.label_smoothing else None
+
     def lm_eval_model(self, models, batch_size, task):
         model, tokenizer = models[""]
         c = self.config
@@ -67,6 +74,22 @@ class SelfConsistency(Strategy):
             return [vote(texts, task.answer) for texts in samples]
 
         return generation_lm(answer, "self-consistency")
+
+
+class LabelSmoothing(Objective):
+    """(1 - eps) * cross-entropy + eps * the mean negative log-probability over the whole vocabulary, per target
+    token (Szegedy et al. 2016)."""
+
+    def __init__(self, epsilon: float):
+        self.epsilon = epsilon
+
+    def loss(self, outputs, labels, batch):
+        import torch
+
+        logprobs = torch.log_softmax(outputs.logits[:, :-1].float(), dim=-1)
+        mask = labels[:, 1:] != -100
+        uniform = -(logprobs.mean(-1) * mask).sum() / batch["num_items"]
+        return (1 - self.epsilon) * outputs.loss + self.epsilon * uniform
 
 
 @hookimpl

@@ -35,3 +35,20 @@ def test_runs_end_to_end_through_the_harness(tmp_path):
         assert main(["run", str(recipe)]) == 0
     summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
     assert summary["self_consistency"]["n"] == 8
+
+
+def test_label_smoothing_is_a_loss_plugged_in_from_this_package():
+    import math
+    from types import SimpleNamespace
+
+    import torch
+
+    from harness_self_consistency import LabelSmoothing
+
+    assert SelfConsistency(Config()).objective() is None  # cross-entropy unless asked
+    logits = torch.tensor([[[1.0, 2.0, 0.0], [0.0, 0.0, 0.0]]])
+    labels = torch.tensor([[-100, 1]])
+    outputs = SimpleNamespace(logits=logits, loss=torch.tensor(0.4))
+    loss = LabelSmoothing(0.1).loss(outputs, labels, {"num_items": 1})
+    uniform = -float(torch.log_softmax(logits[0, 0], -1).mean())
+    assert math.isclose(float(loss), 0.9 * 0.4 + 0.1 * uniform, rel_tol=1e-6)
