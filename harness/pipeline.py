@@ -23,7 +23,7 @@ from harness import answers, io, rundir
 from harness.components import Strategy, Student, Teacher
 from harness.data import split_overlap
 from harness.errors import BadInputError, RecipeError, RunError, is_out_of_memory
-from harness.evaluate import hf_lm, make_validator, run_lm_eval, task_name, write_task
+from harness.evaluate import hf_lm, run_lm_eval, task_name, write_task
 from harness.generation import max_positions
 from harness.memory import peak_memory, reset_peak_memory
 from harness.plugins import Registry
@@ -31,7 +31,7 @@ from harness.recipe import ComponentSpec, Recipe
 from harness.io import read_jsonl, write_jsonl
 from harness.rundir import RunDir
 from harness.stages import (Keys, file_digest, make_component, preflight_problems, provenance,
-                            signal_bytes_per_token, usable_generations, validation_sample)
+                            selection_validator, signal_bytes_per_token, usable_generations)
 from harness.types import Example, GradedGeneration, TrainingContext, TrainingSettings
 from harness.ui import UI
 
@@ -258,17 +258,7 @@ class Pipeline:
     def validator(self, strategy: Any, task: Any, splits: dict[str, list[Example]],
                   roles: Sequence[str]) -> Callable[[Any, Any], float]:
         """Model selection's score: accuracy on a seeded sample of the validation split (never test)."""
-        if len(roles) > 1 or strategy.multi_call:
-            raise BadInputError("training.select_every: this strategy answers through several generate calls or "
-                                "models; model selection scores single-model strategies. Set "
-                                "training.select_every = 0 for it")
-        if not splits.get("validation"):
-            raise BadInputError("training.select_every: the task has no validation split to select on; set "
-                                "training.select_every = 0 or use a task with one")
-        t = self.recipe.training
-        sample = validation_sample(splits["validation"], t.select_examples, t.seed)
-        return make_validator(strategy, task, sample, strategy.max_gen_toks(self.recipe.evaluation.max_gen_toks),
-                              self.recipe.evaluation.batch_size)
+        return selection_validator(self.recipe, strategy, task, splits, roles)
 
     def train(self, run_name: str, student: Any, rows: list, key: str, settings: TrainingSettings,
               validate: Callable[[Any, Any], float] | None = None, objective: Any = None) -> Path:

@@ -145,6 +145,25 @@ def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Stu
     return out
 
 
+def selection_validator(recipe: Recipe, strategy: Strategy, task: Any, splits: dict[str, list[Example]],
+                        roles: Sequence[str]) -> Any:
+    """Model selection's score: accuracy on a seeded sample of the validation split (never test)."""
+    from harness.errors import BadInputError
+    from harness.evaluate import make_validator
+
+    if len(roles) > 1 or strategy.multi_call:
+        raise BadInputError("training.select_every: this strategy answers through several generate calls or "
+                            "models; model selection scores single-model strategies. Set "
+                            "training.select_every = 0 for it")
+    if not splits.get("validation"):
+        raise BadInputError("training.select_every: the task has no validation split to select on; set "
+                            "training.select_every = 0 or use a task with one")
+    t = recipe.training
+    sample = validation_sample(splits["validation"], t.select_examples, t.seed)
+    return make_validator(strategy, task, sample, strategy.max_gen_toks(recipe.evaluation.max_gen_toks),
+                          recipe.evaluation.batch_size)
+
+
 def provenance(recipe: Recipe, manifest: dict[str, Any], run_name: str, eval_key: str,
                train_records: list[dict[str, Any]], teacher_report: dict[str, Any],
                teacher_usage: dict[str, Any], hub_dataset: str | None) -> dict[str, Any]:

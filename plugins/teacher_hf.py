@@ -131,9 +131,10 @@ class HFTeacher(Teacher):
             new = generated.sequences[:, enc["input_ids"].shape[1]:]
             records = [{"text": t} for t in self._tok.batch_decode(new, skip_special_tokens=True)]
             if top:
+                logprobs = torch.log_softmax(torch.stack(generated.logits, dim=1).float(), dim=-1)
+                values, indices = logprobs.topk(top, dim=-1)  # [rows, steps, k], once for the whole batch
                 for row, record in enumerate(records):
-                    record.update(token_signals(new[row], [step[row] for step in generated.logits], top,
-                                                self._tok.eos_token_id))
+                    record.update(token_signals(new[row], indices[row], values[row], self._tok.eos_token_id))
             if not sampling:
                 records = [r for r in records for _ in range(n)]
             self._usage.requests += len(chunk)
@@ -179,22 +180,14 @@ class Scorer:
         return ids, logprobs
 
 
-def token_signals(ids, logits, k: int, eos: int | None) -> dict:
+def token_signals(ids, top_ids, top_logprobs, eos: int | None) -> dict:
     """One generated sequence's tokens up to and including EOS (``target_ids``), and at each of them the teacher's
     k most likely tokens with their log-probabilities at temperature 1 (``topk_ids``, ``topk_logprobs``, 4
-    decimals: about 100 bytes a token in JSON for k = 8)."""
-    import torch
-
-    target, top_ids, top_lps = [], [], []
-    for position, token in enumerate(ids.tolist()):  # rows that stopped earlier are padded after their EOS
-        logprobs = torch.log_softmax(logits[position].float(), dim=-1)
-        values, indices = logprobs.topk(k)
-        target.append(int(token))
-        top_ids.append([int(x) for x in indices.tolist()])
-        top_lps.append([round(float(x), 4) for x in values.tolist()])
-        if token == eos:
-            break
-    return {"target_ids": target, "topk_ids": top_ids, "topk_logprobs": top_lps}
+    decimals: about 100 bytes a token in JSON for k = 8). Rows that stopped early are padded after their EOS."""
+    tokens = ids.tolist()
+    end = tokens.index(eos) + 1 if eos is not None and eos in tokens else len(tokens)
+    return {"target_ids": tokens[:end], "topk_ids": top_ids[:end].tolist(),
+            "topk_logprobs": [[round(x, 4) for x in row] for row in top_logprobs[:end].tolist()]}
 
 
 @hookimpl

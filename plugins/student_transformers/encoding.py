@@ -71,9 +71,12 @@ def encode(tokenizer, examples: Sequence[TrainingExample], max_length: int,
             ids, labels = (ids + [eos])[:max_length], (labels + [eos])[:max_length]
         row: dict = {"input_ids": ids, "labels": labels, **({"weight": e.weight} if weighted else {})}
         if "topk_ids" in signals and not encoder_decoder:  # aligned with the target tokens, after the prompt
-            pad = len(p)
-            row["topk_ids"] = ([None] * pad + list(signals["topk_ids"]))[:len(ids)]
-            row["topk_logprobs"] = ([None] * pad + list(signals["topk_logprobs"]))[:len(ids)]
+            k = max(len(x) for x in signals["topk_ids"]) if signals["topk_ids"] else 1
+            none_ids, none_lps = [-1] * k, [float("-inf")] * k
+            row["topk_ids"] = ([none_ids] * len(p) + [list(x) + none_ids[len(x):] for x in signals["topk_ids"]]
+                               )[:len(ids)]
+            row["topk_logprobs"] = ([none_lps] * len(p) + [list(x) + none_lps[len(x):]
+                                                            for x in signals["topk_logprobs"]])[:len(ids)]
         rows.append(row)
     return rows
 
@@ -86,18 +89,17 @@ def useful_tokens(row: dict[str, list[int]]) -> int:
 
 def topk_tensors(rows: list[dict], width: int) -> dict:
     """``topk_ids`` [batch, width, k] (-1 where a position has none) and ``topk_logprobs`` [batch, width, k]
-    (-inf there), from each row's per-position lists (None for positions without a teacher signal)."""
+    (-inf there), from each row's per-position lists (``encode`` fills the positions without a signal)."""
     import torch
 
-    k = max((len(x) for r in rows for x in r.get("topk_ids", ()) if x), default=1)
-    ids = torch.full((len(rows), width, k), -1, dtype=torch.long)
-    logprobs = torch.full((len(rows), width, k), float("-inf"), dtype=torch.float32)
-    for i, r in enumerate(rows):
-        for j, (tok, lp) in enumerate(zip(r.get("topk_ids", ()), r.get("topk_logprobs", ()))):
-            if tok:
-                ids[i, j, :len(tok)] = torch.tensor(tok, dtype=torch.long)
-                logprobs[i, j, :len(lp)] = torch.tensor(lp, dtype=torch.float32)
-    return {"topk_ids": ids, "topk_logprobs": logprobs}
+    k = max((len(r["topk_ids"][0]) for r in rows if r.get("topk_ids")), default=1)
+    none_ids, none_lps = [-1] * k, [float("-inf")] * k
+    ids, lps = [], []
+    for r in rows:
+        tid, tlp = r.get("topk_ids") or [], r.get("topk_logprobs") or []
+        ids.append([x[:k] + none_ids[len(x):] for x in tid] + [none_ids] * (width - len(tid)))
+        lps.append([x[:k] + none_lps[len(x):] for x in tlp] + [none_lps] * (width - len(tlp)))
+    return {"topk_ids": torch.tensor(ids, dtype=torch.long), "topk_logprobs": torch.tensor(lps, dtype=torch.float32)}
 
 
 class Collator:

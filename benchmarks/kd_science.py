@@ -1,0 +1,172 @@
+"""Offline science with a language-model teacher: does logit-level or on-policy distillation beat Fine-tune-CoT at
+an equal token budget, and does a student surpass its teacher?
+
+1. The teacher: a from-scratch GPT-2 about 4x the quickstart student (4 layers, width 256), trained with
+   Fine-tune-CoT on the program teacher's rationales in all three phrasings (diverse reasoning, D = 3), and
+   deliberately not to convergence, so that it errs and a student has room to surpass it. Its greedy test
+   accuracy comes from its own evaluation.
+2. One teach pass with that model through the ``hf`` teacher: 4 samples per training question at temperature
+   1.0, in the student's format, with the top-8 log-probabilities of every token (one cache serves every
+   strategy). The filter stage reports its sampled accuracy and how many samples pass.
+3. Students of the quickstart's size (0.85M, the teacher's tokenizer), each trained on the same budget of
+   training tokens, several seeds: vanilla, Fine-tune-CoT on the teacher's samples (D = 1 and D = 4, filtered),
+   ``logit_kd`` (alpha 0.5, forward KL, D = 1) and ``on_policy`` (half of each batch sampled by the student,
+   JSD beta 0.5). Scored by lm-eval on the same 300 test problems; accuracy by number of steps too.
+
+    python benchmarks/kd_science.py [--seeds 0 1 2] [--budget-tokens 1000000] [--quick]
+                                    [--workdir runs/kd_science] [--out results/kd_science]
+
+``--quick`` (one seed, small sizes: a few minutes) checks the whole path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from science_check import by_steps  # noqa: E402
+
+STUDENT = {"model_type": "gpt2", "n_layer": 4, "n_embd": 128, "n_head": 4, "n_positions": 256,
+           "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+TEACHER = {**STUDENT, "n_embd": 256, "n_head": 8}
+STRATEGIES = [
+    {"kind": "vanilla"},
+    {"kind": "fine_tune_cot", "name": "ftc_D1", "max_samples": 1},
+    {"kind": "diverse_reasoning", "name": "ftc_D4", "samples": 4},
+    {"kind": "logit_kd", "max_samples": 1, "alpha": 0.5},
+    {"kind": "on_policy", "max_samples": 1, "fraction": 0.5, "beta": 0.5, "max_new_tokens": 64},
+]
+
+
+def run(recipe: dict, name: str) -> tuple[dict, Path]:
+    from harness.pipeline import Pipeline
+    from harness.plugins import load_registry
+    from harness.recipe import recipe_from_dict
+
+    registry = load_registry()
+    r = recipe_from_dict(recipe, Path(f"{name}.toml"), registry)
+    return Pipeline(r, registry).run(), Path(recipe["run"]["output_dir"]) / name
+
+
+def teacher_recipe(work: Path, steps: int, train_size: int) -> dict:
+    return {
+        "run": {"name": "kd_teacher", "seed": 0, "output_dir": str(work)},
+        "task": {"kind": "synthetic_arithmetic", "train_size": train_size, "validation_size": 200, "test_size": 300},
+        "teacher": {"kind": "program", "samples": 3, "temperature": 1.0},
+        "strategy": [{"kind": "diverse_reasoning", "name": "teacher", "samples": 3}],
+        "student": [{"kind": "transformers", "name": "gpt2-4x", "tokenizer": "word", "architecture": TEACHER}],
+        "training": {"max_steps": steps, "batch_size": 32, "learning_rate": 2e-3, "threads": 2},
+        "evaluation": {"batch_size": 100, "max_gen_toks": 96},
+        "sink": [{"kind": "local", "dir": str(work / "results")}],
+    }
+
+
+def student_recipe(work: Path, seed: int, teacher_dir: Path, budget: int, train_size: int,
+                   strategies: list[dict]) -> dict:
+    return {
+        "run": {"name": f"kd_seed{seed}", "seed": seed, "output_dir": str(work)},
+        "task": {"kind": "synthetic_arithmetic", "train_size": train_size, "validation_size": 200, "test_size": 300},
+        "teacher": {"kind": "hf", "model": str(teacher_dir), "prompt": "fine_tune_cot", "samples": 4,
+                    "temperature": 1.0, "top_logprobs": 8, "max_tokens": 96, "batch_size": 32, "seed": 0,
+                    "cache_dir": str(work / "cache")},
+        "strategy": strategies,
+        "student": [{"kind": "transformers", "name": "gpt2-0.85M", "tokenizer": str(teacher_dir),
+                     "architecture": STUDENT}],
+        "training": {"max_tokens": budget, "batch_size": 16, "learning_rate": 2e-3, "threads": 2},
+        "evaluation": {"batch_size": 100, "max_gen_toks": 96},
+        "sink": [{"kind": "local", "dir": str(work / "results")}],
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--budget-tokens", type=int, default=1_000_000)
+    p.add_argument("--teacher-steps", type=int, default=1200)
+    p.add_argument("--train-size", type=int, default=4000, help="the students' training questions")
+    p.add_argument("--quick", action="store_true", help="one seed, small sizes: checks the path in minutes")
+    p.add_argument("--workdir", default=str(REPO / "runs" / "kd_science"))
+    p.add_argument("--out", default=str(REPO / "results" / "kd_science"))
+    args = p.parse_args()
+    if args.quick:
+        args.seeds, args.budget_tokens, args.teacher_steps, args.train_size = [0], 60_000, 150, 300
+    work = Path(args.workdir)
+    started = time.perf_counter()
+
+    teacher_results, teacher_run = run(teacher_recipe(work, args.teacher_steps, max(args.train_size, 20000)
+                                                      if not args.quick else 2000), "kd_teacher")
+    teacher_dir = teacher_run / "train-teacher" / "model"
+    teacher_greedy = teacher_results["teacher"]["acc"]
+    teacher_params = json.loads((teacher_run / "train-teacher" / "done.json").read_text())["record"]["parameters"]
+    print(f"teacher: {teacher_params:,} parameters, greedy test accuracy {100 * teacher_greedy:.1f}%", flush=True)
+
+    per_seed: dict[str, list[dict]] = {}
+    report: dict = {}
+    for seed in args.seeds:
+        results, run_dir = run(student_recipe(work, seed, teacher_dir, args.budget_tokens, args.train_size,
+                                              STRATEGIES), f"kd_seed{seed}")
+        if not report:
+            report = json.loads((run_dir / "filter" / "teacher_report.json").read_text())
+        for name, m in results.items():
+            done = json.loads((run_dir / f"train-{name}" / "done.json").read_text())
+            rec = done["record"]
+            per_seed.setdefault(name, []).append({
+                "seed": seed, "acc": m["acc"], "by_steps": by_steps(run_dir, name), "train_seconds": done["seconds"],
+                "train_tokens": rec["tokens"], "steps": rec["steps"], **({"objective": rec["objective"]}
+                                                                        if "objective" in rec else {})})
+        print(f"seed {seed}: " + ", ".join(f"{n} {100 * m['acc']:.1f}%" for n, m in results.items()), flush=True)
+
+    summary = {}
+    for name, runs in per_seed.items():
+        accs = [100 * r["acc"] for r in runs]
+        steps_keys = sorted({k for r in runs for k in r["by_steps"]})
+        summary[name] = {"mean": round(statistics.fmean(accs), 1),
+                         "sd": round(statistics.stdev(accs), 1) if len(accs) > 1 else None,
+                         "per_seed": [round(a, 1) for a in accs],
+                         "by_steps": {k: round(100 * statistics.fmean(r["by_steps"].get(k, 0) for r in runs), 1)
+                                      for k in steps_keys},
+                         "surpasses_teacher_in_seeds": sum(a > 100 * teacher_greedy for a in accs)}
+    best_ftc = max(summary["ftc_D1"]["mean"], summary["ftc_D4"]["mean"])
+    answers = {
+        "logit_kd_beats_fine_tune_cot": summary["logit_kd"]["mean"] > best_ftc,
+        "on_policy_helps_over_logit_kd": summary["on_policy"]["mean"] > summary["logit_kd"]["mean"],
+        "a_student_surpasses_its_teacher": any(s["mean"] > 100 * teacher_greedy for s in summary.values()),
+        "diverse_sampling_helps": summary["ftc_D4"]["mean"] > summary["ftc_D1"]["mean"],
+    }
+    out = {"teacher": {"parameters": teacher_params, "architecture": TEACHER, "steps": args.teacher_steps,
+                       "greedy_test_accuracy": round(100 * teacher_greedy, 1),
+                       "sampled_train_accuracy": round(100 * report.get("sample_accuracy", 0), 1),
+                       "samples": report.get("samples"), "samples_passing_filter": report.get("correct_samples"),
+                       "questions_without_correct_sample": report.get("questions_without_correct")},
+           "budget_tokens": args.budget_tokens, "train_questions": args.train_size, "seeds": args.seeds,
+           "strategies": STRATEGIES, "summary": summary, "runs": per_seed, "answers": answers,
+           "minutes": round((time.perf_counter() - started) / 60, 1)}
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
+    lines = [f"Teacher: {teacher_params:,}-parameter GPT-2, greedy test accuracy {out['teacher']['greedy_test_accuracy']}%"
+             f", sampled (T = 1.0) train accuracy {out['teacher']['sampled_train_accuracy']}% "
+             f"({report.get('correct_samples')}/{report.get('samples')} samples pass the filter).", "",
+             f"| strategy | test accuracy (mean ± sd, {len(args.seeds)} seeds) | per seed | "
+             + " | ".join(f"{k} steps" for k in sorted(summary["vanilla"]["by_steps"])) + " |",
+             "|---|---|---|" + "---|" * len(summary["vanilla"]["by_steps"])]
+    for name, s in summary.items():
+        sd = f" ± {s['sd']}" if s["sd"] is not None else ""
+        lines.append(f"| {name} | **{s['mean']}**{sd} | {' / '.join(map(str, s['per_seed']))} | "
+                     + " | ".join(str(v) for v in s["by_steps"].values()) + " |")
+    lines += ["", f"{out['minutes']} minutes on this machine; budget {args.budget_tokens:,} training tokens per "
+                  "student. Answers: " + json.dumps(answers)]
+    out_path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
