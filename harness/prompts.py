@@ -154,6 +154,13 @@ def check_options(config: object, at_least_one: tuple[str, ...]) -> list[tuple[s
     if prompt == "few_shot_cot" and not (getattr(config, "few_shot_file") and getattr(config, "few_shot_key")):
         problems.append(("few_shot_file", "few_shot_cot needs few_shot_file and few_shot_key"))
     problems += [(key, "must be at least 1") for key in at_least_one if getattr(config, key) < 1]
+    top = getattr(config, "top_logprobs")
+    if top < 0:
+        problems.append(("top_logprobs", "must be 0 (off) or more"))
+    if top and prompt != "fine_tune_cot":
+        problems.append(("top_logprobs", "records the teacher's tokens for the student to learn one by one, so the "
+                                         "teacher must write in the student's format: set prompt = "
+                                         "\"fine_tune_cot\""))
     return problems
 
 
@@ -172,5 +179,9 @@ class PromptOptions:
     samples: int = 1
     """Rationales per question (diverse reasoning), each with a stable sample index."""
     temperature: float = 0.0
+    top_logprobs: int = 0
+    """k > 0: record, for every generated token, the teacher's k most likely tokens and their log-probabilities
+    beside the text, in the same cache entry (``Generation.meta["signals"]``), for token-level distillation.
+    Needs ``prompt = "fine_tune_cot"``: the teacher then writes in the student's own format."""
     max_tokens: int = 128
     answer_max_tokens: int = 32

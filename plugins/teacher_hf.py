@@ -19,20 +19,9 @@ class Config(prompts.PromptOptions):
     device: str = "auto"
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:1``..."""
     cache_dir: str = ""
-    top_logprobs: int = 0
-    """k > 0: record, for every generated token, the teacher's k most likely tokens and their log-probabilities
-    (``Generation.meta["signals"]``, in the same cache entry as the text), for token-level distillation. Needs
-    ``prompt = "fine_tune_cot"``: the teacher then writes in the student's own format."""
 
     def check(self) -> list[tuple[str, str]]:
-        problems = prompts.check_options(self, ("samples", "batch_size", "max_tokens", "answer_max_tokens"))
-        if self.top_logprobs < 0:
-            problems.append(("top_logprobs", "must be 0 (off) or more"))
-        if self.top_logprobs and self.prompt != "fine_tune_cot":
-            problems.append(("top_logprobs", "records the teacher's tokens for the student to learn one by one, so "
-                                             "the teacher must write in the student's format: set prompt = "
-                                             "\"fine_tune_cot\""))
-        return problems
+        return prompts.check_options(self, ("samples", "batch_size", "max_tokens", "answer_max_tokens"))
 
 
 class HFTeacher(Teacher):

@@ -26,6 +26,7 @@ from harness import BadInputError, Example, Generation, Teacher, TeacherUsage, h
 from harness import prompts, secrets
 from harness.cache import JsonlCache, content_key, default_cache_dir
 from harness.errors import RunError
+from harness.models import tokenizer_vocabulary
 
 
 
@@ -50,6 +51,10 @@ class Config(prompts.PromptOptions):
     price_per_million_input: float = 0.0
     price_per_million_output: float = 0.0
     extra_body: dict[str, Any] = field(default_factory=dict)
+    tokenizer: str = ""
+    """The served model's tokenizer (folder or hub id). Needed with ``top_logprobs``: it maps the server's tokens to
+    ids (vLLM gives ids itself: ``return_tokens_as_token_ids`` is asked for), gives the EOS id, and lets the
+    harness check that the student shares the vocabulary."""
 
     def check(self) -> list[tuple[str, str]]:
         problems = []
@@ -68,6 +73,9 @@ class Config(prompts.PromptOptions):
                                          "key in the environment variable named by api_key_env"))
         problems += [(path, "looks like a secret: keys never go in a recipe; put it in the environment variable "
                             "named by api_key_env") for path in secrets.secret_keys(self.extra_body, "extra_body")]
+        if self.top_logprobs and not self.tokenizer:
+            problems.append(("tokenizer", "top_logprobs needs the served model's tokenizer (its folder or hub id) "
+                                          "to map the server's tokens to ids"))
         return problems
 
 
@@ -84,6 +92,7 @@ class OpenAITeacher(Teacher):
             secrets.register(os.environ.get(config.api_key_env))  # never written anywhere from now on
         self._usage = TeacherUsage()
         self._exemplars = ""
+        self._tok = None
 
     # Public: the batch interface ---------------------------------------------------------------------------
 
@@ -96,6 +105,12 @@ class OpenAITeacher(Teacher):
             content_key(base_url=c.base_url, model=c.model)[:16] + ".jsonl")
         with JsonlCache(cache_path) as cache:
             return asyncio.run(self._generate_all(examples, trigger, cache, progress))
+
+    def signals(self) -> tuple[str, ...]:
+        return ("topk",) if self.config.top_logprobs else ()
+
+    def vocabulary(self) -> str | None:
+        return tokenizer_vocabulary(self.config.tokenizer) if self.config.tokenizer else None
 
     def usage(self) -> TeacherUsage:
         u, c = self._usage, self.config
@@ -128,42 +143,47 @@ class OpenAITeacher(Teacher):
     async def _example(self, example: Example, trigger: str, progress) -> list[Generation]:
         c = self.config
         prompt = prompts.first_prompt(c.prompt, example.question, self._exemplars)
-        first = await self._samples(prompt, c.samples, c.temperature, c.max_tokens)
-        out = await asyncio.gather(*(self._finish(example, i, text, trigger) for i, text in enumerate(first)))
+        first = await self._samples(prompt, c.samples, c.temperature, c.max_tokens, c.top_logprobs)
+        out = await asyncio.gather(*(self._finish(example, i, r, trigger) for i, r in enumerate(first)))
         progress(1)
         return list(out)
 
-    async def _finish(self, example: Example, index: int, text: str | Exception, trigger: str) -> Generation:
-        if isinstance(text, Exception):
-            return Generation(example.id, index, "", "", meta={"error": str(text)})
+    async def _finish(self, example: Example, index: int, record: dict | Exception, trigger: str) -> Generation:
+        if isinstance(record, Exception):
+            return Generation(example.id, index, "", "", meta={"error": str(record)})
+        text = record["text"]
+        signals = {k: v for k, v in record.items() if k != "text"}
         rationale, answer, steps = prompts.parse_first(self.config.prompt, text)
         if answer is None:  # Zero-shot-CoT stage 2: ask for the answer after the task's trigger
             stage2 = prompts.zero_shot_stage2(example.question, text, trigger)
             (reply,) = await self._samples(stage2, 1, 0.0, self.config.answer_max_tokens)
             if isinstance(reply, Exception):
                 return Generation(example.id, index, rationale, "", meta={"error": str(reply)})
-            answer = reply.strip()
-        return Generation(example.id, index, rationale, answer, steps=steps)
+            answer = reply["text"].strip()
+        return Generation(example.id, index, rationale, answer, steps=steps,
+                          meta={"signals": signals} if signals else {})
 
     # Requests: cache, n / separate samples, retries ---------------------------------------------------------
 
-    def _key(self, prompt: str, temperature: float, max_tokens: int, index: int) -> str:
+    def _key(self, prompt: str, temperature: float, max_tokens: int, index: int, top: int = 0) -> str:
         c = self.config
+        extra = {"top_logprobs": top} if top else {}  # caches written without top-k stay valid
         return content_key(base_url=c.base_url, endpoint=c.endpoint, model=c.model, prompt=prompt,
                            temperature=temperature, max_tokens=max_tokens, stop=list(c.stop), seed=c.seed,
-                           extra_body=c.extra_body, sample_index=index)
+                           extra_body=c.extra_body, sample_index=index, **extra)
 
-    async def _samples(self, prompt: str, n: int, temperature: float, max_tokens: int) -> list[str | Exception]:
+    async def _samples(self, prompt: str, n: int, temperature: float, max_tokens: int,
+                       top: int = 0) -> list[dict | Exception]:
         """``n`` completions of ``prompt`` (sample indices 0..n-1): from the cache, from a request already in
         flight for the same key (never sent twice), else asked for, all missing ones in one ``n`` request when
         the server allows, separately for any it did not return."""
-        keys = [self._key(prompt, temperature, max_tokens, i) for i in range(n)]
+        keys = [self._key(prompt, temperature, max_tokens, i, top) for i in range(n)]
         out: list[str | Exception | None] = [None] * n
         waiting: dict[int, asyncio.Future] = {}
         for i, k in enumerate(keys):
             hit = self._cache.get(k)
             if hit is not None:
-                out[i] = hit["text"]
+                out[i] = hit
                 self._usage.cached += 1
             elif k in self._inflight:
                 waiting[i] = self._inflight[k]
@@ -175,21 +195,21 @@ class OpenAITeacher(Teacher):
         try:
             missing = mine
             if len(missing) > 1 and self.config.use_n:
-                texts = await self._request(prompt, len(missing), temperature, max_tokens)
-                if not isinstance(texts, Exception):
-                    for i, text in zip(missing, texts):
-                        self._cache.put(keys[i], {"text": text})
-                        out[i] = text
+                records = await self._request(prompt, len(missing), temperature, max_tokens, 0, top)
+                if not isinstance(records, Exception):
+                    for i, record in zip(missing, records):
+                        self._cache.put(keys[i], record)
+                        out[i] = record
                 missing = [i for i in mine if out[i] is None]  # fewer choices than asked: ask separately
-            results = await asyncio.gather(*(self._request(prompt, 1, temperature, max_tokens, i)
+            results = await asyncio.gather(*(self._request(prompt, 1, temperature, max_tokens, i, top)
                                              for i in missing))
-            for i, texts in zip(missing, results):
-                if isinstance(texts, Exception):
-                    out[i] = texts
+            for i, records in zip(missing, results):
+                if isinstance(records, Exception):
+                    out[i] = records
                     self._usage.failed += 1
                 else:
-                    self._cache.put(keys[i], {"text": texts[0]})
-                    out[i] = texts[0]
+                    self._cache.put(keys[i], records[0])
+                    out[i] = records[0]
         finally:
             for i, f in futures.items():  # whoever waits on these gets the same outcome
                 self._inflight.pop(keys[i], None)
@@ -200,12 +220,16 @@ class OpenAITeacher(Teacher):
         return out  # type: ignore[return-value]
 
     async def _request(self, prompt: str, n: int, temperature: float, max_tokens: int,
-                       index: int = 0) -> list[str] | Exception:
+                       index: int = 0, top: int = 0) -> list[dict] | Exception:
         import openai
 
         c = self.config
-        params: dict[str, Any] = {"model": c.model, "n": n, "temperature": temperature, "max_tokens": max_tokens,
-                                  "extra_body": c.extra_body or None}
+        extra_body = dict(c.extra_body)
+        params: dict[str, Any] = {"model": c.model, "n": n, "temperature": temperature, "max_tokens": max_tokens}
+        if top:  # the top-k of every generated token; vLLM then names tokens by id ("token_id:42")
+            extra_body["return_tokens_as_token_ids"] = True
+            params.update({"logprobs": True, "top_logprobs": top} if c.endpoint == "chat" else {"logprobs": top})
+        params["extra_body"] = extra_body or None
         if c.stop:
             params["stop"] = list(c.stop)
         if c.seed is not None:
@@ -227,16 +251,61 @@ class OpenAITeacher(Teacher):
                         texts = [ch.text for ch in r.choices]
                 if not texts or any(not isinstance(t, str) for t in texts):
                     raise ValueError("response has no completion text")
+                records = [{"text": t} for t in texts]
+                if top:
+                    for record, choice in zip(records, r.choices):
+                        record.update(self._signals(choice, top))
                 if r.usage is not None:
                     self._usage.input_tokens += r.usage.prompt_tokens or 0
                     self._usage.output_tokens += r.usage.completion_tokens or 0
-                return texts
+                return records
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError,
                     openai.BadRequestError, openai.UnprocessableEntityError) as exc:
                 raise Fatal(f"{type(exc).__name__} from {c.base_url} (model {c.model}): {_message(exc)}") from None
             except (openai.APIError, ValueError, KeyError, TypeError) as exc:
                 last = exc  # 429, 5xx, timeouts, dropped connections, malformed bodies: retry
         return RunError(f"gave up after {c.max_attempts} attempts: {type(last).__name__}: {_message(last)}")
+
+    def _signals(self, choice: Any, k: int) -> dict:
+        """The choice's tokens and top-k log-probabilities as ids (EOS appended when the model stopped on it)."""
+        c = self.config
+        steps: list[tuple[str, list[tuple[str, float]]]] = []
+        logprobs = getattr(choice, "logprobs", None)
+        if c.endpoint == "chat" and logprobs is not None and logprobs.content:
+            steps = [(t.token, [(x.token, x.logprob) for x in (t.top_logprobs or [])]) for t in logprobs.content]
+        elif c.endpoint != "chat" and logprobs is not None and logprobs.tokens and logprobs.top_logprobs:
+            steps = [(token, sorted((top or {}).items(), key=lambda kv: -kv[1]))
+                     for token, top in zip(logprobs.tokens, logprobs.top_logprobs)]
+        if not steps or not all(top for _, top in steps):
+            raise Fatal(f"teacher.top_logprobs: {c.base_url} (model {c.model}) returned no top log-probabilities; "
+                        f"the server must support logprobs (vLLM, llama.cpp and OpenAI do), or set "
+                        f"top_logprobs = 0")
+        tok = self._tokenizer()
+        ids = [self._token_id(t, tok) for t, _ in steps]
+        top_ids = [[self._token_id(t, tok) for t, _ in top[:k]] for _, top in steps]
+        top_lps = [[round(float(lp), 4) for _, lp in top[:k]] for _, top in steps]
+        eos = tok.eos_token_id
+        if getattr(choice, "finish_reason", None) == "stop" and not c.stop and eos is not None and \
+                (not ids or ids[-1] != eos):  # the server drops the EOS it stopped on; the student learns it
+            ids, top_ids, top_lps = ids + [eos], top_ids + [[eos]], top_lps + [[0.0]]
+        return {"target_ids": ids, "topk_ids": top_ids, "topk_logprobs": top_lps}
+
+    def _tokenizer(self) -> Any:
+        if self._tok is None:
+            from transformers import AutoTokenizer
+
+            self._tok = AutoTokenizer.from_pretrained(self.config.tokenizer)
+        return self._tok
+
+    @staticmethod
+    def _token_id(token: str, tok: Any) -> int:
+        if token.startswith("token_id:"):
+            return int(token[len("token_id:"):])
+        found = tok.convert_tokens_to_ids(token)
+        if found is None or found == tok.unk_token_id and token != tok.unk_token:
+            raise Fatal(f"teacher.tokenizer: the server's token {token!r} is not in {tok.name_or_path}'s "
+                        "vocabulary; give the served model's own tokenizer")
+        return int(found)
 
     def _delay(self, attempt: int, last: Exception) -> float:
         c = self.config

@@ -30,13 +30,15 @@ class FakeOpenAI:
     def __init__(self, latency: float = 0.0, faults: dict[int, str] | None = None, fault_rate: float = 0.0,
                  fault_kinds: tuple[str, ...] = FAULTS, seed: int = 0, api_key: str | None = None,
                  models: tuple[str, ...] = (), max_n: int | None = None, retry_after: float = 0.05,
-                 hang: float = 5.0, poison: str | None = None):
+                 hang: float = 5.0, poison: str | None = None, logprobs: bool = True):
         self.latency, self.faults, self.fault_rate, self.fault_kinds = latency, dict(faults or {}), fault_rate, fault_kinds
         self.rng = random.Random(seed)
         self.api_key, self.models, self.max_n = api_key, models, max_n
         self.retry_after, self.hang = retry_after, hang
         self.poison = poison
         """Any prompt containing this text always gets a 500."""
+        self.logprobs = logprobs
+        """Answer ``logprobs`` requests (false: ignore them, as servers without support do)."""
         self.requests = 0
         self.served = Counter()  # successful responses by path
         self.prompts: list[str] = []  # prompts of successful responses, in order
@@ -82,6 +84,10 @@ class FakeOpenAI:
             n = min(n, self.max_n)
         texts = [self.complete(prompt, k) for k in range(n)]
         payload = self.payload(body["model"], texts, chat, prompt)
+        k = int(body.get("top_logprobs") or 0) if chat else int(body.get("logprobs") or 0)
+        if self.logprobs and k:
+            for choice, text in zip(payload["choices"], texts):
+                choice["logprobs"] = self.token_logprobs(text, k, chat, bool(body.get("return_tokens_as_token_ids")))
         if fault == "truncated":
             raw = json.dumps(payload)
             return web.Response(text=raw[: len(raw) // 2], content_type="application/json")
@@ -98,6 +104,20 @@ class FakeOpenAI:
                     "Sub-question 2: What comes next?\nAnswer 2: 2 + 2 = 4.\nThe answer is 4.")
         digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
         return f" Rationale {k} for {digest}."
+
+    @staticmethod
+    def token_logprobs(text: str, k: int, chat: bool, as_ids: bool) -> dict:
+        """Word tokens; each word's id is a stable hash; its top-k: itself (-0.1) and k-1 neighbours (-2.5, ...)."""
+        words = text.split()
+        ids = [3 + int(hashlib.sha256(w.encode()).hexdigest(), 16) % 40 for w in words]
+        name = (lambda i: f"token_id:{i}") if as_ids else (lambda i: f"w{i}")
+        tops = [[(name(i), -0.1)] + [(name(3 + (i + j) % 40), -2.5 - j) for j in range(1, k)] for i in ids]
+        if chat:
+            return {"content": [{"token": name(i), "logprob": -0.1, "bytes": None,
+                                 "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top]}
+                                for i, top in zip(ids, tops)]}
+        return {"tokens": [name(i) for i in ids], "token_logprobs": [-0.1] * len(ids),
+                "top_logprobs": [dict(top) for top in tops], "text_offset": list(range(len(ids)))}
 
     @staticmethod
     def payload(model: str, texts: list[str], chat: bool, prompt: str) -> dict:

@@ -260,3 +260,39 @@ def test_transformers_serve(transformers_server, tmp_path, endpoint):
     assert u.requests + u.deduplicated == 3 * (2 + 2) and u.input_tokens > 0
     again = OpenAITeacher(Config(**config))
     assert again.generate(EXAMPLES[:3], TASK, lambda n: None) == out and again.usage().requests == 0
+
+
+@pytest.mark.parametrize("endpoint", ["completions", "chat"])
+def test_top_logprobs_come_with_the_text_in_one_cache_entry(tmp_path, endpoint):
+    """teacher.top_logprobs: each generated token's top-k (as ids; vLLM's token_id:N form asked for), the EOS the
+    server stopped on appended, kept in the same cache entry as the text and replayed without a request."""
+    from .conftest import tiny_causal_lm
+
+    tok_dir = tiny_causal_lm(tmp_path / "tok", ["Rationale 0 for abc. --> 42"])
+    with FakeOpenAI() as server:
+        options = dict(prompt="fine_tune_cot", top_logprobs=3, samples=2, temperature=0.7, endpoint=endpoint,
+                       tokenizer=str(tok_dir))
+        t = teacher(server, tmp_path, **options)
+        out = t.generate(EXAMPLES[:3], TASK, lambda n: None)
+        for gens in out:
+            for g in gens:
+                s = g.meta["signals"]
+                words = len(f" Rationale {g.sample_index} for x.".split())
+                assert len(s["target_ids"]) == len(s["topk_ids"]) == len(s["topk_logprobs"]) == words + 1
+                assert s["target_ids"][-1] == s["topk_ids"][-1][0] and s["topk_logprobs"][-1] == [0.0]  # EOS
+                assert all(len(top) == 3 for top in s["topk_ids"][:-1]) and s["topk_logprobs"][0][0] == -0.1
+        before = server.requests
+        again = teacher(server, tmp_path, **options)
+        assert again.generate(EXAMPLES[:3], TASK, lambda n: None) == out and server.requests == before
+
+
+def test_a_server_without_logprobs_is_a_clear_error_not_silent_zeros(tmp_path):
+    from harness.errors import BadInputError
+
+    from .conftest import tiny_causal_lm
+
+    tok_dir = tiny_causal_lm(tmp_path / "tok", ["x"])
+    with FakeOpenAI(logprobs=False) as server:
+        t = teacher(server, tmp_path, prompt="fine_tune_cot", top_logprobs=3, tokenizer=str(tok_dir))
+        with pytest.raises(BadInputError, match="returned no top log-probabilities; the server must support"):
+            t.generate(EXAMPLES[:2], TASK, lambda n: None)
