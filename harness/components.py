@@ -78,6 +78,10 @@ class Objective:
         """Figures for the train stage's record (tokens sampled, seconds spent sampling and scoring...)."""
         return {}
 
+    def close(self) -> None:
+        """Called once training ends, whatever happened: release what ``prepare`` held (a served scorer's
+        server). The default does nothing."""
+
     def loss(self, outputs: Any, labels: Any, batch: Mapping[str, Any]) -> Any:
         """The loss to minimise for one micro-batch.
 

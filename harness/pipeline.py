@@ -30,7 +30,7 @@ from harness.plugins import Registry
 from harness.recipe import ComponentSpec, Recipe
 from harness.io import read_jsonl, write_jsonl
 from harness.rundir import RunDir
-from harness.stages import (Keys, file_digest, make_component, preflight_problems, provenance,
+from harness.stages import (Keys, bound_objective, file_digest, make_component, preflight_problems, provenance,
                             selection_validator, signal_bytes_per_token, usable_generations)
 from harness.types import Example, GradedGeneration, TrainingContext, TrainingSettings
 from harness.ui import UI
@@ -243,17 +243,15 @@ class Pipeline:
                 settings = replace(settings, max_tokens=max(1, round(settings.max_tokens * shares[role])))
             key = self.keys.train(build_key, role, student_spec, settings)
             validate = self.validator(strategy, task, splits or {}, roles) if settings.select_every else None
-            model_dirs[role] = self.train(f"{run_name}-{role}" if len(roles) > 1 else run_name, student, rows, key,
-                                          settings, validate, self.objective(strategy))
+            objective = bound_objective(strategy, self.teacher)
+            try:
+                model_dirs[role] = self.train(f"{run_name}-{role}" if len(roles) > 1 else run_name, student, rows,
+                                              key, settings, validate, objective)
+            finally:
+                if objective is not None:
+                    objective.close()
             keys.append(key)
         return model_dirs, keys
-
-    def objective(self, strategy: Strategy) -> Any:
-        """The strategy's own loss, with the teacher's scorer bound when it scores new text during training."""
-        objective = strategy.objective()
-        if objective is not None and "scores" in objective.signals:
-            objective.scorer = self.teacher.scorer()
-        return objective
 
     def validator(self, strategy: Any, task: Any, splits: dict[str, list[Example]],
                   roles: Sequence[str]) -> Callable[[Any, Any], float]:

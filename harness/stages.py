@@ -108,6 +108,14 @@ def signal_bytes_per_token(samples: list[list[Any]]) -> float | None:
     return size / tokens if tokens else None
 
 
+def bound_objective(strategy: Strategy, teacher: Teacher) -> Any:
+    """The strategy's own loss, with the teacher's scorer bound when it scores new text during training."""
+    objective = strategy.objective()
+    if objective is not None and "scores" in objective.signals:
+        objective.scorer = teacher.scorer()
+    return objective
+
+
 def make_component(registry: Registry, kind: str, spec: ComponentSpec) -> Any:
     """Build a recipe's component and give it the declared defaults it lacks (``harness.components.conform``)."""
     return conform(kind, registry.get(kind, spec.kind).factory(spec.config), spec.kind)

@@ -280,6 +280,11 @@ class OnPolicyLoss(KDLoss):
         self.sampling_seconds += time.perf_counter() - started
         return continuations
 
+    def close(self) -> None:
+        close = getattr(self.scorer, "close", None)  # a served scorer stops its server
+        if callable(close):
+            close()
+
     def stats(self) -> dict[str, Any]:
         return {"sampled_rows": self.sampled_rows, "supervised_rows": self.supervised_rows,
                 "sampled_tokens": self.sampled_tokens, "sampling_seconds": round(self.sampling_seconds, 2),
