@@ -89,7 +89,7 @@ VARIANTS = {
     "1 seed each, paired questions": (1, 1, "paired", 0.02, 1.96),
     "1 candidate seed vs 4 baseline seeds": (1, 4, "seeds", 0.02, 1.645),
     "2 candidate seeds vs 4 baseline seeds": (2, 4, "seeds", 0.02, 1.645),
-    "3 candidate seeds vs 6 baseline seeds": (3, 6, "seeds", 0.02, 1.645),
+    "3 candidate seeds vs 7 baseline seeds (what CI runs)": (3, 7, "seeds", 0.02, 1.645),
 }
 AFFECTED = {"steps450": ("vanilla", "fine_tune_cot"), "steps300": ("vanilla", "fine_tune_cot"),
             "teacher30": ("fine_tune_cot",)}
