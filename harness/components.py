@@ -233,6 +233,23 @@ class Strategy:
         return {}
 
 
+class FormattedStrategy(Strategy):
+    """A strategy whose test prompts, stop strings and answer prefix follow a ``harness.prompts.StudentFormat``
+    (``self.format``, e.g. ``STUDENT_FORMATS["token"]``): Fine-tune-CoT and the strategies built on its format."""
+
+    format: Any = None
+
+    @property
+    def prediction_prefix(self) -> str | None:  # type: ignore[override]
+        return self.format.prediction_prefix
+
+    def prompt(self, example: Example) -> str:
+        return self.format.render_prompt(example.question)
+
+    def stop(self) -> list[str]:
+        return list(self.format.stop)
+
+
 class Student:
     """A trainable model. ``train`` writes a model directory loadable by ``load``."""
 

@@ -33,7 +33,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from harness import Objective, Strategy, TrainingExample, hookimpl
+from harness import Objective, TrainingExample, hookimpl
+from harness.components import FormattedStrategy
 from harness.answers import passes_filter
 from harness.prompts import STUDENT_FORMATS
 
@@ -116,7 +117,7 @@ class KDLoss(Objective):
         return self.alpha * outputs.loss + (1 - self.alpha) * self.tau ** 2 * kd
 
 
-class LogitKD(Strategy):
+class LogitKD(FormattedStrategy):
     """The teacher's sampled rationales (filtered), learned token by token with its top-k distribution."""
 
     Config = Config
@@ -124,14 +125,7 @@ class LogitKD(Strategy):
     def __init__(self, config: Config):
         self.config = config
         self.format = STUDENT_FORMATS["token"]
-        self.prediction_prefix = self.format.prediction_prefix
         self._stats: dict[str, int] = {}
-
-    def prompt(self, example) -> str:
-        return self.format.render_prompt(example.question)
-
-    def stop(self) -> list[str]:
-        return list(self.format.stop)
 
     def objective(self) -> Objective:
         c = self.config

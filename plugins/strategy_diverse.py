@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness import Strategy, TrainingExample, hookimpl
+from harness import TrainingExample, hookimpl
+from harness.components import FormattedStrategy
 from harness.answers import passes_filter
 from harness.prompts import STUDENT_FORMATS as FORMATS
 
@@ -30,7 +31,7 @@ class Config:
         return []
 
 
-class DiverseReasoning(Strategy):
+class DiverseReasoning(FormattedStrategy):
     """Fine-tune-CoT's format on the first D samples of each question."""
 
     Config = Config
@@ -38,14 +39,7 @@ class DiverseReasoning(Strategy):
     def __init__(self, config: Config):
         self.config = config
         self.format = FORMATS[config.format]
-        self.prediction_prefix = self.format.prediction_prefix
         self._stats: dict[str, int] = {}
-
-    def prompt(self, example) -> str:
-        return self.format.render_prompt(example.question)
-
-    def stop(self) -> list[str]:
-        return list(self.format.stop)
 
     def build(self, examples, generations, task) -> list[TrainingExample]:
         out: list[TrainingExample] = []

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from harness import Strategy, TrainingExample, hookimpl
+from harness import TrainingExample, hookimpl
+from harness.components import FormattedStrategy
 from harness.answers import passes_filter
 from harness.prompts import STUDENT_FORMATS as FORMATS
 
@@ -38,7 +39,7 @@ class Config:
         return []
 
 
-class FineTuneCoT(Strategy):
+class FineTuneCoT(FormattedStrategy):
     """Question -> teacher rationale + answer, with the correctness filter."""
 
     Config = Config
@@ -48,13 +49,6 @@ class FineTuneCoT(Strategy):
         self.format = FORMATS[config.format]
         if config.encoder_decoder:
             self.format = replace(self.format, prompt="{question}", stop=())
-        self.prediction_prefix = self.format.prediction_prefix
-
-    def prompt(self, example) -> str:
-        return self.format.render_prompt(example.question)
-
-    def stop(self) -> list[str]:
-        return list(self.format.stop)
 
     def build(self, examples, generations, task) -> list[TrainingExample]:
         out = []
