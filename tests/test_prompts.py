@@ -46,4 +46,4 @@ def test_prompt_option_checks_shared_by_teachers():
     assert OpenAIConfig(model="m", prompt="few_shot_cot", concurrency=0).check() == [
         ("few_shot_file", "few_shot_cot needs few_shot_file and few_shot_key"), ("concurrency", "must be at least 1")]
     assert HFConfig(model="m", prompt="chain").check() == [
-        ("prompt", "'chain': choose from zero_shot_cot, few_shot_cot, decompose")]
+        ("prompt", "'chain': choose from zero_shot_cot, few_shot_cot, decompose, fine_tune_cot")]

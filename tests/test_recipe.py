@@ -76,7 +76,8 @@ def test_component_value_rules(tmp_path, registry):
     text = TINY.replace('tokenizer = "word"\n', "").replace('kind = "program"', 'kind = "program"\nsamples = 0')
     assert problems(tmp_path, text, registry) == [
         f"{f}: teacher.samples: must be at least 1",
-        f"{f}: student[0].tokenizer: a from-scratch architecture needs tokenizer = \"word\"",
+        f"{f}: student[0].tokenizer: a from-scratch architecture needs tokenizer = \"word\" (built from the run's "
+        "text) or a tokenizer's folder or hub id",
     ]
 
 
