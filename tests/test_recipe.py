@@ -55,7 +55,7 @@ def test_all_problems_reported_at_once(tmp_path, registry):
         f"{f}: evaluation.limit: must be at least 1",
         f"{f}: task.train_size: expected an integer, got string 'many'",
         f"{f}: strategy[0].kind: unknown strategy 'vanila'. Did you mean 'vanilla'? Available: diverse_reasoning, "
-        "fine_tune_cot, socratic, step_by_step, vanilla",
+        "fine_tune_cot, logit_kd, on_policy, socratic, step_by_step, vanilla",
     ]
 
 
