@@ -212,6 +212,13 @@ def export_baseline(work: Path, seeds: int, target: Path) -> None:
                 dest.write_text("\n".join(slim) + "\n")
             else:
                 shutil.copy2(f, dest)
+    from harness.stages import machine_facts
+
+    import torch  # noqa: F401 (so the facts include torch's threads)
+
+    facts = {**machine_facts(), "recipe_threads": 2, "seeds": list(range(seeds)),
+             "note": "recorded by benchmarks/ci_gate_power.py --export-baseline on the machine that ran the seeds"}
+    (target / "machine.json").write_text(json.dumps(facts, indent=2) + "\n")
     print(f"baseline: {seeds} seeds in {target}")
 
 

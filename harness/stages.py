@@ -189,4 +189,19 @@ def provenance(recipe: Recipe, manifest: dict[str, Any], run_name: str, eval_key
             "teacher_accuracy": teacher_report.get("teacher_accuracy"),
             "teacher_cost": teacher_usage.get("cost") or None,
             "training": asdict(r.training), "git_commit": manifest.get("git_commit"),
-            "versions": manifest.get("versions")}
+            "versions": manifest.get("versions"), "machine": machine_facts()}
+
+
+def machine_facts() -> dict[str, Any]:
+    """What numerics depend on beyond the versions: the processor, core count, torch's threads and device."""
+    import os
+    import platform
+    import sys
+
+    facts: dict[str, Any] = {"platform": platform.platform(), "processor": platform.machine(),
+                             "cpus": os.cpu_count()}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        facts["torch_threads"] = torch.get_num_threads()
+        facts["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return facts
