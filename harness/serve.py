@@ -110,3 +110,59 @@ def _stop(proc: subprocess.Popen) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+class ServedScorer:
+    """A served model scoring text during training (on-policy distillation): vLLM's prompt log-probabilities of
+    each sequence, one completions request per sequence (``max_tokens = 1``), as ``Teacher.scorer`` describes.
+    The server (``managed_server``) is started on first use and stopped by ``close`` (or when the process
+    exits)."""
+
+    def __init__(self, command: str, model: str, log: Path):
+        self.command, self.model, self.log = command, model, log
+        self.seconds = 0.0
+        self._stack = None
+        self._client = None
+
+    def _start(self) -> None:
+        import atexit
+        import contextlib
+
+        from openai import OpenAI
+
+        self._stack = contextlib.ExitStack()
+        base_url = self._stack.enter_context(managed_server(self.command, self.model, self.log))
+        atexit.register(self.close)
+        self._client = OpenAI(base_url=base_url, api_key="none", max_retries=2, timeout=120)
+
+    def close(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+
+    def score(self, input_ids, attention_mask, k: int):
+        import time
+
+        import torch
+
+        started = time.perf_counter()
+        if self._client is None:
+            self._start()
+        ids = torch.full((*input_ids.shape, k), -1, dtype=torch.long)
+        logprobs = torch.full((*input_ids.shape, k), float("-inf"))
+        for row in range(input_ids.shape[0]):
+            tokens = input_ids[row][attention_mask[row].bool()].tolist()
+            r = self._client.completions.create(model=self.model, prompt=tokens, max_tokens=1, temperature=0.0,
+                                                extra_body={"prompt_logprobs": k})
+            scored = (r.choices[0].model_extra or {}).get("prompt_logprobs") or []
+            if len(scored) != len(tokens):
+                raise RunError(f"the served teacher returned {len(scored)} prompt log-probabilities for "
+                               f"{len(tokens)} tokens; it must support prompt_logprobs (vLLM does)")
+            for position, entry in enumerate(scored):
+                if not entry:
+                    continue  # the first token has no prediction
+                best = sorted(((int(t), float(v["logprob"])) for t, v in entry.items()), key=lambda tv: -tv[1])[:k]
+                ids[row, position, :len(best)] = torch.tensor([t for t, _ in best])
+                logprobs[row, position, :len(best)] = torch.tensor([v for _, v in best])
+        self.seconds += time.perf_counter() - started
+        return ids.to(input_ids.device), logprobs.to(input_ids.device)

@@ -123,12 +123,12 @@ class OpenAITeacher(Teacher):
         log-probabilities score new text during training)."""
         return (("topk",) if self.config.top_logprobs else ()) + (("scores",) if self.config.serve else ())
 
-    def scorer(self) -> "ServedScorer | None":
+    def scorer(self) -> "serve.ServedScorer | None":
         c = self.config
         if not c.serve:
             return None
         log = Path(c.cache_dir or default_cache_dir()) / "serve" / (content_key(model=c.model)[:16] + "-score.log")
-        return ServedScorer(c.serve, c.model, log)
+        return serve.ServedScorer(c.serve, c.model, log)
 
     def vocabulary(self) -> str | None:
         return tokenizer_vocabulary(self.config.tokenizer) if self.config.tokenizer else None
@@ -338,61 +338,6 @@ class OpenAITeacher(Teacher):
             except ValueError:
                 pass
         return min(c.backoff_max, c.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
-
-
-class ServedScorer:
-    """The served teacher scoring text during training (on-policy distillation): vLLM's prompt log-probabilities
-    of each sequence, one completions request per sequence (``max_tokens = 1``). The server is started on first
-    use and stopped when training ends (or the process exits)."""
-
-    def __init__(self, command: str, model: str, log: Path):
-        self.command, self.model, self.log = command, model, log
-        self.seconds = 0.0
-        self._stack = None
-        self._client = None
-
-    def _start(self) -> None:
-        import atexit
-        import contextlib
-
-        from openai import OpenAI
-
-        self._stack = contextlib.ExitStack()
-        base_url = self._stack.enter_context(serve.managed_server(self.command, self.model, self.log))
-        atexit.register(self.close)
-        self._client = OpenAI(base_url=base_url, api_key="none", max_retries=2, timeout=120)
-
-    def close(self) -> None:
-        if self._stack is not None:
-            self._stack.close()
-            self._stack = None
-
-    def score(self, input_ids, attention_mask, k: int):
-        import time
-
-        import torch
-
-        started = time.perf_counter()
-        if self._client is None:
-            self._start()
-        ids = torch.full((*input_ids.shape, k), -1, dtype=torch.long)
-        logprobs = torch.full((*input_ids.shape, k), float("-inf"))
-        for row in range(input_ids.shape[0]):
-            tokens = input_ids[row][attention_mask[row].bool()].tolist()
-            r = self._client.completions.create(model=self.model, prompt=tokens, max_tokens=1, temperature=0.0,
-                                                extra_body={"prompt_logprobs": k})
-            scored = (r.choices[0].model_extra or {}).get("prompt_logprobs") or []
-            if len(scored) != len(tokens):
-                raise RunError(f"the served teacher returned {len(scored)} prompt log-probabilities for "
-                               f"{len(tokens)} tokens; it must support prompt_logprobs (vLLM does)")
-            for position, entry in enumerate(scored):
-                if not entry:
-                    continue  # the first token has no prediction
-                best = sorted(((int(t), float(v["logprob"])) for t, v in entry.items()), key=lambda tv: -tv[1])[:k]
-                ids[row, position, :len(best)] = torch.tensor([t for t, _ in best])
-                logprobs[row, position, :len(best)] = torch.tensor([v for _, v in best])
-        self.seconds += time.perf_counter() - started
-        return ids.to(input_ids.device), logprobs.to(input_ids.device)
 
 
 def _message(exc: Exception) -> str:
