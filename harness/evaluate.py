@@ -80,6 +80,8 @@ def make_validator(strategy: Any, task: Any, examples: Sequence[Example], max_ne
 
 def hf_lm(model: Any, tokenizer: Any, batch_size: int, max_length: int) -> Any:
     """lm-eval's own HF model wrapper around an in-memory transformers model."""
+    for logger in ("lm-eval", "lm_eval"):  # its notes on being handed an in-memory model are for CLI users
+        logging.getLogger(logger).setLevel(logging.ERROR)
     from lm_eval.models.huggingface import HFLM
 
     device = "cuda" if _cuda() else "cpu"

@@ -81,7 +81,7 @@ class TransformersStudent(Student):
                                     f"{str(exc).splitlines()[0]}") from None
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
-            return model, tokenizer
+            return _with_loss_type(model), tokenizer
         tokenizer = train_word_tokenizer(corpus) if c.tokenizer == "word" else _load_tokenizer(c.tokenizer)
         arch = dict(c.architecture)
         model_type = arch.pop("model_type")
@@ -92,7 +92,7 @@ class TransformersStudent(Student):
         except (ValueError, TypeError) as exc:
             raise BadInputError(f"student.architecture: {exc}") from None
         torch.manual_seed(seed)
-        return auto_class(config).from_config(config), tokenizer
+        return _with_loss_type(auto_class(config).from_config(config)), tokenizer
 
     def _with_lora(self, model):
         if not self.config.lora:
@@ -261,7 +261,7 @@ class TransformersStudent(Student):
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         model = auto_class(AutoConfig.from_pretrained(str(model_dir))).from_pretrained(str(model_dir))
         model.eval()
-        return model, tokenizer
+        return _with_loss_type(model), tokenizer
 
 
 def lora_problems(lora: dict[str, Any]) -> list[tuple[str, str]]:
@@ -284,6 +284,14 @@ def lora_problems(lora: dict[str, Any]) -> list[tuple[str, str]]:
     if targets is not None and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
         problems.append(("lora.target_modules", "must be a list of module names, e.g. [\"c_attn\"]"))
     return problems
+
+
+def _with_loss_type(model):
+    """Name the loss transformers falls back to anyway (GPT-2's class name maps to none, and transformers then
+    warns on every run that it uses the causal-LM loss): the same loss, without the warning."""
+    if not is_encoder_decoder(model) and getattr(model, "loss_type", "") is None:
+        model.loss_type = "ForCausalLM"
+    return model
 
 
 def _load_tokenizer(name: str):
