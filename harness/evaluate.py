@@ -8,6 +8,7 @@ The generated task folder also works with the stock CLI:
 from __future__ import annotations
 
 import json
+import functools
 import logging
 import os
 import re
@@ -82,12 +83,23 @@ def hf_lm(model: Any, tokenizer: Any, batch_size: int, max_length: int) -> Any:
     """lm-eval's own HF model wrapper around an in-memory transformers model."""
     for logger in ("lm-eval", "lm_eval"):  # its notes on being handed an in-memory model are for CLI users
         logging.getLogger(logger).setLevel(logging.ERROR)
-    from lm_eval.models.huggingface import HFLM
-
     device = "cuda" if _cuda() else "cpu"
     backend = "seq2seq" if is_encoder_decoder(model) else "causal"
-    return HFLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size, max_length=max_length,
-                backend=backend)
+    return _quiet_hflm()(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size,
+                         max_length=max_length, backend=backend)
+
+
+@functools.cache
+def _quiet_hflm() -> type:
+    """lm-eval's ``HFLM`` without its own progress bar (the harness shows the evaluate stage's); the same model
+    otherwise."""
+    from lm_eval.models.huggingface import HFLM
+
+    class QuietHFLM(HFLM):
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            return super().generate_until(requests, disable_tqdm=True)
+
+    return QuietHFLM
 
 
 def run_lm_eval(lm: Any, task_dir: Path, name: str, out_dir: Path, model_name: str,
