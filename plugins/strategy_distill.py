@@ -114,7 +114,8 @@ class KDLoss(Objective):
                                   self.tau, self.kind, self.beta)
         mask = labels[:, 1:] != -100
         kd = (per_position * mask).sum() / batch["num_items"]
-        return self.alpha * outputs.loss + (1 - self.alpha) * self.tau ** 2 * kd
+        # with alpha = 0 the cross-entropy is left out of the graph (on-policy rows: the student's own tokens)
+        return (self.alpha * outputs.loss if self.alpha else 0.0) + (1 - self.alpha) * self.tau ** 2 * kd
 
 
 class LogitKD(FormattedStrategy):
@@ -201,14 +202,6 @@ class OnPolicyLoss(KDLoss):
         self.sampling_seconds = 0.0
         self.last_samples: list[list[int]] = []
         """The continuations sampled for the last micro-batch (token ids), for inspection and tests."""
-
-    def loss(self, outputs: Any, labels: Any, batch: dict) -> Any:
-        if self.alpha >= 1:
-            return outputs.loss
-        per_position = divergence(outputs.logits[:, :-1], batch["topk_ids"][:, 1:], batch["topk_logprobs"][:, 1:],
-                                  self.tau, self.kind, self.beta)
-        kd = (per_position * (labels[:, 1:] != -100)).sum() / batch["num_items"]
-        return (self.alpha * outputs.loss if self.alpha else 0.0) + (1 - self.alpha) * self.tau ** 2 * kd
 
     def prepare(self, model: Any, batch: dict) -> dict:
         import torch
