@@ -7,6 +7,7 @@ the prefix if it occurs, else the last candidate of the whole text. With no pref
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -70,14 +71,46 @@ def score(text: str, gold: str, spec: AnswerSpec, prefix: str | None) -> dict[st
     }
 
 
-def process_results_for(kind: str, choices: str, prefix: str | None) -> Callable[[dict, list[str]], dict[str, Any]]:
-    """An lm-eval ``process_results`` function applying this module's rules (used by generated task files)."""
+def process_results_for(kind: str, choices: str, prefix: str | None) -> Callable[[dict, list[Any]], dict[str, Any]]:
+    """An lm-eval ``process_results`` function applying this module's rules (used by generated task files).
+
+    lm-eval hands it one output (greedy) or, when a task repeats each question, the list a filter kept: every
+    sample (the scores are their mean: pass@1 over the samples) or the majority vote's one."""
     spec = AnswerSpec(kind=kind, choices=choices)
 
-    def process_results(doc: dict, results: list[str]) -> dict[str, Any]:
-        return score(results[0], str(doc["answer"]), spec, prefix)
+    def process_results(doc: dict, results: list[Any]) -> dict[str, Any]:
+        outputs = results[0] if isinstance(results[0], list) else results[:1]
+        scores = [score(o, str(doc["answer"]), spec, prefix) for o in outputs]
+        return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
 
     return process_results
+
+
+def majority_filter_for(kind: str, choices: str, prefix: str | None) -> Callable[[Any, Any], Any]:
+    """An lm-eval filter function (``function: custom``) for maj@n: of each question's samples, keep the first
+    whose cleansed answer is the most common one (numbers vote by value: ``5`` and ``5.0`` are one answer;
+    samples without an answer do not vote; ties go to the answer seen first)."""
+    spec = AnswerSpec(kind=kind, choices=choices)
+
+    def ballot(output: str) -> Any:
+        answer = extract(output, spec, prefix)
+        if answer is not None and kind == "number":
+            return round(float(answer), 6)
+        return answer
+
+    def majority(resps: Any, docs: Any) -> list[list[str]]:
+        kept = []
+        for outputs in resps:
+            answers = [ballot(o) for o in outputs]
+            votes = Counter(a for a in answers if a is not None)
+            if not votes:
+                kept.append(list(outputs[:1]))
+                continue
+            winner = votes.most_common(1)[0][0]
+            kept.append([outputs[answers.index(winner)]])
+        return kept
+
+    return majority
 
 
 def normalise_question(question: str) -> str:

@@ -193,6 +193,11 @@ def cmd_compare(args: argparse.Namespace, err: Console) -> int:
     cand = results.load(Path(args.candidate))
     if not base:
         raise BadInputError(f"{args.baseline}: no results with an accuracy metric")
+    mismatched = results.settings_mismatches(base, cand)
+    if mismatched and not args.allow_different_settings:
+        raise BadInputError("the baseline and the candidate were evaluated with different settings, so their "
+                            "accuracies are not comparable:\n  " + "\n  ".join(mismatched) + "\nEvaluate both the "
+                            "same way, or pass --allow-different-settings to compare them anyway")
     found = results.compare(base, cand, args.max_drop, args.z, args.tasks, args.method)
     title = (f"candidate vs baseline (regression: a drop > {100 * args.max_drop:.1f} points and beyond the noise "
              f"band at z = {args.z:g})")
@@ -302,6 +307,9 @@ def parser() -> argparse.ArgumentParser:
     comp.add_argument("--z", type=float, default=1.96,
                       help="a drop must also exceed this many combined standard errors (0: ignore noise)")
     comp.add_argument("--tasks", nargs="+", help="only these tasks")
+    comp.add_argument("--allow-different-settings", action="store_true",
+                      help="compare results evaluated with different settings (samples, temperature, backend, "
+                           "dtype, max_gen_toks), which is refused otherwise")
     comp.add_argument("--method", choices=("auto", "seeds", "paired", "stderr"), default="auto",
                       help="how the noise band is measured (auto: seeds when there are several, else paired "
                            "questions, else binomial stderr)")

@@ -14,7 +14,7 @@ built as ``Component(config)``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ class TeacherUsage:
     output_tokens: int = 0
     cost: float = 0.0
     """In the currency of the recipe's prices; 0 when no prices are given."""
+    placement: dict[str, str] = field(default_factory=dict)
+    """Where a local model teacher ran (``{"device": "cuda:0", "dtype": "bfloat16"}``); empty for API teachers."""
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -14,8 +14,9 @@ from typing import Any
 
 
 def max_positions(model: Any) -> int:
-    """The longest sequence the model takes (2048 where the config does not say, e.g. relative positions)."""
-    config = model.config
+    """The longest sequence the model (or model config) takes (2048 where the config does not say, e.g. relative
+    positions)."""
+    config = getattr(model, "config", model)
     return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 2048
 
 
@@ -35,7 +36,10 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 
 def greedy_generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
                     batch_size: int = 16, stop: Sequence[str] = ()) -> list[str]:
-    """The greedy continuation of each prompt (special tokens dropped, cut at the first stop string)."""
+    """The greedy continuation of each prompt (special tokens dropped, cut at the first stop string). ``model``
+    may also be a served model (``harness.serve.ServedModel``): the prompts then go to its server."""
+    if hasattr(model, "complete"):
+        return model.complete(prompts, max_new_tokens, stop)
     import torch
 
     seq2seq = is_encoder_decoder(model)

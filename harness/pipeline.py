@@ -23,8 +23,7 @@ from harness import answers, io, rundir
 from harness.components import Strategy, Student, Teacher
 from harness.data import split_overlap
 from harness.errors import BadInputError, RecipeError, RunError, is_out_of_memory
-from harness.evaluate import hf_lm, run_lm_eval, task_name, write_task
-from harness.generation import max_positions
+from harness.evaluate import evaluate_student, task_name
 from harness.memory import peak_memory, reset_peak_memory
 from harness.plugins import Registry
 from harness.recipe import ComponentSpec, Recipe
@@ -289,35 +288,26 @@ class Pipeline:
             raise RunError(f"evaluation.split: task has no split '{ev.split}' (it has {', '.join(splits)})")
         examples = splits[ev.split][: ev.limit] if ev.limit else splits[ev.split]
         name = task_name(self.recipe.name, run_name)
-        max_gen_toks = strategy.max_gen_toks(ev.max_gen_toks)
-
         # The lm-eval task lives outside the stage folder, at a path that stays valid, so that the stock
         # `lm_eval --include_path <task_dir>` can re-run it later.
         task_dir = self.rundir.root / "lm_eval_tasks" / name
 
         def work(out: Path, progress) -> tuple[str, dict]:
-            models = {role: student.load(path) for role, path in model_dirs.items()}
-            write_task(task_dir, name, examples, [strategy.prompt(e) for e in examples], task.answer,
-                       strategy.prediction_prefix, strategy.stop(), max_gen_toks)
-            lm = strategy.lm_eval_model(models, ev.batch_size, task)  # several generate calls (Socratic CoT)
-            if lm is None:
-                model, tokenizer = models[""]
-                lm = hf_lm(model, tokenizer, ev.batch_size, max_positions(model))
             try:
-                res, _, _ = run_lm_eval(lm, task_dir, name, out / "lm_eval", f"{self.recipe.name}__{run_name}",
-                                        self.recipe.run.seed)
+                metrics = evaluate_student(student, model_dirs, strategy, task, examples, ev, task_dir, name, out,
+                                           self.recipe.run.seed, self.ui.note)
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
                 raise RunError(f"evaluation ran out of memory ({str(exc).splitlines()[0][:200]}). To fit: lower "
                                f"evaluation.batch_size (now {ev.batch_size}) or evaluation.max_gen_toks (now "
-                               f"{max_gen_toks}); the trained model is kept") from None
-            m = res["results"][name]
-            metrics = {"acc": m["acc,none"], "acc_stderr": m["acc_stderr,none"],
-                       "contains_answer": m["contains_answer,none"], "correct_format": m["correct_format,none"],
-                       "n": len(examples), "task": name, "task_dir": str(task_dir)}
+                               f"{strategy.max_gen_toks(ev.max_gen_toks)}); the trained model is kept") from None
             io.atomic_write_json(out / "metrics.json", metrics)
-            return f"accuracy {100 * metrics['acc']:.1f}% on {len(examples)} {ev.split} examples", metrics
+            summary = f"accuracy {100 * metrics['acc']:.1f}% on {len(examples)} {ev.split} examples"
+            if ev.samples > 1:
+                summary = (f"pass@1 {100 * metrics['acc']:.1f}% ± {100 * metrics['acc_stderr']:.1f}, "
+                           f"maj@{ev.samples} {100 * metrics['maj']:.1f}% on {len(examples)} {ev.split} examples")
+            return summary, metrics
 
         folder = self._stage(f"evaluate-{run_name}", f"evaluate {run_name}", key, None, work)
         return json.loads((folder / "metrics.json").read_text()), folder
@@ -335,8 +325,9 @@ class Pipeline:
             records = [(self.rundir.done(stage) or {}).get("record", {}) for stage in train_stages]
             teacher_report = (self.rundir.done("filter") or {}).get("record", {}) if uses_teacher else {}
             usage = (self.rundir.done("teach") or {}).get("record", {}).get("usage", {}) if uses_teacher else {}
+            evaluation = json.loads((eval_dir / "metrics.json").read_text()).get("evaluation")
             made = provenance(r, self.rundir.read_manifest(), run_name, eval_key, records, teacher_report, usage,
-                              task.hub_dataset)
+                              task.hub_dataset, evaluation)
             published = [p for sink in sinks for p in sink.publish(results_file, samples, made)]
             io.atomic_write_json(out / "published.json", published)
             where = sorted({str(Path(p).parent) for p in published})

@@ -20,6 +20,7 @@ from harness.errors import PluginError, RecipeError
 from harness.plugins import Registry
 from harness.suggest import did_you_mean
 from harness.deepspeed import load_config as load_deepspeed_config
+from harness.models import DTYPES
 from harness.types import TrainingSettings
 
 TOP_LEVEL = ("run", "task", "teacher", "strategy", "student", "training", "evaluation", "sink")
@@ -48,6 +49,24 @@ class EvaluationSettings:
     batch_size: int = 64
     max_gen_toks: int = 128
     """Tokens the student may generate per test question (a strategy may change it: ``Strategy.max_gen_toks``)."""
+    device: str = "auto"
+    """Where the student is evaluated: ``auto`` (the GPU when there is one, else the CPU), ``cpu``, ``cuda``,
+    ``cuda:1``. Model selection during training generates on the training device."""
+    dtype: str = "auto"
+    """The student's weights at evaluation: ``auto`` (bfloat16 on a GPU that supports it, else float32),
+    ``float32``, ``bfloat16``, ``float16``. Recorded, with the device, in the results' provenance."""
+    backend: str = "hf"
+    """``hf``: lm-eval's transformers model in this process. ``vllm``: the student is served by vLLM (``serve``)
+    on 127.0.0.1 and lm-eval evaluates it through its OpenAI-compatible completions model."""
+    serve: str = ""
+    """The command that serves a model for ``backend = "vllm"``, with ``{model}`` and ``{port}``; it may live in
+    another virtualenv. Empty: ``vllm serve {model} --host 127.0.0.1 --port {port}``."""
+    samples: int = 1
+    """Answers sampled per question. 1: greedy decoding (``temperature`` 0). n > 1 (with ``temperature`` > 0):
+    lm-eval repeats every question n times and reports ``pass@1`` (accuracy averaged over the n samples, with
+    its standard error over questions) and ``maj@n`` (majority vote over the n cleansed answers)."""
+    temperature: float = 0.0
+    top_p: float = 1.0
 
     def check(self) -> list[tuple[str, str]]:
         problems = []
@@ -57,7 +76,35 @@ class EvaluationSettings:
             problems.append(("limit", "must be at least 1"))
         if self.batch_size < 1:
             problems.append(("batch_size", "must be at least 1"))
+        if self.device != "auto" and not re.match(r"^(cpu|cuda(:\d+)?|mps)$", self.device):
+            problems.append(("device", f"'{self.device}' is not a device; use auto, cpu, cuda, cuda:N or mps"))
+        if self.dtype not in DTYPES:
+            problems.append(("dtype", f"'{self.dtype}' is not a dtype; use {', '.join(DTYPES)}"))
+        if self.backend not in BACKENDS:
+            problems.append(("backend", f"'{self.backend}' is not a backend; use {' or '.join(BACKENDS)}"))
+        if self.serve and ("{model}" not in self.serve or "{port}" not in self.serve):
+            problems.append(("serve", "the command needs {model} and {port}, e.g. "
+                                      "\"vllm serve {model} --host 127.0.0.1 --port {port}\""))
+        if self.samples < 1:
+            problems.append(("samples", "must be at least 1"))
+        elif self.samples > 1 and self.temperature <= 0:
+            problems.append(("temperature", f"samples = {self.samples} draws several answers per question: set "
+                                            f"a temperature above 0 (e.g. 0.7), or samples = 1 for greedy"))
+        elif self.samples == 1 and self.temperature != 0:
+            problems.append(("samples", "a temperature above 0 with one sample gives a noisy single score; set "
+                                        "samples to several (e.g. 8) to report pass@1 over them, or temperature = 0"))
+        if self.samples > 1 and self.backend == "vllm":
+            problems.append(("backend", "sampled evaluation (samples > 1) runs on the hf backend: lm-eval's "
+                                        "completions model sends every repeat of a question with the same seed, "
+                                        "so a server would return one sample n times; set backend = \"hf\""))
+        if self.temperature < 0:
+            problems.append(("temperature", "must be 0 (greedy) or more"))
+        if not 0 < self.top_p <= 1:
+            problems.append(("top_p", "must be in (0, 1]"))
         return problems
+
+
+BACKENDS = ("hf", "vllm")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from rich.table import Table
 
 from harness.results import PAPER, PAPER_TASKS, Row
 
-COLUMNS = ("task", "strategy", "student", "teacher", "accuracy", "stderr", "n", "run")
+COLUMNS = ("task", "strategy", "student", "teacher", "accuracy", "stderr", "maj@n", "n", "evaluation", "teacher cost",
+           "run")
 GROUPS = ("your runs", "your baselines", "Fine-tune-CoT paper (teacher text-davinci-002)")
 
 
@@ -30,14 +31,16 @@ GROUPS = ("your runs", "your baselines", "Fine-tune-CoT paper (teacher text-davi
 
 def _cells(row: Row) -> list[str]:
     return [row.task, row.strategy, row.student, row.teacher, f"{100 * row.acc:.2f}",
-            "" if row.stderr is None else f"{100 * row.stderr:.2f}", "" if row.n is None else str(row.n),
+            "" if row.stderr is None else f"{100 * row.stderr:.2f}", "" if row.maj is None else f"{100 * row.maj:.2f}",
+            "" if row.n is None else str(row.n), row.evaluation_label,
+            "" if row.teacher_cost is None else f"${row.teacher_cost:.4g}",
             ("paper: " + row.run) if row.reference else (f"{row.recipe}/{row.run}" if row.recipe else row.run)]
 
 
 def rich_table(rows: Sequence[Row]) -> Table:
     table = Table(title="harness leaderboard (accuracy %, paper rows in italics)")
     for col in COLUMNS:
-        table.add_column(col, justify="right" if col in ("accuracy", "stderr", "n") else "left", overflow="fold")
+        table.add_column(col, justify="right" if col in ("accuracy", "stderr", "maj@n", "n", "teacher cost") else "left", overflow="fold")
     for row in rows:
         table.add_row(*_cells(row), style="italic dim" if row.reference else None)
     return table

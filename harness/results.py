@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +54,37 @@ class Row:
     """The training seed (runs of one recipe with several seeds are several rows)."""
     teacher_cost: float | None = None
     """What the teach stage's requests cost (from the recipe's prices), when it recorded one."""
+    evaluation: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    """How the student was evaluated (``SETTINGS``: samples, temperature, top_p, backend, dtype, max_gen_toks;
+    results written before these were recorded read as greedy, hf, float32)."""
+    maj: float | None = None
+    """Majority-vote accuracy over the samples (maj@n), for sampled evaluations."""
+
+    @property
+    def evaluation_label(self) -> str:
+        e = self.evaluation
+        if not e:
+            return ""
+        how = (f"pass@1 of {e['samples']}, T={e['temperature']:g}" if e.get("samples", 1) > 1 else "greedy")
+        return f"{how} · {e.get('backend', 'hf')} · {e.get('dtype', 'float32')}"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+SETTINGS = ("samples", "temperature", "top_p", "backend", "dtype", "max_gen_toks")
+"""The evaluation settings two results must share to be compared (``harness compare`` refuses otherwise)."""
+_DEFAULTS = {"samples": 1, "temperature": 0.0, "top_p": 1.0, "backend": "hf", "dtype": "float32"}
+
+
+def evaluation_settings(harness_block: dict[str, Any]) -> dict[str, Any]:
+    """The ``SETTINGS`` a result was evaluated with (defaults for results that predate their recording)."""
+    recorded = harness_block.get("evaluation") or {}
+    return {k: recorded.get(k, _DEFAULTS.get(k)) for k in SETTINGS if k in recorded or k in _DEFAULTS}
+
+
 def _metric(values: dict[str, Any], name: str) -> float | None:
-    for key in (f"{name},none", name):
+    for key in (f"{name},none", f"{name},pass@1", name):
         if isinstance(values.get(key), (int, float)):
             return float(values[key])
     return None
@@ -92,7 +116,9 @@ def read_file(path: Path) -> list[Row]:
             stderr=_metric(values, "acc_stderr"), n=n, lm_eval_task=task, recipe=h.get("recipe", ""),
             run=h.get("run_name", ""), parameters=h.get("student_parameters"), date=str(data.get("date", "")),
             file=str(path), diverse_samples=diverse, teacher_accuracy=h.get("teacher_accuracy"),
-            seed=(h.get("training") or {}).get("seed"), teacher_cost=h.get("teacher_cost")))
+            seed=(h.get("training") or {}).get("seed"), teacher_cost=h.get("teacher_cost"),
+            evaluation=evaluation_settings(h) if h else {},
+            maj=next((float(v) for k, v in values.items() if k.startswith("acc,maj@")), None)))
     return rows
 
 
@@ -203,6 +229,22 @@ def noise_band(base: list[Row], cand: list[Row], z: float,
         return z * sd / math.sqrt(len(diffs)), "paired", lost, gained
     b, c = base[0], cand[0]
     return z * math.sqrt((b.stderr or 0) ** 2 + (c.stderr or 0) ** 2), "stderr", None, None
+
+
+def settings_mismatches(baseline: list[Row], candidate: list[Row]) -> list[str]:
+    """``run/task: key baseline -> candidate`` for each evaluation setting two compared results do not share."""
+    base = {f"{r.run or r.student}/{r.lm_eval_task}": r.evaluation for r in baseline}
+    out = []
+    for r in candidate:
+        key = f"{r.run or r.student}/{r.lm_eval_task}"
+        if key not in base:
+            continue
+        b = base[key]
+        differ = [f"{k} {b[k]!r} -> {r.evaluation[k]!r}" for k in SETTINGS
+                  if k in b and k in r.evaluation and b[k] != r.evaluation[k]]
+        if differ:
+            out.append(f"{key}: {', '.join(differ)}")
+    return sorted(set(out))
 
 
 def compare(baseline: list[Row], candidate: list[Row], max_drop: float, z: float,

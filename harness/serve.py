@@ -23,8 +23,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from harness.errors import BadInputError, RunError
 
@@ -166,3 +167,31 @@ class ServedScorer:
                 logprobs[row, position, :len(best)] = torch.tensor([v for _, v in best])
         self.seconds += time.perf_counter() - started
         return ids.to(input_ids.device), logprobs.to(input_ids.device)
+
+
+class ServedModel:
+    """A model behind an OpenAI-compatible completions endpoint, standing in for an in-memory transformers model
+    wherever the harness generates with ``harness.generation.greedy_generate``: a multi-call strategy's loop
+    (Socratic CoT) runs against the server unchanged. ``config`` is the model's own (for positions and
+    architecture checks); requests go out ``concurrency`` at a time, greedy, cut at the stop strings."""
+
+    def __init__(self, base_url: str, name: str, config: Any, concurrency: int = 16):
+        self.base_url, self.name, self.config, self.concurrency = base_url, name, config, concurrency
+        self.device = "server"
+
+    def complete(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from openai import OpenAI
+
+        client = OpenAI(base_url=self.base_url, api_key="none", max_retries=3, timeout=300)
+
+        def one(prompt: str) -> str:
+            r = client.completions.create(model=self.name, prompt=prompt, max_tokens=max_new_tokens,
+                                          temperature=0.0, stop=list(stop) or None)
+            return r.choices[0].text
+
+        from harness.generation import cut_at_stop
+
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return [cut_at_stop(t, stop) for t in pool.map(one, prompts)]

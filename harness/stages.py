@@ -127,6 +127,13 @@ def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Stu
     strategies with their own objective: a student that cannot train with it, teacher signals it needs and the
     teacher does not give, a student tokenizer that is not the teacher's for token-level signals."""
     out = [f"{recipe.path}: teacher.{key}: {message}" for key, message in teacher.preflight()]
+    ev = recipe.evaluation
+    if ev.backend == "vllm":
+        from harness.evaluate import serve_command
+        from harness.serve import command_problems
+
+        out += [f"{recipe.path}: evaluation.serve: {message}" for _, message in
+                command_problems(serve_command(ev), "serve")]
     for i, spec in enumerate(recipe.students):
         where = f"student[{i}]"
         out += [f"{recipe.path}: {where}.{key}: {message}" for key, message in students[spec.name].preflight()]
@@ -174,8 +181,10 @@ def selection_validator(recipe: Recipe, strategy: Strategy, task: Any, splits: d
 
 def provenance(recipe: Recipe, manifest: dict[str, Any], run_name: str, eval_key: str,
                train_records: list[dict[str, Any]], teacher_report: dict[str, Any],
-               teacher_usage: dict[str, Any], hub_dataset: str | None) -> dict[str, Any]:
-    """What a published result records about how it was made (lm-eval's results file, key ``harness``)."""
+               teacher_usage: dict[str, Any], hub_dataset: str | None,
+               evaluation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a published result records about how it was made (lm-eval's results file, key ``harness``):
+    ``evaluation`` is how the student was evaluated (backend, device, dtype, samples, temperature, seed...)."""
     r = recipe
     strategy_name, _, student_name = run_name.partition("+")
     strategy = next(s for s in r.strategies if s.name == strategy_name)
@@ -183,12 +192,13 @@ def provenance(recipe: Recipe, manifest: dict[str, Any], run_name: str, eval_key
     parameters = sum(rec.get("parameters") or 0 for rec in train_records)
     return {"run_name": run_name, "recipe": r.name, "recipe_hash": r.digest(), "evaluation_key": eval_key,
             "task": {"name": r.task.kind, "hub_dataset": hub_dataset, **r.task.plain()},
-            "teacher": {"name": r.teacher.name, **r.teacher.plain()},
+            "teacher": {"name": r.teacher.name, **r.teacher.plain(),
+                        **({"placement": teacher_usage["placement"]} if teacher_usage.get("placement") else {})},
             "strategy": {"name": strategy.name, **strategy.plain()},
             "student": {"name": student.name, **student.plain()}, "student_parameters": parameters or None,
             "teacher_accuracy": teacher_report.get("teacher_accuracy"),
             "teacher_cost": teacher_usage.get("cost") or None,
-            "training": asdict(r.training), "git_commit": manifest.get("git_commit"),
+            "training": asdict(r.training), "evaluation": evaluation or {}, "git_commit": manifest.get("git_commit"),
             "versions": manifest.get("versions"), "machine": machine_facts()}
 
 

@@ -53,8 +53,10 @@ class HubSink(Sink):
             raise BadInputError(f"sink hub: cannot reach the Hugging Face Hub ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0]}); the results stay in {results_file.parent}") from None
         data = json.loads(results_file.read_text())
-        model_name = str(data.get("model_name") or provenance.get("run_name") or "harness")
-        sanitized = str(data.get("model_name_sanitized") or re.sub(r"[^\w.-]", "__", model_name))
+        # one folder per run (lm-eval's model_name is the model's folder path, which says nothing on the Hub)
+        model_name = (f"{provenance['recipe']}__{provenance['run_name']}" if provenance.get("run_name")
+                      else str(data.get("model_name") or "harness"))
+        sanitized = re.sub(r"[^\w.-]", "__", model_name)
         repo_id = f"{c.org}/{c.repo_name}"
         # The files as lm-eval wrote them (its samples are already sanitised for `datasets`; passing them through
         # its tracker again would mangle their arguments).

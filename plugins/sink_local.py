@@ -38,7 +38,7 @@ class LocalSink(Sink):
         self.config = config
 
     def publish(self, results_file: Path, samples_files, provenance) -> list[str]:
-        target = Path(self.config.dir) / provenance["recipe"] / results_file.parent.name
+        target = Path(self.config.dir) / provenance["recipe"] / f"{provenance['recipe']}__{provenance['run_name']}"
         target.mkdir(parents=True, exist_ok=True)
         data = json.loads(results_file.read_text())
         data["harness"] = dict(provenance)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import BadInputError, Example, Generation, Teacher, TeacherUsage, hookimpl, prompts
-from harness.models import model_problems, tokenizer_vocabulary
+from harness.models import DTYPES, model_problems, place, resolve_device, resolve_dtype, tokenizer_vocabulary
 from harness.cache import JsonlCache, content_key, default_cache_dir
 
 
@@ -18,10 +18,15 @@ class Config(prompts.PromptOptions):
     seed: int = 0
     device: str = "auto"
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:1``..."""
+    dtype: str = "auto"
+    """``auto`` (bfloat16 on a GPU that supports it, else float32), ``float32``, ``bfloat16``, ``float16``."""
     cache_dir: str = ""
 
     def check(self) -> list[tuple[str, str]]:
-        return prompts.check_options(self, ("samples", "batch_size", "max_tokens", "answer_max_tokens"))
+        problems = prompts.check_options(self, ("samples", "batch_size", "max_tokens", "answer_max_tokens"))
+        if self.dtype not in DTYPES:
+            problems.append(("dtype", f"'{self.dtype}' is not a dtype; use {', '.join(DTYPES)}"))
+        return problems
 
 
 class HFTeacher(Teacher):
@@ -74,8 +79,10 @@ class HFTeacher(Teacher):
                 progress(1)
             return out
 
+    def _dtype(self) -> str:
+        return resolve_dtype(self.config.dtype, resolve_device(self.config.device))
+
     def _load(self) -> None:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         c = self.config
@@ -87,12 +94,14 @@ class HFTeacher(Teacher):
         self._tok.padding_side = "left"
         if self._tok.pad_token is None:
             self._tok.pad_token = self._tok.eos_token
-        device = c.device if c.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        self._model.to(device).eval()
-        self._device = device
+        self._usage.placement = place(self._model, c.device, c.dtype)
+        self._model.eval()
+        self._device = self._model.device
 
     def _key(self, prompt: str, temperature: float, max_tokens: int, index: int, top: int) -> str:
         extra = {"top_logprobs": top} if top else {}  # caches written without top-k stay valid
+        if self._dtype() != "float32":  # bfloat16 samples differ from float32 ones (the cache's earlier default)
+            extra["dtype"] = self._dtype()
         return content_key(model=self.config.model, prompt=prompt, temperature=temperature, max_tokens=max_tokens,
                            seed=self.config.seed, sample_index=index, **extra)
 

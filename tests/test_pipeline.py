@@ -110,13 +110,13 @@ def test_from_stage_reruns_that_stage_and_later(first_run):
 
 def test_crashed_stage_leaves_finished_work_and_resumes(first_run, monkeypatch):
     tmp_path, recipe, _ = first_run
-    from harness import pipeline
+    from harness import evaluate
     from harness.cli import main
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "run_lm_eval", crash)
+    monkeypatch.setattr(evaluate, "run_lm_eval", crash)
     assert main(["run", str(recipe), *NATURAL, "--set", "evaluation.limit=3"]) == 130
     assert list((tmp_path / "runs" / "tiny").glob("*.partial")) == [tmp_path / "runs" / "tiny" /
                                                                       "evaluate-vanilla.partial"]

@@ -67,10 +67,11 @@ def test_foreign_lm_eval_file_and_bad_files(tmp_path):
 def test_leaderboard_flat_view_formats(board, cli):
     md = cli("leaderboard", board, "--format", "markdown", "--sort", "accuracy", "--view", "flat")
     assert md.code == 0
-    assert md.out.splitlines()[2] == ("| synthetic_arithmetic | fine_tune_cot | gpt2-tiny | program | 77.00 | 2.40 | 100 "
-                                      "| r/fine_tune_cot |")
+    assert md.out.splitlines()[2] == ("| synthetic_arithmetic | fine_tune_cot | gpt2-tiny | program | 77.00 | 2.40 |  "
+                                      "| 100 | greedy · hf · float32 |  | r/fine_tune_cot |")
     rows = list(csv.reader(io.StringIO(cli("leaderboard", board, "--format", "csv", "--view", "flat").out)))
-    assert rows[0] == ["task", "strategy", "student", "teacher", "accuracy", "stderr", "n", "run", "reference"]
+    assert rows[0] == ["task", "strategy", "student", "teacher", "accuracy", "stderr", "maj@n", "n", "evaluation",
+                       "teacher cost", "run", "reference"]
     assert len(rows) == 3
     data = json.loads(cli("leaderboard", board, "--format", "json", "--strategy", "vanilla").out)
     assert [d["acc"] for d in data] == [0.15]
