@@ -6,7 +6,8 @@ plugins (the built-in ones included) may import. Everything else is private and 
 
 from harness.errors import BadInputError, DataError, HarnessError, PluginError, RecipeError, RunError
 from harness import answers, cache, data, prompts
-from harness.components import Objective, Sink, Strategy, Student, Task, Teacher, TeacherUsage, conform
+from harness.components import (Objective, Sink, Strategy, Student, Task, Teacher, TeacherEstimate, TeacherUsage,
+                                conform)
 from harness.hookspecs import hookimpl
 from harness.types import (
     AnswerSpec,
@@ -60,6 +61,7 @@ __all__ = [
     "SubStep",
     "Task",
     "Teacher",
+    "TeacherEstimate",
     "TeacherUsage",
     "TrainingExample",
     "TrainingContext",

@@ -73,6 +73,42 @@ def cmd_validate(args: argparse.Namespace, err: Console) -> int:
     return 0
 
 
+def cmd_estimate(args: argparse.Namespace, err: Console) -> int:
+    """The teacher bill before the teach stage runs: requests, tokens and cost, minus what the cache holds."""
+    from harness.recipe import load_recipe
+    from harness.stages import make_component
+
+    registry = _registry()
+    recipe = load_recipe(args.recipe, registry, args.set)
+    teacher = make_component(registry, "teacher", recipe.teacher)
+    strategies = [make_component(registry, "strategy", s) for s in recipe.strategies]
+    if not any(s.uses_teacher for s in strategies):
+        print(f"{recipe.path}: no strategy uses the teacher: the run sends it nothing")
+        return 0
+    task = make_component(registry, "task", recipe.task)
+    train = task.load().get("train") or []
+    est = teacher.estimate(train, task)
+    if est is None:
+        print(f"{recipe.path}: the {recipe.teacher.kind} teacher answers {len(train):,} questions at no API cost "
+              f"(it does not bill requests)")
+        return 0
+    table = Table(title=f"teacher bill before the run: {recipe.teacher.kind} teacher, {len(train):,} questions")
+    for col in ("requests to send", "completions cached", "prompt tokens", "output tokens (at most)",
+                "cost (at most)"):
+        table.add_column(col, justify="right")
+    tokens = f"{est.input_tokens:,}" if est.tokens_counted else f"≈{est.input_tokens:,} (estimated)"
+    table.add_row(f"{est.requests:,}", f"{est.cached:,}", tokens, f"{est.output_tokens:,}",
+                  f"${est.cost:,.4f}" if est.cost else "no prices given")
+    out = stdout_console()
+    out.print(table)
+    for note in est.notes:
+        out.print(f"note: {note}", markup=False)
+    if args.json:
+        Path(args.json).write_text(json.dumps(est.as_dict() | {"tokens_counted": est.tokens_counted,
+                                                               "notes": est.notes}, indent=2) + "\n")
+    return 0
+
+
 def cmd_plugins(args: argparse.Namespace, err: Console) -> int:
     registry = _registry()
     rows = [{"kind": c.kind, "name": c.name, "plugin": c.plugin, "distribution": c.distribution,
@@ -263,6 +299,12 @@ def parser() -> argparse.ArgumentParser:
                           help="check the recipe only, not that its models and tokenizers load (e.g. in CI without "
                                "the hub models it names)")
     validate.set_defaults(func=cmd_validate)
+
+    estimate = sub.add_parser("estimate", help="the teacher bill before running: requests, tokens, cost (minus "
+                                               "what the cache holds)")
+    with_recipe(estimate)
+    estimate.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    estimate.set_defaults(func=cmd_estimate)
 
     plugins = sub.add_parser("plugins", help="list the registered components and their plugins")
     plugins.add_argument("--json", action="store_true", help="print JSON")

@@ -51,6 +51,18 @@ class TeacherUsage:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+@dataclass
+class TeacherEstimate(TeacherUsage):
+    """What the teach stage would send, before it runs (``harness estimate``): ``requests``, ``cached`` (completions
+    the cache holds already: not asked again), ``input_tokens`` (prompt tokens), ``output_tokens`` (at most:
+    ``max_tokens`` per completion), ``cost`` (at most, from the recipe's prices)."""
+
+    tokens_counted: bool = False
+    """True when the prompt tokens were counted with the model's tokenizer; False when estimated."""
+    notes: list[str] = field(default_factory=list)
+    """What the figures cannot know in advance (e.g. prompts that depend on answers not yet given)."""
+
+
 class Objective:
     """A strategy's own training loss (token-level distillation, ...), used by the student instead of plain
     cross-entropy on the targets.
@@ -140,6 +152,11 @@ class Teacher:
         A request that failed for good is returned as a ``Generation`` with ``meta["error"]`` set (and empty
         text): it is never trained on, and the next run asks it again."""
         raise NotImplementedError
+
+    def estimate(self, examples: Sequence[Example], task: Task) -> TeacherEstimate | None:
+        """What ``generate`` on ``examples`` would send and cost, minus what the cache holds, without sending
+        anything (``harness estimate``). The default: None (a teacher that costs nothing to ask)."""
+        return None
 
     def usage(self) -> TeacherUsage | None:
         """Requests, cache hits, tokens and cost of the last ``generate``; None for teachers that call nothing."""
@@ -281,6 +298,13 @@ class Student:
         load, the architecture builds); run by ``harness validate`` and before ``harness run``'s first stage."""
         return []
 
+    def chat(self, model_dir: Path) -> Mapping[str, str] | None:
+        """``{"end_of_turn": "<|im_end|>"}`` when the model in ``model_dir`` was trained through its tokenizer's
+        chat template (prompt as the user turn, target as the assistant turn): evaluation then renders prompts
+        with lm-eval's ``apply_chat_template`` and stops generation at ``end_of_turn``. The default: None
+        (plain-text prompts)."""
+        return None
+
     def supports(self, objective: Objective) -> Problems:
         """Whether it can train with a strategy's own ``objective``; the default refuses (a student that uses
         ``TrainingContext.objective`` overrides this)."""
@@ -305,8 +329,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {"task": ("load",), "teacher": ("generate
                                         "strategy": ("build", "prompt"), "sink": ("publish",)}
 _OPTIONAL: dict[str, tuple[str, ...]] = {
     "task": ("answer", "hub_dataset", "source"),
-    "teacher": ("usage", "preflight", "signals", "vocabulary", "scorer"),
-    "student": ("preflight", "supports", "vocabulary"),
+    "teacher": ("estimate", "usage", "preflight", "signals", "vocabulary", "scorer"),
+    "student": ("preflight", "chat", "supports", "vocabulary"),
     "strategy": ("uses_teacher", "prediction_prefix", "multi_call", "setup", "stop", "roles", "budget_shares",
                  "objective", "max_gen_toks", "lm_eval_model", "stats"),
     "sink": (),

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.errors import RunError
+from harness.errors import BadInputError, RunError
 from harness.answers import score
 from harness.generation import greedy_generate, is_encoder_decoder, max_positions
 from harness.models import place
@@ -146,8 +146,8 @@ def _quiet_git_hash() -> None:
             module.get_git_commit_hash = git_commit_hash
 
 
-def run_lm_eval(lm: Any, task_dir: Path, name: str, out_dir: Path, model_path: str,
-                seed: int) -> tuple[dict[str, Any], Path, list[Path]]:
+def run_lm_eval(lm: Any, task_dir: Path, name: str, out_dir: Path, model_path: str, seed: int,
+                chat_template: bool = False) -> tuple[dict[str, Any], Path, list[Path]]:
     """Evaluate an lm-eval ``LM`` on the generated task; save lm-eval's results and samples files. ``model_path``
     goes into the results' ``model_args`` (``pretrained=...``): the folder the stock CLI would load."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -173,6 +173,7 @@ def run_lm_eval(lm: Any, task_dir: Path, name: str, out_dir: Path, model_path: s
         log_samples=True,
         evaluation_tracker=tracker,
         model_args={"pretrained": model_path},
+        apply_chat_template=chat_template,  # the stock CLI: --apply_chat_template
         random_seed=seed,
         numpy_random_seed=seed,
         torch_random_seed=seed,
@@ -211,9 +212,14 @@ def evaluate_student(student: Any, model_dirs: dict[str, Path], strategy: Any, t
     import contextlib
 
     max_gen_toks = strategy.max_gen_toks(ev.max_gen_toks)
-    write_task(task_dir, name, examples, [strategy.prompt(e) for e in examples], task.answer,
-               strategy.prediction_prefix, strategy.stop(), max_gen_toks, ev.samples, ev.temperature, ev.top_p)
     paths = {role: str(Path(p).resolve()) for role, p in model_dirs.items()}
+    chat = student.chat(Path(next(iter(paths.values()))))
+    if chat and strategy.multi_call:
+        raise BadInputError("student.chat_template: this strategy answers through several generate calls, which "
+                            "the harness does not render through a chat template yet; set chat_template = \"off\"")
+    stop = [*strategy.stop(), *([chat["end_of_turn"]] if chat else [])]
+    write_task(task_dir, name, examples, [strategy.prompt(e) for e in examples], task.answer,
+               strategy.prediction_prefix, stop, max_gen_toks, ev.samples, ev.temperature, ev.top_p)
     backend = ev.backend
     if backend == "vllm" and any(_seq2seq_folder(p) for p in paths.values()):
         note("evaluation.backend = \"vllm\": this student is an encoder-decoder model, which the harness "
@@ -231,8 +237,8 @@ def evaluate_student(student: Any, model_dirs: dict[str, Path], strategy: Any, t
                 lm = hf_lm(model, tokenizer, ev.batch_size, max_positions(model))
             made = {"backend": "hf", **next(iter(placement.values()))}
         # model_args names what the stock CLI loads: the model folder (several roles: the first, e.g. decomposer)
-        res, _, _ = run_lm_eval(lm, task_dir, name, out / "lm_eval", next(iter(paths.values())), seed)
-    made |= {"samples": ev.samples, "temperature": ev.temperature, "top_p": ev.top_p, "seed": seed,
+        res, _, _ = run_lm_eval(lm, task_dir, name, out / "lm_eval", next(iter(paths.values())), seed, bool(chat))
+    made |= {"chat_template": bool(chat), "samples": ev.samples, "temperature": ev.temperature, "top_p": ev.top_p, "seed": seed,
              "batch_size": ev.batch_size, "max_gen_toks": max_gen_toks}
     values = res["results"][name]
     first = filters(ev.samples)[0]

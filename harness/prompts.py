@@ -40,8 +40,11 @@ STUDENT_FORMATS = {
     "natural": StudentFormat("Q: {question}\n\nA: Let's think step by step.\n\n",
                              " {rationale}\n\nTherefore, the answer is {answer}", "Therefore, the answer is",
                              ("\n\nQ:",)),
+    "think": StudentFormat("{question}", "<think>\n{rationale}\n</think>\n\n{answer}", "</think>", ()),
 }
-"""Fine-tune-CoT's formats: ``token`` (``{question} ###`` -> `` {rationale} --> {answer}``) and ``natural``."""
+"""Fine-tune-CoT's formats: ``token`` (``{question} ###`` -> `` {rationale} --> {answer}``) and ``natural``; and
+``think``, a reasoning model's form for chat students: the question as the user turn, the rationale in a
+``<think>...</think>`` section, the answer read after it."""
 FEW_SHOT_ANSWER = "The answer is"
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import BadInputError, Example, Generation, Teacher, TeacherUsage, hookimpl
+from harness import BadInputError, Example, Generation, Teacher, TeacherEstimate, TeacherUsage, hookimpl
 from harness import prompts, secrets, serve
 from harness.cache import JsonlCache, content_key, default_cache_dir
 from harness.errors import RunError
@@ -110,13 +110,75 @@ class OpenAITeacher(Teacher):
             self._exemplars = prompts.load_few_shot(Path(c.few_shot_file), c.few_shot_key)
         trigger = task.answer.trigger
         folder = Path(c.cache_dir or default_cache_dir())
-        cache_path = folder / "teacher" / (content_key(base_url=self._endpoint, model=c.model)[:16] + ".jsonl")
-        with JsonlCache(cache_path) as cache:
+        with JsonlCache(self._cache_path()) as cache:
             if not c.serve:
                 return asyncio.run(self._generate_all(examples, trigger, cache, progress, c.base_url))
             log = folder / "serve" / (content_key(model=c.model)[:16] + ".log")
             with serve.managed_server(c.serve, c.model, log) as base_url:
                 return asyncio.run(self._generate_all(examples, trigger, cache, progress, base_url))
+
+    def estimate(self, examples: Sequence[Example], task) -> TeacherEstimate:
+        """The requests ``generate`` would send (the same cache keys, ``n`` requests and in-flight deduplication),
+        their prompt tokens (counted with ``tokenizer`` when given, else about 4 characters a token) and at most
+        ``max_tokens`` output tokens per completion; a Zero-shot-CoT answer request whose rationale is not yet
+        known is counted with the longest rationale ``max_tokens`` allows."""
+        c = self.config
+        exemplars = prompts.load_few_shot(Path(c.few_shot_file), c.few_shot_key) if c.prompt == "few_shot_cot" else ""
+        tok = self._tokenizer() if c.tokenizer else None
+        count = (lambda text: len(tok(text)["input_ids"])) if tok else (lambda text: -(-len(text) // 4))
+        est = TeacherEstimate(tokens_counted=tok is not None)
+        seen: set[str] = set()
+
+        def ask(prompt: str, keys: list[str], max_tokens: int, prompt_tokens: int | None = None) -> None:
+            missing = [k for k in keys if k not in seen]
+            seen.update(missing)
+            if not missing:
+                return  # asked by another question with the same prompt (one request in flight, not two)
+            requests = 1 if len(missing) > 1 and c.use_n else len(missing)
+            est.requests += requests
+            est.input_tokens += requests * (count(prompt) if prompt_tokens is None else prompt_tokens)
+            est.output_tokens += len(missing) * max_tokens
+
+        unknown_stage2 = 0
+        with JsonlCache(self._cache_path()) as cache:
+            for e in examples:
+                prompt = prompts.first_prompt(c.prompt, e.question, exemplars)
+                keys = [self._key(prompt, c.temperature, c.max_tokens, i, c.top_logprobs) for i in range(c.samples)]
+                hits = [cache.get(k) for k in keys]
+                est.cached += sum(h is not None for h in hits)
+                ask(prompt, [k for k, h in zip(keys, hits) if h is None], c.max_tokens)
+                if c.prompt not in ("zero_shot_cot", "few_shot_cot"):
+                    continue
+                for hit in hits:
+                    if hit is None and c.prompt == "zero_shot_cot":  # the rationale is not known yet: its longest
+                        unknown_stage2 += 1
+                        stage2 = prompts.zero_shot_stage2(e.question, "", task.answer.trigger)
+                        ask(stage2, [f"unknown:{e.id}:{unknown_stage2}"], c.answer_max_tokens,
+                            count(stage2) + c.max_tokens)
+                    elif hit is not None and prompts.parse_first(c.prompt, hit["text"])[1] is None:
+                        stage2 = prompts.zero_shot_stage2(e.question, hit["text"], task.answer.trigger)
+                        key = self._key(stage2, 0.0, c.answer_max_tokens, 0)
+                        if key in cache:
+                            est.cached += 1
+                        else:
+                            ask(stage2, [key], c.answer_max_tokens)
+        if unknown_stage2:
+            est.notes.append(f"{unknown_stage2} answer requests (Zero-shot-CoT stage 2) follow rationales not yet "
+                             f"written: their prompt tokens are counted with the longest rationale "
+                             f"(max_tokens = {c.max_tokens})")
+        if c.prompt == "few_shot_cot":
+            est.notes.append("a Few-shot-CoT completion without 'The answer is' gets one more answer request; "
+                             "those cannot be known in advance and are not counted")
+        if not tok:
+            est.notes.append("prompt tokens estimated at 4 characters a token; set teacher.tokenizer to count them")
+        est.cost = round((est.input_tokens * c.price_per_million_input
+                          + est.output_tokens * c.price_per_million_output) / 1e6, 6)
+        return est
+
+    def _cache_path(self) -> Path:
+        c = self.config
+        folder = Path(c.cache_dir or default_cache_dir())
+        return folder / "teacher" / (content_key(base_url=self._endpoint, model=c.model)[:16] + ".jsonl")
 
     def signals(self) -> tuple[str, ...]:
         """``topk`` with ``top_logprobs``; ``scores`` when the teacher serves its model itself (vLLM's prompt

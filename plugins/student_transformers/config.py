@@ -24,6 +24,12 @@ class Config:
     """Train a LoRA adapter instead of every weight: ``{r = 8, alpha = 16, dropout = 0.05}`` and optionally
     ``target_modules = ["c_attn"]`` (peft knows the usual ones per architecture). The saved model has the
     adapter merged in (loads like any model); the adapter alone is saved under ``adapter/``."""
+    chat_template: str = "auto"
+    """``auto``: when ``model`` is a pretrained model whose tokenizer has a chat template (an instruct model's),
+    train and evaluate through it: the
+    prompt as the user turn, the target as the assistant turn (loss on the assistant's tokens), lm-eval's
+    ``apply_chat_template`` at evaluation, generation stopped at the template's end-of-turn. ``on``: require
+    one; ``off``: plain text even when there is one."""
 
     def check(self) -> list[tuple[str, str]]:
         if bool(self.model) == bool(self.architecture):
@@ -33,6 +39,8 @@ class Config:
         if self.architecture and not self.tokenizer:
             return [("tokenizer", "a from-scratch architecture needs tokenizer = \"word\" (built from the run's "
                                   "text) or a tokenizer's folder or hub id")]
+        if self.chat_template not in ("auto", "on", "off"):
+            return [("chat_template", f"'{self.chat_template}' is not a mode; use auto, on or off")]
         problems = [(f"lora.{k}", f"unknown LoRA setting; use {', '.join(LORA_KEYS)}")
                     for k in self.lora if k not in LORA_KEYS]
         if self.lora and not (isinstance(self.lora.get("r", 8), int) and self.lora.get("r", 8) >= 1):

@@ -4,6 +4,7 @@ masked out of the loss, the padding collator and the length-grouped, per-epoch s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from harness import BadInputError, TrainingExample
 
@@ -40,11 +41,15 @@ def prompt_ids(tokenizer, prompts: Sequence[str], encoder_decoder: bool) -> list
 
 
 def encode(tokenizer, examples: Sequence[TrainingExample], max_length: int,
-           encoder_decoder: bool = False) -> list[dict[str, list[int]]]:
+           encoder_decoder: bool = False, chat: Any = None) -> list[dict[str, list[int]]]:
     """Token ids with EOS closing every target, truncated to ``max_length``. Decoder-only: one sequence, the
     prompt masked out of the labels (-100). Encoder-decoder: the prompt is the encoder's input, the target
     (+ EOS) the labels. A conversation (``turns``) is one decoder-only sequence, each piece tokenized on its own
-    (so every target starts on a token boundary, as at inference), contexts masked, EOS after the last target."""
+    (so every target starts on a token boundary, as at inference), contexts masked, EOS after the last target.
+    With ``chat`` (a ``ChatFormat``): the prompt as the user turn, the target as the assistant turn; the loss on
+    the assistant's tokens and the template's end-of-turn, no EOS added."""
+    if chat is not None:
+        return _encode_chat(tokenizer, examples, max_length, chat)
     if encoder_decoder and any(e.turns for e in examples):
         raise BadInputError("strategy: its training examples are conversations (several targets in one "
                             "sequence), which an encoder-decoder student cannot learn in one pass; use a "
@@ -79,6 +84,19 @@ def encode(tokenizer, examples: Sequence[TrainingExample], max_length: int,
                                                             for x in signals["topk_logprobs"]])[:len(ids)]
         rows.append(row)
     return rows
+
+
+def _encode_chat(tokenizer, examples: Sequence[TrainingExample], max_length: int, chat: Any) -> list[dict]:
+    if any(e.turns or (e.signals or {}).get("target_ids") or (e.signals or {}).get("topk_ids") for e in examples):
+        raise BadInputError("student.chat_template: this strategy trains on conversations or on the teacher's own "
+                            "tokens, which the harness does not render through a chat template yet; set "
+                            "chat_template = \"off\" for this student")
+    weighted = any(e.weight != 1.0 for e in examples)
+    split = [chat.split(e.prompt, e.target.strip()) for e in examples]
+    prefixes = tokenizer([p for p, _ in split], add_special_tokens=False)["input_ids"]  # as lm-eval encodes it
+    answers = tokenizer([a for _, a in split], add_special_tokens=False)["input_ids"]
+    return [{"input_ids": (p + a)[:max_length], "labels": ([-100] * len(p) + a)[:max_length],
+             **({"weight": e.weight} if weighted else {})} for p, a, e in zip(prefixes, answers, examples)]
 
 
 def useful_tokens(row: dict[str, list[int]]) -> int:

@@ -17,6 +17,7 @@ from harness.deepspeed import zero_stage
 from harness.errors import is_out_of_memory
 from harness.models import architecture_problems, model_problems, tokenizer_vocabulary
 
+from .chat import chat_format
 from .config import LORA_KEYS, Config
 from .encoding import Collator, encode, train_word_tokenizer, useful_tokens
 from .launch import launch
@@ -141,7 +142,14 @@ class TransformersStudent(Student):
         encoder_decoder = is_encoder_decoder(model)
         model = self._with_lora(model)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        rows = encode(tokenizer, train, settings.max_length, encoder_decoder)
+        chat = None if encoder_decoder else chat_format(tokenizer, self._chat_mode())
+        if chat is not None and context.validate and settings.select_every:
+            raise BadInputError("training.select_every: model selection generates from plain prompts, not through "
+                                "the student's chat template; set training.select_every = 0 for a chat student "
+                                "(or student.chat_template = \"off\")")
+        if chat is not None:
+            _stop_at(model, tokenizer, chat.end_of_turn)
+        rows = encode(tokenizer, train, settings.max_length, encoder_decoder, chat)
         collator = Collator(tokenizer.pad_token_id)
         max_steps = settings.max_steps
         if settings.max_tokens:  # a token budget: as many steps as it buys on this data
@@ -253,6 +261,22 @@ class TransformersStudent(Student):
         else:  # every process takes part (ZeRO-3 gathers the partitioned weights); the first one writes
             trainer.save_model(str(out_dir))
 
+    def chat(self, model_dir: Path) -> dict[str, str] | None:
+        """``{"end_of_turn": ...}`` when the model in ``model_dir`` was trained through its chat template."""
+        from transformers import AutoConfig, AutoTokenizer
+
+        if self._chat_mode() == "off" or getattr(AutoConfig.from_pretrained(str(model_dir)), "is_encoder_decoder",
+                                                  False):
+            return None
+        found = chat_format(AutoTokenizer.from_pretrained(str(model_dir)), self._chat_mode())
+        return {"end_of_turn": found.end_of_turn} if found else None
+
+    def _chat_mode(self) -> str:
+        """``auto`` means a pretrained (instruct) model's template: a model built from scratch borrowing a
+        tokenizer does not chat."""
+        mode = self.config.chat_template
+        return "off" if mode == "auto" and not self.config.model else mode
+
     def load(self, model_dir: Path):
         from transformers import AutoConfig, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -292,6 +316,15 @@ def _with_loss_type(model):
     if not is_encoder_decoder(model) and getattr(model, "loss_type", "") is None:
         model.loss_type = "ForCausalLM"
     return model
+
+
+def _stop_at(model, tokenizer, end_of_turn: str) -> None:
+    """Generation ends at the chat template's end-of-turn token as well as at EOS (saved with the model)."""
+    ids = tokenizer.convert_tokens_to_ids([end_of_turn])
+    if ids and ids[0] is not None and ids[0] != tokenizer.unk_token_id:
+        eos = model.generation_config.eos_token_id
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        model.generation_config.eos_token_id = sorted(set(eos + [ids[0]]))
 
 
 def _load_tokenizer(name: str):
