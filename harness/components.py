@@ -44,6 +44,10 @@ class TeacherUsage:
     output_tokens: int = 0
     cost: float = 0.0
     """In the currency of the recipe's prices; 0 when no prices are given."""
+    batched: int = 0
+    """Completions answered through a batch API (billed at the batch price)."""
+    batches: list[str] = field(default_factory=list)
+    """The ids of the batches those came from."""
     placement: dict[str, str] = field(default_factory=dict)
     """Where a local model teacher ran (``{"device": "cuda:0", "dtype": "bfloat16"}``); empty for API teachers."""
 

@@ -149,6 +149,8 @@ class Pipeline:
                 record["usage"] = usage.as_dict()
                 summary += (f"; {usage.requests} requests, {usage.cached} cached, "
                             f"{usage.input_tokens:,}+{usage.output_tokens:,} tokens")
+                if usage.batched:
+                    summary += f", {usage.batched} through batches {', '.join(usage.batches)}"
                 if usage.deduplicated:
                     summary += f", {usage.deduplicated} answered by identical requests in flight"
                 if usage.cost:

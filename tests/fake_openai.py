@@ -7,6 +7,11 @@ per request number (``faults={3: "429", 5: "drop"}``) or drawn with a seeded rat
 body), ``drop`` (closes the connection). ``api_key`` set: other keys get 401. ``models`` set: others get 404.
 ``max_n`` caps the choices returned, like servers that ignore ``n``.
 
+The Batch API too: ``POST /v1/files`` (purpose ``batch``), ``POST /v1/batches``, ``GET /v1/batches[/{id}]``,
+``GET /v1/files/{id}/content``. A batch stays ``in_progress`` for ``batch_seconds``, then completes with an output
+file of the same completions (``batch_outcome = "expired"`` or ``"failed"`` ends it so, without output;
+``batch_missing`` leaves that many lines out of the output, like requests a batch did not get to).
+
 Run standalone: ``python tests/fake_openai.py --port 8123 --latency 0.1``.
 """
 
@@ -30,7 +35,8 @@ class FakeOpenAI:
     def __init__(self, latency: float = 0.0, faults: dict[int, str] | None = None, fault_rate: float = 0.0,
                  fault_kinds: tuple[str, ...] = FAULTS, seed: int = 0, api_key: str | None = None,
                  models: tuple[str, ...] = (), max_n: int | None = None, retry_after: float = 0.05,
-                 hang: float = 5.0, poison: str | None = None, logprobs: bool = True):
+                 hang: float = 5.0, poison: str | None = None, logprobs: bool = True, batch_seconds: float = 0.5,
+                 batch_outcome: str = "completed", batch_missing: int = 0):
         self.latency, self.faults, self.fault_rate, self.fault_kinds = latency, dict(faults or {}), fault_rate, fault_kinds
         self.rng = random.Random(seed)
         self.api_key, self.models, self.max_n = api_key, models, max_n
@@ -39,6 +45,10 @@ class FakeOpenAI:
         """Any prompt containing this text always gets a 500."""
         self.logprobs = logprobs
         """Answer ``logprobs`` requests (false: ignore them, as servers without support do)."""
+        self.batch_seconds, self.batch_outcome, self.batch_missing = batch_seconds, batch_outcome, batch_missing
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.batches_created = 0
         self.requests = 0
         self.served = Counter()  # successful responses by path
         self.prompts: list[str] = []  # prompts of successful responses, in order
@@ -132,18 +142,97 @@ class FakeOpenAI:
         return {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()), "model": model,
                 "choices": choices, "usage": usage}
 
+    # The Batch API --------------------------------------------------------------------------------------------
+
+    async def upload(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        if form.get("purpose") != "batch":
+            return web.json_response({"error": {"message": "purpose must be batch"}}, status=400)
+        data = form["file"].file.read()
+        file_id = f"file-{len(self.files) + 1}"
+        self.files[file_id] = data
+        return web.json_response({"id": file_id, "object": "file", "bytes": len(data), "purpose": "batch",
+                                  "filename": form["file"].filename, "created_at": int(time.time()), "status": "processed"})
+
+    async def create_batch(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("input_file_id") not in self.files:
+            return web.json_response({"error": {"message": "no such file"}}, status=404)
+        self.batches_created += 1
+        batch_id = f"batch-{self.batches_created}"
+        lines = [json.loads(line) for line in self.files[body["input_file_id"]].decode().splitlines() if line.strip()]
+        self.batches[batch_id] = {"id": batch_id, "object": "batch", "endpoint": body["endpoint"],
+                                  "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],
+                                  "created_at": int(time.time()), "_started": time.monotonic(), "_lines": lines,
+                                  "status": "in_progress", "output_file_id": None, "error_file_id": None,
+                                  "request_counts": {"total": len(lines), "completed": 0, "failed": 0}}
+        return web.json_response(self._batch_view(batch_id))
+
+    def _batch_view(self, batch_id: str) -> dict:
+        b = self.batches[batch_id]
+        if b["status"] == "in_progress":
+            done = (time.monotonic() - b["_started"]) / max(self.batch_seconds, 1e-6)
+            total = b["request_counts"]["total"]
+            b["request_counts"]["completed"] = min(total, int(done * total))
+            if done >= 1:
+                self._finish_batch(b)
+        return {k: v for k, v in b.items() if not k.startswith("_")}
+
+    def _finish_batch(self, b: dict) -> None:
+        if self.batch_outcome != "completed":
+            b["status"] = self.batch_outcome
+            b["request_counts"]["completed"] = 0
+            return
+        out = []
+        for line in b["_lines"][: len(b["_lines"]) - self.batch_missing]:
+            body = line["body"]
+            chat = line["url"].endswith("/chat/completions")
+            prompt = body["messages"][-1]["content"] if chat else body["prompt"]
+            texts = [self.complete(prompt, k) for k in range(int(body.get("n") or 1))]
+            self.prompts.append(prompt)
+            out.append({"id": f"req-{len(out)}", "custom_id": line["custom_id"], "error": None,
+                        "response": {"status_code": 200, "request_id": f"r{len(out)}",
+                                     "body": self.payload(body["model"], texts, chat, prompt)}})
+        file_id = f"file-{len(self.files) + 1}"
+        self.files[file_id] = "".join(json.dumps(o) + "\n" for o in out).encode()
+        b.update(status="completed", output_file_id=file_id)
+        b["request_counts"].update(completed=len(out), failed=0)
+
+    async def get_batch(self, request: web.Request) -> web.Response:
+        batch_id = request.match_info["batch_id"]
+        if batch_id not in self.batches:
+            return web.json_response({"error": {"message": "no such batch"}}, status=404)
+        return web.json_response(self._batch_view(batch_id))
+
+    async def list_batches(self, request: web.Request) -> web.Response:
+        data = [self._batch_view(b) for b in reversed(list(self.batches))]
+        return web.json_response({"object": "list", "data": data, "has_more": False,
+                                  "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
+
+    async def file_content(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"]
+        if file_id not in self.files:
+            return web.json_response({"error": {"message": "no such file"}}, status=404)
+        return web.Response(body=self.files[file_id], content_type="application/octet-stream")
+
     # Running ------------------------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/completions", self.handle)
         app.router.add_post("/v1/chat/completions", self.handle)
+        app.router.add_post("/v1/files", self.upload)
+        app.router.add_get("/v1/files/{file_id}/content", self.file_content)
+        app.router.add_post("/v1/batches", self.create_batch)
+        app.router.add_get("/v1/batches", self.list_batches)
+        app.router.add_get("/v1/batches/{batch_id}", self.get_batch)
         app.router.add_get("/stats", self.stats)
         app.router.add_get("/health", lambda request: web.Response(text="ok"))
         return app
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response({"requests": self.requests, "served": dict(self.served)})
+        return web.json_response({"requests": self.requests, "served": dict(self.served),
+                                  "batches_created": self.batches_created})
 
     async def _serve(self, port: int, started: threading.Event) -> None:
         runner = web.AppRunner(self.app(), access_log=None)
@@ -190,10 +279,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--batch-seconds", type=float, default=0.5)
     parser.add_argument("--port-file", help="write the bound port here once listening")
     parser.add_argument("--model", help="ignored: what a server command template names ({model})")
     args = parser.parse_args()
-    server = FakeOpenAI(latency=args.latency).start(args.port)
+    server = FakeOpenAI(latency=args.latency, batch_seconds=args.batch_seconds).start(args.port)
     if args.port_file:
         with open(args.port_file, "w") as f:
             f.write(str(server.port))

@@ -28,6 +28,8 @@ from harness.cache import JsonlCache, content_key, default_cache_dir
 from harness.errors import RunError
 from harness.models import tokenizer_vocabulary
 
+from .batch import BatchPhase, Pending
+
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,13 @@ class Config(prompts.PromptOptions):
     """A command that serves ``model`` (a local model folder) on 127.0.0.1, started and stopped by the teacher, e.g.
     ``"/opt/vllm/bin/vllm serve {model} --host 127.0.0.1 --port {port} --max-model-len 256"``; ``base_url`` and
     ``api_key_env`` are then not used. Its log goes to ``<cache_dir>/serve/``."""
+    batch: bool = False
+    """Send the requests through the OpenAI Batch API (half price at OpenAI, results within 24 hours): one batch
+    for the rationales, one for Zero-shot-CoT's answers, each resumed after a kill without being submitted
+    twice; what a failed or expired batch did not answer is then asked directly."""
+    batch_poll_seconds: float = 30.0
+    batch_price_factor: float = 0.5
+    """What batch tokens cost relative to the prices above (OpenAI: half)."""
     tokenizer: str = ""
     """The served model's tokenizer (folder or hub id). Needed with ``top_logprobs``: it maps the server's tokens to
     ids (vLLM gives ids itself: ``return_tokens_as_token_ids`` is asked for), gives the EOS id, and lets the
@@ -79,6 +88,11 @@ class Config(prompts.PromptOptions):
                             "named by api_key_env") for path in secrets.secret_keys(self.extra_body, "extra_body")]
         if self.serve:
             problems += serve.command_problems(self.serve, "serve")
+        if self.batch and self.serve:
+            problems.append(("batch", "a server the teacher starts itself (serve) answers requests directly; set "
+                                      "batch = false, or point base_url at a server with the Batch API"))
+        if self.batch_poll_seconds <= 0:
+            problems.append(("batch_poll_seconds", "must be positive"))
         if self.top_logprobs and not self.tokenizer:
             problems.append(("tokenizer", "top_logprobs needs the served model's tokenizer (its folder or hub id) "
                                           "to map the server's tokens to ids"))
@@ -97,6 +111,7 @@ class OpenAITeacher(Teacher):
         if config.api_key_env and secrets.ENV_NAME.match(config.api_key_env):
             secrets.register(os.environ.get(config.api_key_env))  # never written anywhere from now on
         self._usage = TeacherUsage()
+        self._batch_tokens = [0, 0]
         self._exemplars = ""
         self._tok = None
         self._endpoint = f"served:{config.model}" if config.serve else config.base_url
@@ -111,6 +126,8 @@ class OpenAITeacher(Teacher):
         trigger = task.answer.trigger
         folder = Path(c.cache_dir or default_cache_dir())
         with JsonlCache(self._cache_path()) as cache:
+            if c.batch:
+                progress = self._batches(examples, trigger, cache, progress, folder / "batches")
             if not c.serve:
                 return asyncio.run(self._generate_all(examples, trigger, cache, progress, c.base_url))
             log = folder / "serve" / (content_key(model=c.model)[:16] + ".log")
@@ -171,8 +188,11 @@ class OpenAITeacher(Teacher):
                              "those cannot be known in advance and are not counted")
         if not tok:
             est.notes.append("prompt tokens estimated at 4 characters a token; set teacher.tokenizer to count them")
-        est.cost = round((est.input_tokens * c.price_per_million_input
-                          + est.output_tokens * c.price_per_million_output) / 1e6, 6)
+        factor = c.batch_price_factor if c.batch else 1.0
+        est.cost = round(factor * (est.input_tokens * c.price_per_million_input
+                                   + est.output_tokens * c.price_per_million_output) / 1e6, 6)
+        if c.batch:
+            est.notes.append(f"batch = true: billed at {c.batch_price_factor:g} x the prices given")
         return est
 
     def _cache_path(self) -> Path:
@@ -197,9 +217,106 @@ class OpenAITeacher(Teacher):
 
     def usage(self) -> TeacherUsage:
         u, c = self._usage, self.config
-        u.cost = round((u.input_tokens * c.price_per_million_input
-                        + u.output_tokens * c.price_per_million_output) / 1e6, 6)
+        batch_in, batch_out = self._batch_tokens
+        u.cost = round(((u.input_tokens - batch_in + c.batch_price_factor * batch_in) * c.price_per_million_input
+                        + (u.output_tokens - batch_out + c.batch_price_factor * batch_out)
+                        * c.price_per_million_output) / 1e6, 6)
         return u
+
+    # The Batch API ----------------------------------------------------------------------------------------
+
+    def _batches(self, examples, trigger: str, cache: JsonlCache, progress, folder: Path):
+        """Fill the cache through the Batch API: the rationales, then the answer requests they lead to. Return the
+        progress callback for the rest of the stage (the batches took the bar to its end; what follows only
+        finishes it)."""
+        from openai import OpenAI
+
+        c = self.config
+        key = os.environ.get(c.api_key_env, "") if c.api_key_env else "none"
+        if c.api_key_env and not key:
+            raise BadInputError(f"teacher.api_key_env: the environment variable {c.api_key_env} is not set")
+        client = OpenAI(base_url=c.base_url, api_key=key, max_retries=c.max_attempts, timeout=c.timeout)
+        total, shown = len(examples), [0]
+
+        def advance_to(n: int) -> None:
+            n = min(total, n)
+            if n > shown[0]:
+                progress(n - shown[0])
+                shown[0] = n
+
+        two_phases = c.prompt in ("zero_shot_cot", "few_shot_cot")
+        share = total // 2 if two_phases else total
+        phase = BatchPhase(client, c.endpoint, folder, c.batch_poll_seconds,
+                           lambda done, of: advance_to(share * done // max(of, 1)))
+        exemplars = self._exemplars
+        seen: set[str] = set()
+        first = []
+        for e in examples:
+            prompt = prompts.first_prompt(c.prompt, e.question, exemplars)
+            keys = [self._key(prompt, c.temperature, c.max_tokens, i, c.top_logprobs) for i in range(c.samples)]
+            missing = [i for i, k in enumerate(keys) if k not in cache and k not in seen]
+            seen.update(keys[i] for i in missing)
+            if len(missing) > 1 and c.use_n:
+                first.append(Pending(self._body(prompt, len(missing), c.temperature, c.max_tokens, 0,
+                                                c.top_logprobs), tuple(keys[i] for i in missing)))
+            else:
+                first += [Pending(self._body(prompt, 1, c.temperature, c.max_tokens, i, c.top_logprobs), (keys[i],))
+                          for i in missing]
+        self._merge(first, *phase.run(first), cache, c.top_logprobs)
+        if two_phases:
+            phase.tick = lambda done, of: advance_to(share + (total - share) * done // max(of, 1))
+            second = []
+            for e in examples:
+                prompt = prompts.first_prompt(c.prompt, e.question, exemplars)
+                for i in range(c.samples):
+                    hit = cache.get(self._key(prompt, c.temperature, c.max_tokens, i, c.top_logprobs))
+                    if hit is None or prompts.parse_first(c.prompt, hit["text"])[1] is not None:
+                        continue
+                    stage2 = prompts.zero_shot_stage2(e.question, hit["text"], trigger)
+                    k = self._key(stage2, 0.0, c.answer_max_tokens, 0)
+                    if k not in cache and k not in seen:
+                        seen.add(k)
+                        second.append(Pending(self._body(stage2, 1, 0.0, c.answer_max_tokens, 0, 0), (k,)))
+            self._merge(second, *phase.run(second), cache, 0)
+        self._usage.batches += phase.ids
+        advance_to(total)
+        return lambda k: advance_to(shown[0] + k)
+
+    def _body(self, prompt: str, n: int, temperature: float, max_tokens: int, index: int, top: int) -> dict:
+        """A batch line's request body: what ``_request`` sends, with ``extra_body`` merged in."""
+        params, extra_body = self._params(n, temperature, max_tokens, index, top)
+        text = {"messages": [{"role": "user", "content": prompt}]} if self.config.endpoint == "chat" else \
+            {"prompt": prompt}
+        return {**params, **extra_body, **text}
+
+    def _merge(self, pending: list, bodies: dict[str, dict], status: str, cache: JsonlCache, top: int) -> None:
+        from openai.types import Completion
+        from openai.types.chat import ChatCompletion
+
+        chat = self.config.endpoint == "chat"
+        for p in pending:
+            body = bodies.get(p.custom_id)
+            if body is None:
+                continue
+            try:
+                r = (ChatCompletion if chat else Completion).model_validate(body)
+                texts = [ch.message.content for ch in r.choices] if chat else [ch.text for ch in r.choices]
+                records = [{"text": t} for t in texts if isinstance(t, str)]
+                if top:
+                    for record, choice in zip(records, r.choices):
+                        record.update(self._signals(choice, top))
+            except (ValueError, TypeError, Fatal):
+                continue  # asked again directly
+            for k, record in zip(p.keys, records):
+                cache.put(k, record)
+            self._usage.batched += len(records)
+            if r.usage is not None:
+                self._usage.input_tokens += r.usage.prompt_tokens or 0
+                self._usage.output_tokens += r.usage.completion_tokens or 0
+                self._batch_tokens[0] += r.usage.prompt_tokens or 0
+                self._batch_tokens[1] += r.usage.completion_tokens or 0
+        if pending:
+            self._usage.requests += len(pending)
 
     # The flow per example ---------------------------------------------------------------------------------
 
@@ -307,16 +424,8 @@ class OpenAITeacher(Teacher):
         import openai
 
         c = self.config
-        extra_body = dict(c.extra_body)
-        params: dict[str, Any] = {"model": c.model, "n": n, "temperature": temperature, "max_tokens": max_tokens}
-        if top:  # the top-k of every generated token; vLLM then names tokens by id ("token_id:42")
-            extra_body["return_tokens_as_token_ids"] = True
-            params.update({"logprobs": True, "top_logprobs": top} if c.endpoint == "chat" else {"logprobs": top})
+        params, extra_body = self._params(n, temperature, max_tokens, index, top)
         params["extra_body"] = extra_body or None
-        if c.stop:
-            params["stop"] = list(c.stop)
-        if c.seed is not None:
-            params["seed"] = c.seed + index
         last: Exception = RunError("no attempt made")
         for attempt in range(c.max_attempts):
             if attempt:
@@ -348,6 +457,19 @@ class OpenAITeacher(Teacher):
             except (openai.APIError, ValueError, KeyError, TypeError) as exc:
                 last = exc  # 429, 5xx, timeouts, dropped connections, malformed bodies: retry
         return RunError(f"gave up after {c.max_attempts} attempts: {type(last).__name__}: {_message(last)}")
+
+    def _params(self, n: int, temperature: float, max_tokens: int, index: int, top: int) -> tuple[dict, dict]:
+        c = self.config
+        extra_body = dict(c.extra_body)
+        params: dict[str, Any] = {"model": c.model, "n": n, "temperature": temperature, "max_tokens": max_tokens}
+        if top:  # the top-k of every generated token; vLLM then names tokens by id ("token_id:42")
+            extra_body["return_tokens_as_token_ids"] = True
+            params.update({"logprobs": True, "top_logprobs": top} if c.endpoint == "chat" else {"logprobs": top})
+        if c.stop:
+            params["stop"] = list(c.stop)
+        if c.seed is not None:
+            params["seed"] = c.seed + index
+        return params, extra_body
 
     def _signals(self, choice: Any, k: int) -> dict:
         """The choice's tokens and top-k log-probabilities as ids (EOS appended when the model stopped on it)."""
