@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import importlib
 import json
 import os
 import statistics
@@ -214,7 +215,7 @@ def export_baseline(work: Path, seeds: int, target: Path) -> None:
                 shutil.copy2(f, dest)
     from harness.stages import machine_facts
 
-    import torch  # noqa: F401 (so the facts include torch's threads)
+    importlib.import_module("torch")  # so the facts include torch's threads
 
     facts = {**machine_facts(), "recipe_threads": 2, "seeds": list(range(seeds)),
              "note": "recorded by benchmarks/ci_gate_power.py --export-baseline on the machine that ran the seeds"}

@@ -13,9 +13,13 @@ same number of steps of batch 32 on the same tokenized rows:
 - ``trainer_dynamic``: ``Trainer`` defaults (random order) with ``DataCollatorForSeq2Seq`` padding each batch to
   its longest row: the most frugal default;
 - ``trainer_max_length``: ``Trainer`` defaults with every row padded to the longest one in the data (what
-  ``tokenizer(..., padding="max_length")`` gives).
-Useful tokens per second = non-padding tokens trained on / wall time of ``trainer.train()``. Target: the harness
-at least 1.5x ``trainer_dynamic``. Prints the table and writes JSON.
+  ``tokenizer(..., padding="max_length")`` gives);
+- ``trl_sft``: TRL's ``SFTTrainer`` on a prompt-completion dataset (completion-only loss), per-batch padding;
+- ``trl_sft_grouped``: the same with ``group_by_length``: TRL's best correct setting on a CPU (its packing and
+  padding-free modes need FlashAttention, or examples attend to each other). Needs ``pip install trl``.
+Useful tokens per second = non-padding tokens trained on / wall time of ``trainer.train()``; padding = the share
+of the positions put through the model that are padding. Targets: the harness at least 1.5x ``trainer_dynamic``
+and at least TRL's best. Prints the table and writes JSON.
 
     python benchmarks/padding_efficiency.py [--data gsm8k synthetic] [--steps 60] [--out FILE]
 """
@@ -89,10 +93,14 @@ def plain_trainer(rows, tokenizer, steps: int, batch: int, pad_to_max: bool, see
     class Counting(DataCollatorForSeq2Seq):
         tokens = 0
 
+        computed = 0
+
         def __call__(self, features, return_tensors=None):
             Counting.tokens += sum(sum(f["attention_mask"]) if "attention_mask" in f else len(f["input_ids"])
                                    for f in features)
-            return super().__call__(features, return_tensors)
+            out = super().__call__(features, return_tensors)
+            Counting.computed += int(out["input_ids"].numel())
+            return out
 
     collator = Counting(tokenizer, padding=True, label_pad_token_id=-100)
     args = TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch,
@@ -102,8 +110,45 @@ def plain_trainer(rows, tokenizer, steps: int, batch: int, pad_to_max: bool, see
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    return {"useful_tokens": Counting.tokens, "seconds": round(seconds, 2),
+    return {"useful_tokens": Counting.tokens, "computed_tokens": Counting.computed, "seconds": round(seconds, 2),
             "useful_tokens_per_second": round(Counting.tokens / seconds, 1)}
+
+
+def trl_training(rows, tokenizer, steps: int, batch: int, seed: int, out: Path, group_by_length: bool) -> dict:
+    """TRL's SFTTrainer on the same rows as a prompt-completion dataset (loss on the completion only, EOS
+    appended by TRL), with the settings its docs give for this case. Packing and padding-free batches are correct
+    only with FlashAttention (TRL's docs: examples would attend to each other otherwise), which a CPU does not
+    have, so the best correct setting here is per-batch padding, optionally with length-grouped batches."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    arch = dict(ARCH)
+    config = AutoConfig.for_model(arch.pop("model_type"), vocab_size=len(tokenizer),
+                                  bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                  pad_token_id=tokenizer.pad_token_id, **arch)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    data = Dataset.from_list([{"prompt": r.prompt, "completion": r.target} for r in rows])
+    counts = {"useful": 0, "computed": 0}
+
+    class Counting(SFTTrainer):
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            counts["useful"] += int(inputs["attention_mask"].sum())
+            counts["computed"] += int(inputs["input_ids"].numel())
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+    args = SFTConfig(output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch, learning_rate=2e-3,
+                     report_to=[], disable_tqdm=True, save_strategy="no", use_cpu=True, seed=seed,
+                     logging_steps=10_000, max_length=ARCH["n_positions"], completion_only_loss=True,
+                     packing=False, padding_free=False, group_by_length=group_by_length, dataset_num_proc=1)
+    trainer = Counting(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    return {"useful_tokens": counts["useful"], "computed_tokens": counts["computed"], "seconds": round(seconds, 2),
+            "useful_tokens_per_second": round(counts["useful"] / seconds, 1)}
 
 
 def harness_training(rows, steps: int, batch: int, seed: int, out: Path) -> dict:
@@ -114,8 +159,20 @@ def harness_training(rows, steps: int, batch: int, seed: int, out: Path) -> dict
     info = student.train(rows, TrainingSettings(max_steps=steps, batch_size=batch, max_length=ARCH["n_positions"],
                                                 seed=seed, logging_steps=10_000),
                          out, [r.prompt + r.target for r in rows], lambda n: None)
-    return {"useful_tokens": info["tokens"], "seconds": info["seconds"],
+    return {"useful_tokens": info["tokens"], "computed_tokens": info["computed_tokens"], "seconds": info["seconds"],
             "useful_tokens_per_second": info["tokens_per_second"]}
+
+
+CONTENDERS = ("harness", "trainer_dynamic", "trainer_max_length", "trl_sft", "trl_sft_grouped")
+
+
+def trl_available() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("trl") is None:
+        print("note: TRL is not installed (pip install trl); its SFTTrainer rows are left out", file=sys.stderr)
+        return False
+    return True
 
 
 def main() -> int:
@@ -149,16 +206,25 @@ def main() -> int:
                                                      Path(tmp) / "d")
             entry["trainer_max_length"] = plain_trainer(rows, tokenizer, args.steps, args.batch, True, 0,
                                                         Path(tmp) / "m")
+            if trl_available():
+                entry["trl_sft"] = trl_training(rows, tokenizer, args.steps, args.batch, 0, Path(tmp) / "t", False)
+                entry["trl_sft_grouped"] = trl_training(rows, tokenizer, args.steps, args.batch, 0, Path(tmp) / "g",
+                                                        True)
         base = entry["trainer_dynamic"]["useful_tokens_per_second"]
-        for key in ("harness", "trainer_dynamic", "trainer_max_length"):
-            entry[key]["speedup_vs_trainer_dynamic"] = round(entry[key]["useful_tokens_per_second"] / base, 2)
+        for key in CONTENDERS:
+            if key in entry:
+                e = entry[key]
+                e["speedup_vs_trainer_dynamic"] = round(e["useful_tokens_per_second"] / base, 2)
+                e["padding_fraction"] = round(1 - e["useful_tokens"] / e["computed_tokens"], 3)
         report["data"][name] = entry
         print(f"\n{name}: {entry['rows']} rows, mean {entry['mean_length']} tokens, longest {entry['max_length']}")
-        print(f"  {'contender':<20} {'useful tok/s':>12} {'seconds':>8} {'speed-up':>9}")
-        for key in ("harness", "trainer_dynamic", "trainer_max_length"):
+        print(f"  {'contender':<20} {'useful tok/s':>12} {'seconds':>8} {'speed-up':>9} {'padding':>8}")
+        for key in CONTENDERS:
+            if key not in entry:
+                continue
             e = entry[key]
             print(f"  {key:<20} {e['useful_tokens_per_second']:>12,.0f} {e['seconds']:>8.1f} "
-                  f"{e['speedup_vs_trainer_dynamic']:>8.2f}x")
+                  f"{e['speedup_vs_trainer_dynamic']:>8.2f}x {100 * e['padding_fraction']:>7.1f}%")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten: {args.out}")

@@ -127,6 +127,18 @@ def _quiet_hflm() -> type:
 
 
 @functools.cache
+def _drop_attention_mask_note() -> None:
+    """transformers' one-time note that a generate call got no attention mask: lm-eval's HFLM passes none (its
+    choice; the stock CLI behaves the same). A filter, not a level: transformers reads that logger's level to
+    decide other things (a level set there turns on its tensor-parallel plan check and its warnings)."""
+    class Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "attention_mask" not in record.getMessage()
+
+    logging.getLogger("transformers.modeling_utils").addFilter(Drop())
+
+
+@functools.cache
 def _quiet_git_hash() -> None:
     """lm-eval records the git commit of the current directory with ``git describe``, whose "fatal: not a git
     repository" goes straight to the terminal outside a checkout: the same lookup, with git's complaint dropped."""
@@ -152,10 +164,9 @@ def run_lm_eval(lm: Any, task_dir: Path, name: str, out_dir: Path, model_path: s
     goes into the results' ``model_args`` (``pretrained=...``): the folder the stock CLI would load."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # lm-eval's notes for CLI users, and transformers' one-time note that lm-eval's generate passes no attention
-    # mask (lm-eval's choice; the stock CLI behaves the same)
-    for logger in ("lm-eval", "lm_eval", "transformers.modeling_utils"):
+    for logger in ("lm-eval", "lm_eval"):  # lm-eval's notes for CLI users
         logging.getLogger(logger).setLevel(logging.ERROR)
+    _drop_attention_mask_note()
     import datasets
 
     datasets.disable_progress_bars()

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from .conftest import TINY
 
 
@@ -55,3 +57,26 @@ def test_plugins_json_lists_kind_name_plugin_distribution_version(cli):
     assert {"kind": "teacher", "name": "program", "plugin": "program_teacher", "distribution": "harness",
             "version": "0.1.0", "note": ""} in rows
     assert {r["kind"] for r in rows} == {"task", "teacher", "student", "strategy", "sink"}
+
+
+@pytest.mark.slow
+def test_a_first_run_shows_the_harness_output_only(tmp_path):
+    """Outside a git checkout, progress bars not turned off by the caller, sampled evaluation on: no third-party
+    noise (lm-eval's git complaint and notes, transformers' warnings, tqdm bars) reaches the terminal."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY + "samples = 2\ntemperature = 1.0\n")
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(recipe)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    noise = [line for line in output.splitlines()
+             if re.search(r"fatal:|\[transformers\]|warn|lm.eval|it/s\]|kwarg|not sharded|deprecat", line, re.I)]
+    assert not noise, noise
+    assert "✓ evaluate fine_tune_cot" in output and "pass@1" in output

@@ -127,6 +127,8 @@ class Collator:
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
         self.tokens = 0
+        self.computed = 0
+        """Input positions put through the model, padding included (the encoder input for encoder-decoder models)."""
 
     def __call__(self, rows: list[dict[str, list[int]]]):
         import torch
@@ -134,6 +136,7 @@ class Collator:
         width = max(len(r["input_ids"]) for r in rows)
         label_width = max(len(r["labels"]) for r in rows)
         self.tokens += sum(useful_tokens(r) for r in rows)
+        self.computed += width * len(rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(rows), label_width), -100, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)

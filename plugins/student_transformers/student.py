@@ -230,6 +230,7 @@ class TransformersStudent(Student):
             "trainable_parameters": trainable,
             "encoder_decoder": encoder_decoder,
             "tokens": collator.tokens,
+            "computed_tokens": collator.computed,
             "tokens_per_second": round(collator.tokens / seconds, 1) if seconds else None,
             "seconds": round(seconds, 2),
             "deepspeed_stage": zero_stage(ds),
