@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -104,3 +104,48 @@ def training_from_dict(d: dict[str, Any]) -> TrainingExample:
     return TrainingExample(**{**d, "turns": tuple(tuple(pair) for pair in d.get("turns", ()))})
 
 
+
+
+# Loaded on first use -----------------------------------------------------------------------------------------
+
+class LazyList(Sequence):
+    """A list read on first use: a finished stage's output that later stages may not need (re-running only the
+    evaluation of a large run reads no training data)."""
+
+    def __init__(self, load: Callable[[], Iterable[Any]]):
+        self._load, self._items = load, None
+
+    def _get(self) -> list:
+        if self._items is None:
+            self._items = list(self._load())
+        return self._items
+
+    def __getitem__(self, index):
+        return self._get()[index]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._get())
+
+
+class LazyMapping(Mapping):
+    """A dict read on first use (see ``LazyList``)."""
+
+    def __init__(self, load: Callable[[], dict]):
+        self._load, self._items = load, None
+
+    def _get(self) -> dict:
+        if self._items is None:
+            self._items = dict(self._load())
+        return self._items
+
+    def __getitem__(self, key):
+        return self._get()[key]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._get())

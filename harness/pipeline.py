@@ -119,7 +119,8 @@ class Pipeline:
             return summary, {"sizes": sizes, "source": task.source(), "test_overlap": overlap}
 
         folder = self._stage("task", "task", key, None, work)
-        return {p.stem: [io.example_from_dict(d) for d in read_jsonl(p)] for p in sorted(folder.glob("*.jsonl"))}
+        return {p.stem: io.LazyList(lambda p=p: map(io.example_from_dict, read_jsonl(p)))
+                for p in sorted(folder.glob("*.jsonl"))}
 
     def teach(self, teacher: Teacher, task: Any, train: Sequence[Example], key: str) -> str:
         """Ask the teacher; return a digest of what it answered, so that later stages re-run when a re-run of
@@ -194,14 +195,13 @@ class Pipeline:
             return summary, report
 
         folder = self._stage("filter", "filter (grade teacher)", key, None, work)
-        return {row["example_id"]: [io.graded_from_dict(g) for g in row["samples"]]
-                for row in read_jsonl(folder / "graded.jsonl")}
+        return io.LazyMapping(lambda: {row["example_id"]: [io.graded_from_dict(g) for g in row["samples"]]
+                                       for row in read_jsonl(folder / "graded.jsonl")})
 
     def build(self, name: str, strategy: Any, task: Any, train: Sequence[Example],
               graded: dict[str, list[GradedGeneration]], key: str) -> list:
-        usable, unusable = usable_generations(graded)
-
         def work(out: Path, progress) -> tuple[str, dict]:
+            usable, unusable = usable_generations(graded)
             rows = strategy.build(train, usable if strategy.uses_teacher else {}, task)
             if not rows:
                 raise RunError(f"strategy '{name}' built no training examples (did the filter drop everything? "
@@ -224,7 +224,7 @@ class Pipeline:
             return summary, record
 
         folder = self._stage(f"build-{name}", f"build {name}", key, None, work)
-        return [io.training_from_dict(d) for d in read_jsonl(folder / "train.jsonl")]
+        return io.LazyList(lambda: map(io.training_from_dict, read_jsonl(folder / "train.jsonl")))
 
     def train_roles(self, run_name: str, strategy: Any, student: Any, student_spec: ComponentSpec, train_rows: list,
                     build_key: str, task: Any = None,
@@ -233,14 +233,15 @@ class Pipeline:
         A token budget is shared by the roles' models as the strategy says (``budget_shares()``), else in
         proportion to their data."""
         roles = list(strategy.roles())
-        total_chars = sum(len(t.text()) for t in train_rows) or 1
-        shares = (strategy.budget_shares() or
-                  {role: sum(len(t.text()) for t in train_rows if t.role == role) / total_chars for role in roles})
         model_dirs, keys = {}, []
         for role in roles:
-            rows = [t for t in train_rows if t.role == role] if len(roles) > 1 else train_rows
+            rows = io.LazyList(lambda role=role: [t for t in train_rows if t.role == role]) if len(roles) > 1 \
+                else train_rows
             settings = self.recipe.training
             if settings.max_tokens and len(roles) > 1:
+                total_chars = sum(len(t.text()) for t in train_rows) or 1
+                shares = (strategy.budget_shares() or {r: sum(len(t.text()) for t in train_rows if t.role == r)
+                                                       / total_chars for r in roles})
                 settings = replace(settings, max_tokens=max(1, round(settings.max_tokens * shares[role])))
             key = self.keys.train(build_key, role, student_spec, settings)
             validate = self.validator(strategy, task, splits or {}, roles) if settings.select_every else None
