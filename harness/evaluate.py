@@ -295,8 +295,11 @@ def _served_lm(stack: Any, student: Any, paths: dict[str, str], strategy: Any, t
     made = {"backend": "vllm", "engine_version": version, "device": "vllm server", "dtype": ev.dtype,
             "serve": command}
     if strategy.multi_call:
-        models = {role: (ServedModel(url, path, AutoConfig.from_pretrained(path), ev.batch_size),
-                         AutoTokenizer.from_pretrained(path)) for role, (url, path) in served.items()}
+        models = {}
+        for role, (url, path) in served.items():
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            models[role] = (ServedModel(url, path, AutoConfig.from_pretrained(path), tokenizer, ev.batch_size),
+                            tokenizer)
         return strategy.lm_eval_model(models, ev.batch_size, task), made
     from lm_eval.models.openai_completions import LocalCompletionsAPI
 

@@ -172,11 +172,14 @@ class ServedScorer:
 class ServedModel:
     """A model behind an OpenAI-compatible completions endpoint, standing in for an in-memory transformers model
     wherever the harness generates with ``harness.generation.greedy_generate``: a multi-call strategy's loop
-    (Socratic CoT) runs against the server unchanged. ``config`` is the model's own (for positions and
-    architecture checks); requests go out ``concurrency`` at a time, greedy, cut at the stop strings."""
+    (Socratic CoT) runs against the server unchanged. ``config`` and ``tokenizer`` are the model's own: prompts go
+    out as token ids, left-truncated and with the new tokens capped exactly as ``greedy_generate`` does, so the
+    server sees what the in-memory model would. Requests go out ``concurrency`` at a time, greedy, cut at the stop
+    strings."""
 
-    def __init__(self, base_url: str, name: str, config: Any, concurrency: int = 16):
-        self.base_url, self.name, self.config, self.concurrency = base_url, name, config, concurrency
+    def __init__(self, base_url: str, name: str, config: Any, tokenizer: Any, concurrency: int = 16):
+        self.base_url, self.name, self.config, self.tokenizer = base_url, name, config, tokenizer
+        self.concurrency = concurrency
         self.device = "server"
 
     def complete(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
@@ -184,14 +187,17 @@ class ServedModel:
 
         from openai import OpenAI
 
+        from harness.generation import cut_at_stop, max_positions
+
         client = OpenAI(base_url=self.base_url, api_key="none", max_retries=3, timeout=300)
+        limit = max_positions(self.config)
+        new = max(1, min(max_new_tokens, limit // 2))
 
         def one(prompt: str) -> str:
-            r = client.completions.create(model=self.name, prompt=prompt, max_tokens=max_new_tokens,
-                                          temperature=0.0, stop=list(stop) or None)
+            ids = self.tokenizer(prompt)["input_ids"][-(limit - new):]
+            r = client.completions.create(model=self.name, prompt=ids, max_tokens=new, temperature=0.0,
+                                          stop=list(stop) or None)
             return r.choices[0].text
-
-        from harness.generation import cut_at_stop
 
         with ThreadPoolExecutor(self.concurrency) as pool:
             return [cut_at_stop(t, stop) for t in pool.map(one, prompts)]
