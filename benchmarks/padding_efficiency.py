@@ -15,8 +15,10 @@ same number of steps of batch 32 on the same tokenized rows:
 - ``trainer_max_length``: ``Trainer`` defaults with every row padded to the longest one in the data (what
   ``tokenizer(..., padding="max_length")`` gives);
 - ``trl_sft``: TRL's ``SFTTrainer`` on a prompt-completion dataset (completion-only loss), per-batch padding;
-- ``trl_sft_grouped``: the same with ``group_by_length``: TRL's best correct setting on a CPU (its packing and
-  padding-free modes need FlashAttention, or examples attend to each other). Needs ``pip install trl``.
+- ``trl_sft_grouped``: the same with length-grouped batches (its packing and padding-free modes need
+  FlashAttention, or examples attend to each other);
+- ``trl_sft_grouped_no_ckpt``: the same without TRL's default gradient checkpointing: TRL's best correct setting
+  on a CPU. Needs ``pip install trl`` (``.[bench]``).
 Useful tokens per second = non-padding tokens trained on / wall time of ``trainer.train()``; padding = the share
 of the positions put through the model that are padding. Targets: the harness at least 1.5x ``trainer_dynamic``
 and at least TRL's best. Prints the table and writes JSON.
@@ -114,11 +116,14 @@ def plain_trainer(rows, tokenizer, steps: int, batch: int, pad_to_max: bool, see
             "useful_tokens_per_second": round(Counting.tokens / seconds, 1)}
 
 
-def trl_training(rows, tokenizer, steps: int, batch: int, seed: int, out: Path, group_by_length: bool) -> dict:
+def trl_training(rows, tokenizer, steps: int, batch: int, seed: int, out: Path, group_by_length: bool,
+                 checkpointing: bool = True) -> dict:
     """TRL's SFTTrainer on the same rows as a prompt-completion dataset (loss on the completion only, EOS
     appended by TRL), with the settings its docs give for this case. Packing and padding-free batches are correct
     only with FlashAttention (TRL's docs: examples would attend to each other otherwise), which a CPU does not
-    have, so the best correct setting here is per-batch padding, optionally with length-grouped batches."""
+    have, so the best correct setting here is per-batch padding, optionally with length-grouped batches. TRL turns
+    gradient (activation) checkpointing on by default, which recomputes activations in the backward pass: the
+    ``checkpointing = False`` row turns it off, as one would for a model this small."""
     import torch
     from datasets import Dataset
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -142,7 +147,9 @@ def trl_training(rows, tokenizer, steps: int, batch: int, seed: int, out: Path, 
     args = SFTConfig(output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch, learning_rate=2e-3,
                      report_to=[], disable_tqdm=True, save_strategy="no", use_cpu=True, seed=seed,
                      logging_steps=10_000, max_length=ARCH["n_positions"], completion_only_loss=True,
-                     packing=False, padding_free=False, group_by_length=group_by_length, dataset_num_proc=1)
+                     packing=False, padding_free=False, dataset_num_proc=1,
+                     train_sampling_strategy="group_by_length" if group_by_length else "random",
+                     gradient_checkpointing=checkpointing, activation_checkpointing=checkpointing)
     trainer = Counting(model=model, args=args, train_dataset=data, processing_class=tokenizer)
     started = time.perf_counter()
     trainer.train()
@@ -163,7 +170,8 @@ def harness_training(rows, steps: int, batch: int, seed: int, out: Path) -> dict
             "useful_tokens_per_second": info["tokens_per_second"]}
 
 
-CONTENDERS = ("harness", "trainer_dynamic", "trainer_max_length", "trl_sft", "trl_sft_grouped")
+CONTENDERS = ("harness", "trainer_dynamic", "trainer_max_length", "trl_sft", "trl_sft_grouped",
+              "trl_sft_grouped_no_ckpt")
 
 
 def trl_available() -> bool:
@@ -181,6 +189,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS,
+                        help="run only these (the others' figures are kept from the last report in --out)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "padding_efficiency.json"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -200,16 +210,24 @@ def main() -> int:
         tokenizer = train_word_tokenizer([r.prompt + r.target for r in rows])
         lengths = [len(r["input_ids"]) for r in encode(tokenizer, rows, ARCH["n_positions"])]
         entry = {"rows": len(rows), "mean_length": round(sum(lengths) / len(lengths), 1), "max_length": max(lengths)}
+        if args.contenders != list(CONTENDERS) and Path(args.out).is_file():  # a subset: update the last report
+            previous = json.loads(Path(args.out).read_text())
+            report = {**previous, "data": previous.get("data", {})}
+            entry = {**report["data"].get(name, {}), **entry}
+        runners = {
+            "harness": lambda tmp: harness_training(rows, args.steps, args.batch, 0, tmp),
+            "trainer_dynamic": lambda tmp: plain_trainer(rows, tokenizer, args.steps, args.batch, False, 0, tmp),
+            "trainer_max_length": lambda tmp: plain_trainer(rows, tokenizer, args.steps, args.batch, True, 0, tmp),
+            "trl_sft": lambda tmp: trl_training(rows, tokenizer, args.steps, args.batch, 0, tmp, False),
+            "trl_sft_grouped": lambda tmp: trl_training(rows, tokenizer, args.steps, args.batch, 0, tmp, True),
+            "trl_sft_grouped_no_ckpt": lambda tmp: trl_training(rows, tokenizer, args.steps, args.batch, 0, tmp,
+                                                                True, checkpointing=False),
+        }
         with tempfile.TemporaryDirectory() as tmp:
-            entry["harness"] = harness_training(rows, args.steps, args.batch, 0, Path(tmp) / "h")
-            entry["trainer_dynamic"] = plain_trainer(rows, tokenizer, args.steps, args.batch, False, 0,
-                                                     Path(tmp) / "d")
-            entry["trainer_max_length"] = plain_trainer(rows, tokenizer, args.steps, args.batch, True, 0,
-                                                        Path(tmp) / "m")
-            if trl_available():
-                entry["trl_sft"] = trl_training(rows, tokenizer, args.steps, args.batch, 0, Path(tmp) / "t", False)
-                entry["trl_sft_grouped"] = trl_training(rows, tokenizer, args.steps, args.batch, 0, Path(tmp) / "g",
-                                                        True)
+            for key in args.contenders:
+                if key.startswith("trl") and not trl_available():
+                    continue
+                entry[key] = runners[key](Path(tmp) / key)
         base = entry["trainer_dynamic"]["useful_tokens_per_second"]
         for key in CONTENDERS:
             if key in entry:
