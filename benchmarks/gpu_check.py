@@ -127,14 +127,14 @@ def main() -> int:
     report: dict = {"device": name, "dry_run": args.dry_run, "torch": torch.__version__, "training": {}}
     peak = peak_flops(name) if gpu else None
     with tempfile.TemporaryDirectory() as tmp:
-        for label, zero in (("bf16", None), ("bf16_zero2", 2)):
+        for label, zero in (("no_zero", None), ("zero2", 2)):
             started = time.perf_counter()
             entry = train(arch, steps, batch, length, bf16, zero, Path(tmp) / label)
             flops_per_token = entry.pop("_flops_per_token")
             entry["mfu"] = round(entry["model_flops_per_second"] / peak, 3) if peak else None
             entry["wall_seconds"] = round(time.perf_counter() - started, 1)
             report["training"][label] = entry
-            print(f"training {label:<11} {entry['useful_tokens_per_second']:>12,.0f} tokens/s"
+            print(f"training {label:<8} {'bf16' if bf16 else 'fp32'} {entry['useful_tokens_per_second']:>12,.0f} tokens/s"
                   + (f"  MFU {100 * entry['mfu']:.1f}% of {peak / 1e12:.0f} TFLOP/s" if peak else "")
                   + f"  ({entry['parameters'] / 1e6:.1f}M parameters, {flops_per_token / 1e6:.0f} MFLOP/token)",
                   flush=True)
