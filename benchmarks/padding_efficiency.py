@@ -70,10 +70,22 @@ def synthetic_rows():
     return FineTuneCoT(Config()).build(train, graded, task)
 
 
+def scratch_model(tokenizer, seed: int):
+    """The benchmark's GPT-2 (``ARCH``) with random weights from ``seed``, sized to ``tokenizer``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    arch = dict(ARCH)
+    config = AutoConfig.for_model(arch.pop("model_type"), vocab_size=len(tokenizer),
+                                  bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                  pad_token_id=tokenizer.pad_token_id, **arch)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config)
+
+
 def plain_trainer(rows, tokenizer, steps: int, batch: int, pad_to_max: bool, seed: int, out: Path) -> dict:
     """A transformers Trainer with default settings on the same encoded rows."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from harness_builtins.student_transformers import encode
 
@@ -85,12 +97,7 @@ def plain_trainer(rows, tokenizer, steps: int, batch: int, pad_to_max: bool, see
                     "labels": r["labels"] + [-100] * (width - len(r["labels"])),
                     "attention_mask": [1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"]))}
                    for r in encoded]
-    arch = dict(ARCH)
-    config = AutoConfig.for_model(arch.pop("model_type"), vocab_size=len(tokenizer),
-                                  bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                  pad_token_id=tokenizer.pad_token_id, **arch)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
+    model = scratch_model(tokenizer, seed)
 
     class Counting(DataCollatorForSeq2Seq):
         tokens = 0
@@ -124,17 +131,10 @@ def trl_training(rows, tokenizer, steps: int, batch: int, seed: int, out: Path, 
     have, so the best correct setting here is per-batch padding, optionally with length-grouped batches. TRL turns
     gradient (activation) checkpointing on by default, which recomputes activations in the backward pass: the
     ``checkpointing = False`` row turns it off, as one would for a model this small."""
-    import torch
     from datasets import Dataset
-    from transformers import AutoConfig, AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    arch = dict(ARCH)
-    config = AutoConfig.for_model(arch.pop("model_type"), vocab_size=len(tokenizer),
-                                  bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                  pad_token_id=tokenizer.pad_token_id, **arch)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
+    model = scratch_model(tokenizer, seed)
     data = Dataset.from_list([{"prompt": r.prompt, "completion": r.target} for r in rows])
     counts = {"useful": 0, "computed": 0}
 

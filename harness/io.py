@@ -108,37 +108,15 @@ def training_from_dict(d: dict[str, Any]) -> TrainingExample:
 
 # Loaded on first use -----------------------------------------------------------------------------------------
 
-class LazyList(Sequence):
-    """A list read on first use: a finished stage's output that later stages may not need (re-running only the
-    evaluation of a large run reads no training data)."""
+class _Loaded:
+    """Holds what ``load`` returns, called on first use, as ``kind`` (list or dict)."""
 
-    def __init__(self, load: Callable[[], Iterable[Any]]):
-        self._load, self._items = load, None
+    def __init__(self, load: Callable[[], Any], kind: type):
+        self._load, self._kind, self._items = load, kind, None
 
-    def _get(self) -> list:
+    def _get(self) -> Any:
         if self._items is None:
-            self._items = list(self._load())
-        return self._items
-
-    def __getitem__(self, index):
-        return self._get()[index]
-
-    def __len__(self) -> int:
-        return len(self._get())
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._get())
-
-
-class LazyMapping(Mapping):
-    """A dict read on first use (see ``LazyList``)."""
-
-    def __init__(self, load: Callable[[], dict]):
-        self._load, self._items = load, None
-
-    def _get(self) -> dict:
-        if self._items is None:
-            self._items = dict(self._load())
+            self._items = self._kind(self._load())
         return self._items
 
     def __getitem__(self, key):
@@ -149,3 +127,18 @@ class LazyMapping(Mapping):
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._get())
+
+
+class LazyList(_Loaded, Sequence):
+    """A list read on first use: a finished stage's output that later stages may not need (re-running only the
+    evaluation of a large run reads no training data)."""
+
+    def __init__(self, load: Callable[[], Iterable[Any]]):
+        super().__init__(load, list)
+
+
+class LazyMapping(_Loaded, Mapping):
+    """A dict read on first use (see ``LazyList``)."""
+
+    def __init__(self, load: Callable[[], dict]):
+        super().__init__(load, dict)
