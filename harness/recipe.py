@@ -21,6 +21,7 @@ from harness.plugins import Registry
 from harness.suggest import did_you_mean
 from harness.deepspeed import load_config as load_deepspeed_config
 from harness.models import DTYPES
+from harness.serve import secret_problems
 from harness.types import TrainingSettings
 
 TOP_LEVEL = ("run", "task", "teacher", "strategy", "student", "training", "evaluation", "sink")
@@ -82,6 +83,7 @@ class EvaluationSettings:
             problems.append(("dtype", f"'{self.dtype}' is not a dtype; use {', '.join(DTYPES)}"))
         if self.backend not in BACKENDS:
             problems.append(("backend", f"'{self.backend}' is not a backend; use {' or '.join(BACKENDS)}"))
+        problems += secret_problems(self.serve, "serve")
         if self.serve and ("{model}" not in self.serve or "{port}" not in self.serve):
             problems.append(("serve", "the command needs {model} and {port}, e.g. "
                                       "\"vllm serve {model} --host 127.0.0.1 --port {port}\""))

@@ -43,12 +43,25 @@ def command_problems(command: str, key: str) -> list[tuple[str, str]]:
         if field not in command:
             problems.append((key, f"the command must contain {field} (the harness fills it in)"))
     try:
-        program = shlex.split(command)[0] if command.strip() else ""
+        words = shlex.split(command)
     except ValueError as exc:
         return [(key, f"cannot be split into words: {exc}")]
+    program = words[0] if words else ""
+    problems += secret_problems(command, key)
     if program and not (Path(program).is_file() or _which(program)):
         problems.append((key, f"'{program}' is not an executable file or a program on PATH"))
     return problems
+
+
+def secret_problems(command: str, key: str) -> list[tuple[str, str]]:
+    """A command that passes a secret (``--api-key ...``): it would be recorded with the results. The value is
+    never echoed (it may be the key)."""
+    from harness.secrets import SECRET_KEY
+
+    if any(w.startswith("-") and SECRET_KEY.search(w) for w in command.split()):
+        return [(key, "passes a secret on the command line (e.g. --api-key), which would be recorded with the "
+                      "results; a server the harness starts on 127.0.0.1 needs none: remove it")]
+    return []
 
 
 def _which(program: str) -> bool:

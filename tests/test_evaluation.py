@@ -191,3 +191,11 @@ def test_compare_refuses_results_evaluated_with_different_settings(cli, tmp_path
     assert "samples 1 -> 8" in refused.err and "dtype 'float32' -> 'bfloat16'" in refused.err
     assert "--allow-different-settings" in refused.err
     assert cli("compare", tmp_path / "base", tmp_path / "other", "--allow-different-settings").code == 0
+
+
+def test_a_serve_command_with_a_key_is_refused_without_echoing_it(cli, tiny_recipe):
+    command = "vllm serve {model} --host 127.0.0.1 --port {port} --api-key sk-verysecret123"
+    result = cli("validate", tiny_recipe, "--no-load-checks", "--set", 'evaluation.backend="vllm"', "--set",
+                 f"evaluation.serve={json.dumps(command)}")
+    assert result.code == 2 and "evaluation.serve" in result.err and "--api-key" in result.err
+    assert "sk-verysecret123" not in result.err + result.out
