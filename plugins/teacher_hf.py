@@ -58,7 +58,6 @@ class HFTeacher(Teacher):
         trigger = task.answer.trigger
         cache_path = Path(c.cache_dir or default_cache_dir()) / "teacher" / (
             content_key(local_model=str(Path(c.model).resolve()) if Path(c.model).exists() else c.model)[:16] + ".jsonl")
-        self._load()
         with JsonlCache(cache_path) as cache:
             self._cache = cache
             firsts = self._complete([prompts.first_prompt(c.prompt, e.question, exemplars) for e in examples],
@@ -114,6 +113,8 @@ class HFTeacher(Teacher):
         out: list[list[dict | None]] = [[self._hit(p, temperature, max_tokens, j, top) for j in range(n)]
                                         for p in batch]
         todo = [i for i, records in enumerate(out) if any(r is None for r in records)]
+        if todo and getattr(self, "_model", None) is None:
+            self._load()  # only when something is not cached: a cached re-run loads no model
         for start in range(0, len(todo), self.config.batch_size):
             chunk = todo[start: start + self.config.batch_size]
             enc = self._tok([batch[i] for i in chunk], return_tensors="pt", padding=True,
