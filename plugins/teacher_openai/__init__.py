@@ -10,6 +10,9 @@ Requests run concurrently (at most ``concurrency`` at once) with retries: expone
 honours ``Retry-After``, a timeout, and a cap on attempts. An error no retry can fix (bad key, unknown model,
 bad request) stops the run at once with its message; a request that keeps failing is recorded as a failure
 (an empty generation with ``meta.error``) and is retried by the next run.
+
+Modules: ``config`` (the recipe table), ``estimate`` (the bill before the run), ``batch`` (the Batch API); this
+one holds the teacher and its direct requests.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import asyncio
 import os
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,79 +30,10 @@ from harness.cache import JsonlCache, content_key, default_cache_dir
 from harness.errors import RunError
 from harness.models import tokenizer_vocabulary
 
-from .batch import BatchPhase, Pending
+from .batch import fill_cache
+from .config import Config, Fatal
+from .estimate import estimate
 
-
-
-@dataclass(frozen=True)
-class Config(prompts.PromptOptions):
-    base_url: str = "https://api.openai.com/v1"
-    api_key_env: str = "OPENAI_API_KEY"
-    """Name of the environment variable holding the API key; empty for servers that need none."""
-    endpoint: str = "completions"
-    """``completions`` or ``chat``."""
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    use_n: bool = True
-    """Ask for all samples in one request (``n``); false sends one request per sample."""
-    concurrency: int = 32
-    timeout: float = 60.0
-    max_attempts: int = 6
-    backoff_base: float = 0.5
-    backoff_max: float = 30.0
-    cache_dir: str = ""
-    """Default ``$HARNESS_CACHE_DIR`` or ``~/.cache/harness``."""
-    price_per_million_input: float = 0.0
-    price_per_million_output: float = 0.0
-    extra_body: dict[str, Any] = field(default_factory=dict)
-    serve: str = ""
-    """A command that serves ``model`` (a local model folder) on 127.0.0.1, started and stopped by the teacher, e.g.
-    ``"/opt/vllm/bin/vllm serve {model} --host 127.0.0.1 --port {port} --max-model-len 256"``; ``base_url`` and
-    ``api_key_env`` are then not used. Its log goes to ``<cache_dir>/serve/``."""
-    batch: bool = False
-    """Send the requests through the OpenAI Batch API (half price at OpenAI, results within 24 hours): one batch
-    for the rationales, one for Zero-shot-CoT's answers, each resumed after a kill without being submitted
-    twice; what a failed or expired batch did not answer is then asked directly."""
-    batch_poll_seconds: float = 30.0
-    batch_price_factor: float = 0.5
-    """What batch tokens cost relative to the prices above (OpenAI: half)."""
-    tokenizer: str = ""
-    """The served model's tokenizer (folder or hub id). Needed with ``top_logprobs``: it maps the server's tokens to
-    ids (vLLM gives ids itself: ``return_tokens_as_token_ids`` is asked for), gives the EOS id, and lets the
-    harness check that the student shares the vocabulary."""
-
-    def check(self) -> list[tuple[str, str]]:
-        problems = []
-        if self.endpoint not in ("completions", "chat"):
-            problems.append(("endpoint", f"'{self.endpoint}': use \"completions\" or \"chat\""))
-        problems += prompts.check_options(self, ("samples", "concurrency", "max_attempts", "max_tokens",
-                                                 "answer_max_tokens"))
-        if self.timeout <= 0:
-            problems.append(("timeout", "must be positive"))
-        if self.api_key_env and not secrets.ENV_NAME.match(self.api_key_env):  # never echo it: it may be the key
-            problems.append(("api_key_env", "must be the NAME of an environment variable (letters, digits, _), "
-                                            "e.g. \"OPENAI_API_KEY\"; if you put the key itself here, remove it, "
-                                            "export it (export OPENAI_API_KEY=...) and name the variable"))
-        if secrets.url_has_credentials(self.base_url):
-            problems.append(("base_url", "holds credentials (user:password@); remove them from the URL and put the "
-                                         "key in the environment variable named by api_key_env"))
-        problems += [(path, "looks like a secret: keys never go in a recipe; put it in the environment variable "
-                            "named by api_key_env") for path in secrets.secret_keys(self.extra_body, "extra_body")]
-        if self.serve:
-            problems += serve.command_problems(self.serve, "serve")
-        if self.batch and self.serve:
-            problems.append(("batch", "a server the teacher starts itself (serve) answers requests directly; set "
-                                      "batch = false, or point base_url at a server with the Batch API"))
-        if self.batch_poll_seconds <= 0:
-            problems.append(("batch_poll_seconds", "must be positive"))
-        if self.top_logprobs and not self.tokenizer:
-            problems.append(("tokenizer", "top_logprobs needs the served model's tokenizer (its folder or hub id) "
-                                          "to map the server's tokens to ids"))
-        return problems
-
-
-class Fatal(Exception):
-    """A request no retry can fix."""
 
 
 class OpenAITeacher(Teacher):
@@ -127,7 +60,7 @@ class OpenAITeacher(Teacher):
         folder = Path(c.cache_dir or default_cache_dir())
         with JsonlCache(self._cache_path()) as cache:
             if c.batch:
-                progress = self._batches(examples, trigger, cache, progress, folder / "batches")
+                progress = fill_cache(self, examples, trigger, cache, progress, folder / "batches")
             if not c.serve:
                 return asyncio.run(self._generate_all(examples, trigger, cache, progress, c.base_url))
             log = folder / "serve" / (content_key(model=c.model)[:16] + ".log")
@@ -135,65 +68,8 @@ class OpenAITeacher(Teacher):
                 return asyncio.run(self._generate_all(examples, trigger, cache, progress, base_url))
 
     def estimate(self, examples: Sequence[Example], task) -> TeacherEstimate:
-        """The requests ``generate`` would send (the same cache keys, ``n`` requests and in-flight deduplication),
-        their prompt tokens (counted with ``tokenizer`` when given, else about 4 characters a token) and at most
-        ``max_tokens`` output tokens per completion; a Zero-shot-CoT answer request whose rationale is not yet
-        known is counted with the longest rationale ``max_tokens`` allows."""
-        c = self.config
-        exemplars = prompts.load_few_shot(Path(c.few_shot_file), c.few_shot_key) if c.prompt == "few_shot_cot" else ""
-        tok = self._tokenizer() if c.tokenizer else None
-        count = (lambda text: len(tok(text)["input_ids"])) if tok else (lambda text: -(-len(text) // 4))
-        est = TeacherEstimate(tokens_counted=tok is not None)
-        seen: set[str] = set()
-
-        def ask(prompt: str, keys: list[str], max_tokens: int, prompt_tokens: int | None = None) -> None:
-            missing = [k for k in keys if k not in seen]
-            seen.update(missing)
-            if not missing:
-                return  # asked by another question with the same prompt (one request in flight, not two)
-            requests = 1 if len(missing) > 1 and c.use_n else len(missing)
-            est.requests += requests
-            est.input_tokens += requests * (count(prompt) if prompt_tokens is None else prompt_tokens)
-            est.output_tokens += len(missing) * max_tokens
-
-        unknown_stage2 = 0
-        with JsonlCache(self._cache_path()) as cache:
-            for e in examples:
-                prompt = prompts.first_prompt(c.prompt, e.question, exemplars)
-                keys = [self._key(prompt, c.temperature, c.max_tokens, i, c.top_logprobs) for i in range(c.samples)]
-                hits = [cache.get(k) for k in keys]
-                est.cached += sum(h is not None for h in hits)
-                ask(prompt, [k for k, h in zip(keys, hits) if h is None], c.max_tokens)
-                if c.prompt not in ("zero_shot_cot", "few_shot_cot"):
-                    continue
-                for hit in hits:
-                    if hit is None and c.prompt == "zero_shot_cot":  # the rationale is not known yet: its longest
-                        unknown_stage2 += 1
-                        stage2 = prompts.zero_shot_stage2(e.question, "", task.answer.trigger)
-                        ask(stage2, [f"unknown:{e.id}:{unknown_stage2}"], c.answer_max_tokens,
-                            count(stage2) + c.max_tokens)
-                    elif hit is not None and prompts.parse_first(c.prompt, hit["text"])[1] is None:
-                        stage2 = prompts.zero_shot_stage2(e.question, hit["text"], task.answer.trigger)
-                        key = self._key(stage2, 0.0, c.answer_max_tokens, 0)
-                        if key in cache:
-                            est.cached += 1
-                        else:
-                            ask(stage2, [key], c.answer_max_tokens)
-        if unknown_stage2:
-            est.notes.append(f"{unknown_stage2} answer requests (Zero-shot-CoT stage 2) follow rationales not yet "
-                             f"written: their prompt tokens are counted with the longest rationale "
-                             f"(max_tokens = {c.max_tokens})")
-        if c.prompt == "few_shot_cot":
-            est.notes.append("a Few-shot-CoT completion without 'The answer is' gets one more answer request; "
-                             "those cannot be known in advance and are not counted")
-        if not tok:
-            est.notes.append("prompt tokens estimated at 4 characters a token; set teacher.tokenizer to count them")
-        factor = c.batch_price_factor if c.batch else 1.0
-        est.cost = round(factor * (est.input_tokens * c.price_per_million_input
-                                   + est.output_tokens * c.price_per_million_output) / 1e6, 6)
-        if c.batch:
-            est.notes.append(f"batch = true: billed at {c.batch_price_factor:g} x the prices given")
-        return est
+        """What ``generate`` would send and cost, minus the cache (``estimate.estimate``)."""
+        return estimate(self, examples, task)
 
     def _cache_path(self) -> Path:
         c = self.config
@@ -222,101 +98,6 @@ class OpenAITeacher(Teacher):
                         + (u.output_tokens - batch_out + c.batch_price_factor * batch_out)
                         * c.price_per_million_output) / 1e6, 6)
         return u
-
-    # The Batch API ----------------------------------------------------------------------------------------
-
-    def _batches(self, examples, trigger: str, cache: JsonlCache, progress, folder: Path):
-        """Fill the cache through the Batch API: the rationales, then the answer requests they lead to. Return the
-        progress callback for the rest of the stage (the batches took the bar to its end; what follows only
-        finishes it)."""
-        from openai import OpenAI
-
-        c = self.config
-        key = os.environ.get(c.api_key_env, "") if c.api_key_env else "none"
-        if c.api_key_env and not key:
-            raise BadInputError(f"teacher.api_key_env: the environment variable {c.api_key_env} is not set")
-        client = OpenAI(base_url=c.base_url, api_key=key, max_retries=c.max_attempts, timeout=c.timeout)
-        total, shown = len(examples), [0]
-
-        def advance_to(n: int) -> None:
-            n = min(total, n)
-            if n > shown[0]:
-                progress(n - shown[0])
-                shown[0] = n
-
-        two_phases = c.prompt in ("zero_shot_cot", "few_shot_cot")
-        share = total // 2 if two_phases else total
-        phase = BatchPhase(client, c.endpoint, folder, c.batch_poll_seconds,
-                           lambda done, of: advance_to(share * done // max(of, 1)))
-        exemplars = self._exemplars
-        seen: set[str] = set()
-        first = []
-        for e in examples:
-            prompt = prompts.first_prompt(c.prompt, e.question, exemplars)
-            keys = [self._key(prompt, c.temperature, c.max_tokens, i, c.top_logprobs) for i in range(c.samples)]
-            missing = [i for i, k in enumerate(keys) if k not in cache and k not in seen]
-            seen.update(keys[i] for i in missing)
-            if len(missing) > 1 and c.use_n:
-                first.append(Pending(self._body(prompt, len(missing), c.temperature, c.max_tokens, 0,
-                                                c.top_logprobs), tuple(keys[i] for i in missing)))
-            else:
-                first += [Pending(self._body(prompt, 1, c.temperature, c.max_tokens, i, c.top_logprobs), (keys[i],))
-                          for i in missing]
-        self._merge(first, *phase.run(first), cache, c.top_logprobs)
-        if two_phases:
-            phase.tick = lambda done, of: advance_to(share + (total - share) * done // max(of, 1))
-            second = []
-            for e in examples:
-                prompt = prompts.first_prompt(c.prompt, e.question, exemplars)
-                for i in range(c.samples):
-                    hit = cache.get(self._key(prompt, c.temperature, c.max_tokens, i, c.top_logprobs))
-                    if hit is None or prompts.parse_first(c.prompt, hit["text"])[1] is not None:
-                        continue
-                    stage2 = prompts.zero_shot_stage2(e.question, hit["text"], trigger)
-                    k = self._key(stage2, 0.0, c.answer_max_tokens, 0)
-                    if k not in cache and k not in seen:
-                        seen.add(k)
-                        second.append(Pending(self._body(stage2, 1, 0.0, c.answer_max_tokens, 0, 0), (k,)))
-            self._merge(second, *phase.run(second), cache, 0)
-        self._usage.batches += phase.ids
-        advance_to(total)
-        return lambda k: advance_to(shown[0] + k)
-
-    def _body(self, prompt: str, n: int, temperature: float, max_tokens: int, index: int, top: int) -> dict:
-        """A batch line's request body: what ``_request`` sends, with ``extra_body`` merged in."""
-        params, extra_body = self._params(n, temperature, max_tokens, index, top)
-        text = {"messages": [{"role": "user", "content": prompt}]} if self.config.endpoint == "chat" else \
-            {"prompt": prompt}
-        return {**params, **extra_body, **text}
-
-    def _merge(self, pending: list, bodies: dict[str, dict], status: str, cache: JsonlCache, top: int) -> None:
-        from openai.types import Completion
-        from openai.types.chat import ChatCompletion
-
-        chat = self.config.endpoint == "chat"
-        for p in pending:
-            body = bodies.get(p.custom_id)
-            if body is None:
-                continue
-            try:
-                r = (ChatCompletion if chat else Completion).model_validate(body)
-                texts = [ch.message.content for ch in r.choices] if chat else [ch.text for ch in r.choices]
-                records = [{"text": t} for t in texts if isinstance(t, str)]
-                if top:
-                    for record, choice in zip(records, r.choices):
-                        record.update(self._signals(choice, top))
-            except (ValueError, TypeError, Fatal):
-                continue  # asked again directly
-            for k, record in zip(p.keys, records):
-                cache.put(k, record)
-            self._usage.batched += len(records)
-            if r.usage is not None:
-                self._usage.input_tokens += r.usage.prompt_tokens or 0
-                self._usage.output_tokens += r.usage.completion_tokens or 0
-                self._batch_tokens[0] += r.usage.prompt_tokens or 0
-                self._batch_tokens[1] += r.usage.completion_tokens or 0
-        if pending:
-            self._usage.requests += len(pending)
 
     # The flow per example ---------------------------------------------------------------------------------
 

@@ -13,14 +13,18 @@ synchronous path (which asks only what the cache lacks).
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import BadInputError, prompts
 from harness.cache import content_key
 from harness.io import atomic_write_json
+
+from .config import Fatal
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
@@ -111,3 +115,99 @@ class BatchPhase:
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # a damaged line: that request is asked again synchronously
         return out
+
+
+# The teacher's side --------------------------------------------------------------------------------------------
+
+def fill_cache(teacher: Any, examples: Any, trigger: str, cache: Any, progress: Any, folder: Path):
+    """Fill the cache through the Batch API: the rationales, then the answer requests they lead to. Return the
+    progress callback for the rest of the stage (the batches took the bar to its end; what follows only
+    finishes it)."""
+    from openai import OpenAI
+
+    c = teacher.config
+    key = os.environ.get(c.api_key_env, "") if c.api_key_env else "none"
+    if c.api_key_env and not key:
+        raise BadInputError(f"teacher.api_key_env: the environment variable {c.api_key_env} is not set")
+    client = OpenAI(base_url=c.base_url, api_key=key, max_retries=c.max_attempts, timeout=c.timeout)
+    total, shown = len(examples), [0]
+
+    def advance_to(n: int) -> None:
+        n = min(total, n)
+        if n > shown[0]:
+            progress(n - shown[0])
+            shown[0] = n
+
+    two_phases = c.prompt in ("zero_shot_cot", "few_shot_cot")
+    share = total // 2 if two_phases else total
+    phase = BatchPhase(client, c.endpoint, folder, c.batch_poll_seconds,
+                       lambda done, of: advance_to(share * done // max(of, 1)))
+    exemplars = teacher._exemplars
+    seen: set[str] = set()
+    first = []
+    for e in examples:
+        prompt = prompts.first_prompt(c.prompt, e.question, exemplars)
+        keys = [teacher._key(prompt, c.temperature, c.max_tokens, i, c.top_logprobs) for i in range(c.samples)]
+        missing = [i for i, k in enumerate(keys) if k not in cache and k not in seen]
+        seen.update(keys[i] for i in missing)
+        if len(missing) > 1 and c.use_n:
+            first.append(Pending(_body(teacher, prompt, len(missing), c.temperature, c.max_tokens, 0,
+                                            c.top_logprobs), tuple(keys[i] for i in missing)))
+        else:
+            first += [Pending(_body(teacher, prompt, 1, c.temperature, c.max_tokens, i, c.top_logprobs), (keys[i],))
+                      for i in missing]
+    _merge(teacher, first, *phase.run(first), cache, c.top_logprobs)
+    if two_phases:
+        phase.tick = lambda done, of: advance_to(share + (total - share) * done // max(of, 1))
+        second = []
+        for e in examples:
+            prompt = prompts.first_prompt(c.prompt, e.question, exemplars)
+            for i in range(c.samples):
+                hit = cache.get(teacher._key(prompt, c.temperature, c.max_tokens, i, c.top_logprobs))
+                if hit is None or prompts.parse_first(c.prompt, hit["text"])[1] is not None:
+                    continue
+                stage2 = prompts.zero_shot_stage2(e.question, hit["text"], trigger)
+                k = teacher._key(stage2, 0.0, c.answer_max_tokens, 0)
+                if k not in cache and k not in seen:
+                    seen.add(k)
+                    second.append(Pending(_body(teacher, stage2, 1, 0.0, c.answer_max_tokens, 0, 0), (k,)))
+        _merge(teacher, second, *phase.run(second), cache, 0)
+    teacher._usage.batches += phase.ids
+    advance_to(total)
+    return lambda k: advance_to(shown[0] + k)
+
+def _body(teacher: Any, prompt: str, n: int, temperature: float, max_tokens: int, index: int, top: int) -> dict:
+    """A batch line's request body: what ``_request`` sends, with ``extra_body`` merged in."""
+    params, extra_body = teacher._params(n, temperature, max_tokens, index, top)
+    text = {"messages": [{"role": "user", "content": prompt}]} if teacher.config.endpoint == "chat" else \
+        {"prompt": prompt}
+    return {**params, **extra_body, **text}
+
+def _merge(teacher: Any, pending: list, bodies: dict[str, dict], status: str, cache: Any, top: int) -> None:
+    from openai.types import Completion
+    from openai.types.chat import ChatCompletion
+
+    chat = teacher.config.endpoint == "chat"
+    for p in pending:
+        body = bodies.get(p.custom_id)
+        if body is None:
+            continue
+        try:
+            r = (ChatCompletion if chat else Completion).model_validate(body)
+            texts = [ch.message.content for ch in r.choices] if chat else [ch.text for ch in r.choices]
+            records = [{"text": t} for t in texts if isinstance(t, str)]
+            if top:
+                for record, choice in zip(records, r.choices):
+                    record.update(teacher._signals(choice, top))
+        except (ValueError, TypeError, Fatal):
+            continue  # asked again directly
+        for k, record in zip(p.keys, records):
+            cache.put(k, record)
+        teacher._usage.batched += len(records)
+        if r.usage is not None:
+            teacher._usage.input_tokens += r.usage.prompt_tokens or 0
+            teacher._usage.output_tokens += r.usage.completion_tokens or 0
+            teacher._batch_tokens[0] += r.usage.prompt_tokens or 0
+            teacher._batch_tokens[1] += r.usage.completion_tokens or 0
+    if pending:
+        teacher._usage.requests += len(pending)

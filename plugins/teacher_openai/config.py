@@ -1,0 +1,79 @@
+"""The ``[teacher]`` table of the openai teacher, and the error no retry can fix (shared by its modules)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness import prompts, secrets, serve
+
+
+@dataclass(frozen=True)
+class Config(prompts.PromptOptions):
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the API key; empty for servers that need none."""
+    endpoint: str = "completions"
+    """``completions`` or ``chat``."""
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    use_n: bool = True
+    """Ask for all samples in one request (``n``); false sends one request per sample."""
+    concurrency: int = 32
+    timeout: float = 60.0
+    max_attempts: int = 6
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    cache_dir: str = ""
+    """Default ``$HARNESS_CACHE_DIR`` or ``~/.cache/harness``."""
+    price_per_million_input: float = 0.0
+    price_per_million_output: float = 0.0
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    serve: str = ""
+    """A command that serves ``model`` (a local model folder) on 127.0.0.1, started and stopped by the teacher, e.g.
+    ``"/opt/vllm/bin/vllm serve {model} --host 127.0.0.1 --port {port} --max-model-len 256"``; ``base_url`` and
+    ``api_key_env`` are then not used. Its log goes to ``<cache_dir>/serve/``."""
+    batch: bool = False
+    """Send the requests through the OpenAI Batch API (half price at OpenAI, results within 24 hours): one batch
+    for the rationales, one for Zero-shot-CoT's answers, each resumed after a kill without being submitted
+    twice; what a failed or expired batch did not answer is then asked directly."""
+    batch_poll_seconds: float = 30.0
+    batch_price_factor: float = 0.5
+    """What batch tokens cost relative to the prices above (OpenAI: half)."""
+    tokenizer: str = ""
+    """The served model's tokenizer (folder or hub id). Needed with ``top_logprobs``: it maps the server's tokens to
+    ids (vLLM gives ids itself: ``return_tokens_as_token_ids`` is asked for), gives the EOS id, and lets the
+    harness check that the student shares the vocabulary."""
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        if self.endpoint not in ("completions", "chat"):
+            problems.append(("endpoint", f"'{self.endpoint}': use \"completions\" or \"chat\""))
+        problems += prompts.check_options(self, ("samples", "concurrency", "max_attempts", "max_tokens",
+                                                 "answer_max_tokens"))
+        if self.timeout <= 0:
+            problems.append(("timeout", "must be positive"))
+        if self.api_key_env and not secrets.ENV_NAME.match(self.api_key_env):  # never echo it: it may be the key
+            problems.append(("api_key_env", "must be the NAME of an environment variable (letters, digits, _), "
+                                            "e.g. \"OPENAI_API_KEY\"; if you put the key itself here, remove it, "
+                                            "export it (export OPENAI_API_KEY=...) and name the variable"))
+        if secrets.url_has_credentials(self.base_url):
+            problems.append(("base_url", "holds credentials (user:password@); remove them from the URL and put the "
+                                         "key in the environment variable named by api_key_env"))
+        problems += [(path, "looks like a secret: keys never go in a recipe; put it in the environment variable "
+                            "named by api_key_env") for path in secrets.secret_keys(self.extra_body, "extra_body")]
+        if self.serve:
+            problems += serve.command_problems(self.serve, "serve")
+        if self.batch and self.serve:
+            problems.append(("batch", "a server the teacher starts itself (serve) answers requests directly; set "
+                                      "batch = false, or point base_url at a server with the Batch API"))
+        if self.batch_poll_seconds <= 0:
+            problems.append(("batch_poll_seconds", "must be positive"))
+        if self.top_logprobs and not self.tokenizer:
+            problems.append(("tokenizer", "top_logprobs needs the served model's tokenizer (its folder or hub id) "
+                                          "to map the server's tokens to ids"))
+        return problems
+
+
+class Fatal(Exception):
+    """A request no retry can fix."""
