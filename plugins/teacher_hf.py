@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,9 @@ class HFTeacher(Teacher):
                 progress(1)
             return out
 
-    def _dtype(self) -> str:
+    @functools.cached_property
+    def _resolved_dtype(self) -> str:
+        """The dtype the model runs in, resolved once (every cache key names it)."""
         return resolve_dtype(self.config.dtype, resolve_device(self.config.device))
 
     def _load(self) -> None:
@@ -99,8 +102,8 @@ class HFTeacher(Teacher):
 
     def _key(self, prompt: str, temperature: float, max_tokens: int, index: int, top: int) -> str:
         extra = {"top_logprobs": top} if top else {}  # caches written without top-k stay valid
-        if self._dtype() != "float32":  # bfloat16 samples differ from float32 ones (the cache's earlier default)
-            extra["dtype"] = self._dtype()
+        if self._resolved_dtype != "float32":  # bfloat16 samples differ from float32 ones (the earlier default)
+            extra["dtype"] = self._resolved_dtype
         return content_key(model=self.config.model, prompt=prompt, temperature=temperature, max_tokens=max_tokens,
                            seed=self.config.seed, sample_index=index, **extra)
 
