@@ -231,12 +231,17 @@ def noise_band(base: list[Row], cand: list[Row], z: float,
     return z * math.sqrt((b.stderr or 0) ** 2 + (c.stderr or 0) ** 2), "stderr", None, None
 
 
+def result_key(row: Row) -> str:
+    """What a baseline and a candidate result are matched by: ``run/lm-eval task``."""
+    return f"{row.run or row.student}/{row.lm_eval_task}"
+
+
 def settings_mismatches(baseline: list[Row], candidate: list[Row]) -> list[str]:
     """``run/task: key baseline -> candidate`` for each evaluation setting two compared results do not share."""
-    base = {f"{r.run or r.student}/{r.lm_eval_task}": r.evaluation for r in baseline}
+    base = {result_key(r): r.evaluation for r in baseline}
     out = []
     for r in candidate:
-        key = f"{r.run or r.student}/{r.lm_eval_task}"
+        key = result_key(r)
         if key not in base:
             continue
         b = base[key]
@@ -252,13 +257,10 @@ def compare(baseline: list[Row], candidate: list[Row], max_drop: float, z: float
     """Per (run, lm-eval task) mean accuracy of ``candidate`` against ``baseline``, each over its seeds. A drop is
     a regression when it is larger than ``max_drop`` and than the noise band (``noise_band``), so noise alone is
     not flagged; a rise beyond both is an improvement. A result missing from the candidate is a regression."""
-    def key(row: Row) -> str:
-        return f"{row.run or row.student}/{row.lm_eval_task}"
-
     def groups(rows: list[Row]) -> dict[str, list[Row]]:
         out: dict[str, list[Row]] = {}
         for r in sorted(rows, key=lambda r: (r.seed if r.seed is not None else -1, r.file)):
-            out.setdefault(key(r), []).append(r)
+            out.setdefault(result_key(r), []).append(r)
         return out
 
     base_groups, cand_groups = groups(baseline), groups(candidate)
