@@ -1,6 +1,6 @@
 # harness: the two commands of the README.
 #   make quickstart   set up .venv and run the offline quickstart (recipes/quickstart.toml)
-#   make test         set up .venv and run the tests
+#   make test         set up .venv, lint (ruff) and run the tests
 #
 # torch is installed first, on its own: a CPU build where no NVIDIA GPU is visible (TORCH_VERSION; set
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu where PyPI would otherwise hand you the CUDA build), the
@@ -37,6 +37,7 @@ quickstart: install
 	$(OFFLINE) $(BIN)/harness run recipes/quickstart.toml
 
 test: install
+	$(BIN)/ruff check .
 	$(OFFLINE) $(BIN)/python -m pytest -q
 
 clean:

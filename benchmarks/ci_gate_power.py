@@ -22,8 +22,8 @@ its true drop (mean over its seeds minus the no-change mean) and how often it is
 from __future__ import annotations
 
 import argparse
-import itertools
 import importlib
+import itertools
 import json
 import os
 import statistics
@@ -97,7 +97,7 @@ AFFECTED = {"steps450": ("vanilla", "fine_tune_cot"), "steps300": ("vanilla", "f
 
 
 def load_runs(work: Path) -> dict[tuple[str, int], list]:
-    from harness.results import load
+    from harness._results.rows import load
 
     runs = {}
     for condition, (_, seeds) in CONDITIONS.items():
@@ -128,7 +128,7 @@ def trials(runs: dict, n_cand: int, n_base: int, candidates: str) -> list[tuple[
 
 
 def analyse(work: Path, out: Path) -> dict:
-    from harness.results import compare
+    from harness._results.gate import compare
 
     runs = load_runs(work)
     means = {}
@@ -213,7 +213,7 @@ def export_baseline(work: Path, seeds: int, target: Path) -> None:
                 dest.write_text("\n".join(slim) + "\n")
             else:
                 shutil.copy2(f, dest)
-    from harness.stages import machine_facts
+    from harness._run.provenance import machine_facts
 
     importlib.import_module("torch")  # so the facts include torch's threads
 

@@ -111,7 +111,8 @@ def main() -> int:
     reference = report["contenders"]["harness_hf"]["_preds"]
     base = report["contenders"]["cli_default"]["seconds"]
     print(f"\n{questions} questions ({len(students)} students)")
-    print(f"  {'contender':<14} {'seconds':>8} {'questions/s':>12} {'vs cli_default':>15} {'predictions differing':>22}")
+    print(f"  {'contender':<14} {'seconds':>8} {'questions/s':>12} {'vs cli_default':>15} "
+          f"{'predictions differing':>22}")
     for label, entry in report["contenders"].items():
         preds = entry.pop("_preds")
         differ = sum(preds[name][doc] != reference[name][doc] for name in reference for doc in reference[name])

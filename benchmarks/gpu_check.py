@@ -89,7 +89,8 @@ def evaluation(dry_run: bool, env: dict) -> dict:
         seconds = time.perf_counter() - started
         if done.returncode != 0:
             return {"failed": done.stderr[-2000:]}
-        metrics = [json.loads(p.read_text()) for p in sorted((tmp / "runs" / "quickstart").glob("evaluate-*/metrics.json"))]
+        metrics = [json.loads(p.read_text())
+                   for p in sorted((tmp / "runs" / "quickstart").glob("evaluate-*/metrics.json"))]
     questions = sum(m["n"] for m in metrics)
     out = {"seconds": round(seconds, 1), "questions": questions, "questions_per_second": round(questions / seconds, 1),
            "accuracy": {m["task"]: m["acc"] for m in metrics}, "evaluation": metrics[0].get("evaluation")}
@@ -134,7 +135,8 @@ def main() -> int:
             entry["mfu"] = round(entry["model_flops_per_second"] / peak, 3) if peak else None
             entry["wall_seconds"] = round(time.perf_counter() - started, 1)
             report["training"][label] = entry
-            print(f"training {label:<8} {'bf16' if bf16 else 'fp32'} {entry['useful_tokens_per_second']:>12,.0f} tokens/s"
+            print(f"training {label:<8} {'bf16' if bf16 else 'fp32'} "
+                  f"{entry['useful_tokens_per_second']:>12,.0f} tokens/s"
                   + (f"  MFU {100 * entry['mfu']:.1f}% of {peak / 1e12:.0f} TFLOP/s" if peak else "")
                   + f"  ({entry['parameters'] / 1e6:.1f}M parameters, {flops_per_token / 1e6:.0f} MFLOP/token)",
                   flush=True)

@@ -46,9 +46,9 @@ STRATEGIES = [
 
 
 def run(recipe: dict, name: str) -> tuple[dict, Path]:
-    from harness.pipeline import Pipeline
-    from harness.plugins import load_registry
-    from harness.recipe import recipe_from_dict
+    from harness._run.pipeline import Pipeline
+    from harness._run.recipe import recipe_from_dict
+    from harness._run.registry import load_registry
 
     registry = load_registry()
     r = recipe_from_dict(recipe, Path(f"{name}.toml"), registry)
@@ -151,7 +151,8 @@ def main() -> int:
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
-    lines = [f"Teacher: {teacher_params:,}-parameter GPT-2, greedy test accuracy {out['teacher']['greedy_test_accuracy']}%"
+    lines = [f"Teacher: {teacher_params:,}-parameter GPT-2, greedy test accuracy "
+             f"{out['teacher']['greedy_test_accuracy']}%"
              f", sampled (T = 1.0) train accuracy {out['teacher']['sampled_train_accuracy']}% "
              f"({report.get('correct_samples')}/{report.get('samples')} samples pass the filter).", "",
              f"| strategy | test accuracy (mean ± sd, {len(args.seeds)} seeds) | per seed | "

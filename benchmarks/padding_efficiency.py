@@ -44,7 +44,7 @@ ARCH = {"model_type": "gpt2", "n_layer": 4, "n_embd": 128, "n_head": 4, "n_posit
 
 def gsm8k_rows(data_dir: Path):
     """GSM8K's train split in the Fine-tune-CoT format with its human rationales (the gold-rationale variant)."""
-    from harness.plugins import load_registry
+    from harness._run.registry import load_registry
     from harness.types import TrainingExample
 
     registry = load_registry()
@@ -58,8 +58,10 @@ def synthetic_rows():
     from harness.answers import extract, is_correct
     from harness.types import GradedGeneration
     from harness_builtins.strategy_fine_tune_cot import Config, FineTuneCoT
-    from harness_builtins.task_synthetic import Config as TaskConfig, SyntheticArithmetic
-    from harness_builtins.teacher_program import Config as TeacherConfig, ProgramTeacher
+    from harness_builtins.task_synthetic import Config as TaskConfig
+    from harness_builtins.task_synthetic import SyntheticArithmetic
+    from harness_builtins.teacher_program import Config as TeacherConfig
+    from harness_builtins.teacher_program import ProgramTeacher
 
     task = SyntheticArithmetic(TaskConfig(train_size=5000, validation_size=0, test_size=1))
     train = task.load()["train"]

@@ -94,9 +94,9 @@ def run_group(seed: int, group: str, strategies: list[dict], budget: int, batch_
               workdir: str, train_size: int = 20000) -> tuple[int, dict]:
     """One (seed, group) run in its own process, its output in ``<workdir>/<run>.log``: per-strategy accuracy,
     accuracy by steps, training seconds and tokens."""
-    from harness.pipeline import Pipeline
-    from harness.plugins import load_registry
-    from harness.recipe import recipe_from_dict
+    from harness._run.pipeline import Pipeline
+    from harness._run.recipe import recipe_from_dict
+    from harness._run.registry import load_registry
 
     work = Path(workdir)
     name = f"science_seed{seed}_{group}"

@@ -31,7 +31,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "teacher_throughput.json"))
     args = parser.parse_args()
 
-    from harness_builtins.task_synthetic import Config as TaskConfig, SyntheticArithmetic
+    from harness_builtins.task_synthetic import Config as TaskConfig
+    from harness_builtins.task_synthetic import SyntheticArithmetic
     from harness_builtins.teacher_openai import Config, OpenAITeacher
 
     task = SyntheticArithmetic(TaskConfig(train_size=args.questions, validation_size=0, test_size=1))

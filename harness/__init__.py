@@ -4,20 +4,20 @@ This package only re-exports: the names below, and the modules in ``PUBLIC_MODUL
 plugins (the built-in ones included) may import. Everything else is private and may change without notice.
 """
 
-from harness.errors import BadInputError, DataError, HarnessError, PluginError, RecipeError, RunError
 from harness import answers, cache, data, prompts
-from harness.components import (Objective, Sink, Strategy, Student, Task, Teacher, TeacherEstimate, TeacherUsage,
-                                conform)
+from harness._run.recipe import ComponentSpec, EvaluationSettings, Recipe, RunSettings
+from harness.components import Objective, Sink, Strategy, Student, Task, Teacher, TeacherEstimate, TeacherUsage, conform
+from harness.errors import BadInputError, DataError, HarnessError, PluginError, RecipeError, RunError
 from harness.hookspecs import hookimpl
 from harness.types import (
-    AnswerSpec,
-    Example,
-    Generation,
-    GradedGeneration,
-    SubStep,
-    TrainingContext,
-    TrainingExample,
-    TrainingSettings,
+                                AnswerSpec,
+                                Example,
+                                Generation,
+                                GradedGeneration,
+                                SubStep,
+                                TrainingContext,
+                                TrainingExample,
+                                TrainingSettings,
 )
 
 __version__ = "0.1.0"
@@ -33,19 +33,25 @@ PUBLIC_MODULES = (
     "harness.deepspeed",   # DeepSpeed JSON built from or checked against the recipe's [training] table
     "harness.errors",      # the exceptions, and is_out_of_memory
     "harness.generation",  # greedy and staged (multi-call) decoding with a transformers model
+    "harness.hookspecs",   # the hooks a plugin implements, with their arguments (hookimpl marks them)
     "harness.io",          # atomic writes, JSON Lines, the records stages exchange
     "harness.models",      # checks that a model, tokenizer or architecture loads (for preflight)
     "harness.prompts",     # teacher prompt formats shared by prompting teachers
     "harness.secrets",     # redaction of secrets the run knows of
     "harness.serve",       # an inference server (vLLM) started, waited for and always stopped by the harness
     "harness.testing",     # helpers for plugin tests (plugin_registered, tiny_recipe, FakeTeacher)
+    "harness.types",       # the frozen records stages exchange (Example, Generation, TrainingExample, ...)
 )
-"""What plugins may import. Everything else (pipeline, recipe, cli, rundir, ...) is private and may change."""
+"""What plugins may import: every top-level module whose name does not start with ``_`` (a test keeps the two
+equal). The engine lives in ``harness._run``, ``harness._evaluation``, ``harness._results`` and ``harness._scaffold``:
+private, it may change in any release."""
 
 __all__ = [
     "PUBLIC_MODULES",
     "AnswerSpec",
     "BadInputError",
+    "ComponentSpec",
+    "EvaluationSettings",
     "DataError",
     "Example",
     "Generation",
@@ -53,8 +59,10 @@ __all__ = [
     "HarnessError",
     "Objective",
     "PluginError",
+    "Recipe",
     "RecipeError",
     "RunError",
+    "RunSettings",
     "Sink",
     "Strategy",
     "Student",

@@ -17,29 +17,39 @@ from rich.console import Console
 from rich.table import Table
 
 from harness import __version__
+from harness._run.ui import stdout_console
 from harness.errors import BadInputError, HarnessError, RecipeError
 from harness.secrets import redact
-from harness.ui import stdout_console
 
 
 def _registry():
-    from harness.plugins import load_registry
+    from harness._run.registry import load_registry
 
     return load_registry()
 
 
-def _warn_problems(registry, console: Console) -> None:
+def _warn(registry, err: Console) -> None:
+    """The plugins that failed to load or collided, as warnings (the rest of the command goes on)."""
     for problem in registry.problems:
-        console.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
+        err.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[str] = ()) -> Table:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def cmd_run(args: argparse.Namespace, err: Console) -> int:
-    from harness.pipeline import Pipeline
-    from harness.recipe import load_recipe
-    from harness.ui import UI
+    from harness._run.pipeline import Pipeline
+    from harness._run.recipe import load_recipe
+    from harness._run.ui import UI
 
     registry = _registry()
-    _warn_problems(registry, err)
+    _warn(registry, err)
     recipe = load_recipe(args.recipe, registry, args.set)
     ui = UI(err)
     ui.note(f"[bold]harness run[/bold] {recipe.path} -> {os.path.join(recipe.run.output_dir, recipe.name)}")
@@ -48,59 +58,43 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, err: Console) -> int:
-    from harness.errors import RecipeError
-    from harness.stages import make_component, preflight_problems
-    from harness.recipe import load_recipe
+    from harness._run.assembly import assemble
+    from harness._run.recipe import load_recipe
 
     registry = _registry()
-    _warn_problems(registry, err)
+    _warn(registry, err)
     recipe = load_recipe(args.recipe, registry, args.set)
-    built = {}
-    for kind, specs in (("task", [recipe.task]), ("teacher", [recipe.teacher]), ("strategy", recipe.strategies),
-                        ("student", recipe.students), ("sink", recipe.sinks)):
-        for spec in specs:  # constructing a component loads no model and touches no data
-            built[(kind, spec.name)] = make_component(registry, kind, spec)
-    problems = [] if args.no_load_checks else preflight_problems(
-        recipe, built[("teacher", recipe.teacher.name)], {s.name: built[("student", s.name)] for s in recipe.students},
-        {s.name: built[("strategy", s.name)] for s in recipe.strategies})
+    parts = assemble(recipe, registry)  # constructing the components loads no model and touches no data
+    problems = [] if args.no_load_checks else parts.problems()
     if problems:  # what would fail after the teacher was paid: model folders, hub ids, architectures
         raise RecipeError(problems)
-    runs = len(recipe.strategies) * len(recipe.students)
-    print(f"{recipe.path}: ok ({recipe.task.kind} task, {recipe.teacher.kind} teacher, "
-          f"{len(recipe.strategies)} strateg{'y' if len(recipe.strategies) == 1 else 'ies'}, "
-          f"{len(recipe.students)} student{'s' if len(recipe.students) != 1 else ''}: {runs} "
-          f"training run{'s' if runs != 1 else ''})")
+    print(f"{recipe.path}: ok ({recipe.describe()})")
     return 0
 
 
 def cmd_estimate(args: argparse.Namespace, err: Console) -> int:
     """The teacher bill before the teach stage runs: requests, tokens and cost, minus what the cache holds."""
-    from harness.recipe import load_recipe
-    from harness.stages import make_component
+    from harness._run.assembly import assemble
+    from harness._run.recipe import load_recipe
 
     registry = _registry()
     recipe = load_recipe(args.recipe, registry, args.set)
-    teacher = make_component(registry, "teacher", recipe.teacher)
-    strategies = [make_component(registry, "strategy", s) for s in recipe.strategies]
-    if not any(s.uses_teacher for s in strategies):
+    parts = assemble(recipe, registry)
+    if not any(s.uses_teacher for s in parts.strategies.values()):
         print(f"{recipe.path}: no strategy uses the teacher: the run sends it nothing")
         return 0
-    task = make_component(registry, "task", recipe.task)
-    train = task.load().get("train") or []
-    est = teacher.estimate(train, task)
+    train = parts.task.load().get("train") or []
+    est = parts.teacher.estimate(train, parts.task)
     if est is None:
         print(f"{recipe.path}: the {recipe.teacher.kind} teacher answers {len(train):,} questions at no API cost "
               f"(it does not bill requests)")
         return 0
-    table = Table(title=f"teacher bill before the run: {recipe.teacher.kind} teacher, {len(train):,} questions")
-    for col in ("requests to send", "completions cached", "prompt tokens", "output tokens (at most)",
-                "cost (at most)"):
-        table.add_column(col, justify="right")
     tokens = f"{est.input_tokens:,}" if est.tokens_counted else f"≈{est.input_tokens:,} (estimated)"
-    table.add_row(f"{est.requests:,}", f"{est.cached:,}", tokens, f"{est.output_tokens:,}",
-                  f"${est.cost:,.4f}" if est.cost else "no prices given")
+    columns = ("requests to send", "completions cached", "prompt tokens", "output tokens (at most)", "cost (at most)")
     out = stdout_console()
-    out.print(table)
+    out.print(_table(f"teacher bill before the run: {recipe.teacher.kind} teacher, {len(train):,} questions", columns,
+                     [(f"{est.requests:,}", f"{est.cached:,}", tokens, f"{est.output_tokens:,}",
+                       f"${est.cost:,.4f}" if est.cost else "no prices given")], right=columns))
     for note in est.notes:
         out.print(f"note: {note}", markup=False)
     if args.json:
@@ -119,100 +113,53 @@ def cmd_plugins(args: argparse.Namespace, err: Console) -> int:
     if args.json:
         print(json.dumps({"components": rows, "problems": registry.problems}, indent=2))
         return 0
-    table = Table(title="harness components")
     columns = ("kind", "name", "plugin", "distribution", "version", "note")
-    for col in columns:
-        table.add_column(col, style="yellow" if col == "note" else None)
-    for row in rows:
-        table.add_row(*(row[c] for c in columns))
-    stdout_console().print(table)
-    _warn_problems(registry, err)
+    stdout_console().print(_table("harness components", columns, [[r[c] for c in columns] for r in rows]))
+    _warn(registry, err)
     return 0
 
 
 def cmd_tasks(args: argparse.Namespace, err: Console) -> int:
-    import dataclasses
-
-    from harness.components import conform
-    from harness.config import NoOptions, build
-    from harness.data import split_overlap
+    from harness._run.catalog import task_rows
 
     registry = _registry()
-    rows = []
-    for name in sorted(registry.components["task"]):
-        factory = registry.get("task", name).factory
-        config_cls = getattr(factory, "Config", NoOptions)
-        takes_data_dir = "data_dir" in {f.name for f in dataclasses.fields(config_cls)}
-        options = {"data_dir": args.data_dir} if args.data_dir and takes_data_dir else {}
-        row = {"task": name, "train": None, "validation": None, "test": None, "overlap": None, "source": ""}
-        problems: list[str] = []
-        config = build(config_cls, options, "task", problems)
-        if problems:
-            row["source"] = "unavailable: " + "; ".join(problems)
-            rows.append(row)
-            continue
-        try:
-            task = conform("task", factory(config), name)
-            splits = task.load()
-            row.update({k: len(splits.get(k, [])) for k in ("train", "validation", "test")},
-                       overlap=len(split_overlap(splits)), source=task.source())
-        except HarnessError as exc:
-            row["source"] = f"unavailable: {exc.message}"
-        except Exception as exc:  # a third party's task with a bug: list the others all the same
-            row["source"] = f"unavailable: {type(exc).__name__} in the task plugin: {exc}"
-        rows.append(row)
+    rows = task_rows(registry, args.data_dir)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    table = Table(title="harness tasks")
-    for col in ("task", "train", "validation", "test", "test in train", "source"):
-        table.add_column(col, justify="right" if col in ("train", "validation", "test", "test in train") else "left",
-                         overflow="fold")
-    for r in rows:
-        table.add_row(r["task"], *("-" if r[k] is None else str(r[k]) for k in ("train", "validation", "test",
-                                                                                 "overlap")), r["source"])
-    stdout_console().print(table)
-    _warn_problems(registry, err)
+    counts = ("train", "validation", "test", "overlap")
+    stdout_console().print(_table(
+        "harness tasks", ("task", "train", "validation", "test", "test in train", "source"),
+        [[r["task"], *("-" if r[k] is None else str(r[k]) for k in counts), r["source"]] for r in rows],
+        right=("train", "validation", "test", "test in train")))
+    _warn(registry, err)
     return 0
 
 
 def _rows(args: argparse.Namespace):
-    from harness import results
+    from harness._results.rows import select
 
-    rows = results.load(Path(args.dir), latest=not args.all)
-    if args.reference:
-        rows += results.reference_rows()
-    for field in ("task", "strategy", "student", "teacher"):
-        wanted = getattr(args, field)
-        if wanted:
-            rows = [r for r in rows if wanted in getattr(r, field)]
-    key = {"accuracy": lambda r: -r.acc, "task": lambda r: (r.task, -r.acc), "strategy": lambda r: (r.strategy, -r.acc),
-           "student": lambda r: (r.student, -r.acc), "date": lambda r: r.date}[args.sort]
-    return sorted(rows, key=key)
+    return select(Path(args.dir), latest=not args.all, reference=args.reference, sort=args.sort,
+                  **{field: getattr(args, field) for field in ("task", "strategy", "student", "teacher")})
 
 
 def cmd_leaderboard(args: argparse.Namespace, err: Console) -> int:
-    from harness import plots, report
+    from harness._results.plots import draw_all
+    from harness._results.views import VIEWS
 
     rows = _rows(args)
-    pivot = args.view == "pivot"
-    if args.format == "table":
-        stdout_console().print(report.pivot_rich(rows) if pivot else report.rich_table(rows))
-    elif args.format == "html":
-        sys.stdout.write(report.html_page(rows, plots.draw_all(rows, "svg"), args.view))
-    elif args.format == "json":
-        sys.stdout.write(report.json_text(rows))
+    shown = VIEWS[args.view].render(rows, args.format, draw_all(rows, "svg") if args.format == "html" else None)
+    if isinstance(shown, str):
+        sys.stdout.write(shown)
     else:
-        write = {("markdown", True): report.pivot_markdown, ("markdown", False): report.markdown,
-                 ("csv", True): report.pivot_csv, ("csv", False): report.csv_text}[(args.format, pivot)]
-        sys.stdout.write(write(rows))
+        stdout_console().print(shown)
     return 0
 
 
 def cmd_plot(args: argparse.Namespace, err: Console) -> int:
-    from harness import plots
+    from harness._results.plots import write_all
 
-    written = plots.write_all(_rows(args), Path(args.out), args.image_format)
+    written = write_all(_rows(args), Path(args.out), args.image_format)
     for path in written:
         print(path)
     if not written:
@@ -222,40 +169,15 @@ def cmd_plot(args: argparse.Namespace, err: Console) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, err: Console) -> int:
-    from harness import compare_report as report
-    from harness import results
+    from harness._results import gate, gate_report
 
-    base = results.load(Path(args.baseline))
-    cand = results.load(Path(args.candidate))
-    if not base:
-        raise BadInputError(f"{args.baseline}: no results with an accuracy metric")
-    mismatched = results.settings_mismatches(base, cand)
-    if mismatched and not args.allow_different_settings:
-        raise BadInputError("the baseline and the candidate were evaluated with different settings, so their "
-                            "accuracies are not comparable:\n  " + "\n  ".join(mismatched) + "\nEvaluate both the "
-                            "same way, or pass --allow-different-settings to compare them anyway")
-    found = results.compare(base, cand, args.max_drop, args.z, args.tasks, args.method)
-    title = (f"candidate vs baseline (regression: a drop > {100 * args.max_drop:.1f} points and beyond the noise "
-             f"band at z = {args.z:g})")
-    table = Table(title=title)
-    for col in ("run / task", "baseline", "candidate", "change", "noise band", "method", "verdict"):
-        table.add_column(col, justify="left" if col in ("run / task", "method", "verdict") else "right",
-                         overflow="fold")
-    colour = {"regression": "red", "missing": "red", "improvement": "green", "within noise": ""}
-    for c in found:
-        table.add_row(c.key, report.compare_cell(c.baseline_mean, c.baseline_seeds, c.baseline.stderr),
-                      "missing" if c.candidate is None else
-                      report.compare_cell(c.candidate_mean, c.candidate_seeds, c.candidate.stderr),
-                      "" if c.delta is None else f"{100 * c.delta:+.1f}", f"±{100 * c.noise:.1f}",
-                      report.method_text(c),
-                      f"[{colour[c.verdict]}]{c.verdict.upper()}[/]" if colour[c.verdict] else c.verdict)
-    stdout_console().print(table)
+    found = gate.compare_folders(Path(args.baseline), Path(args.candidate), args.max_drop, args.z, args.tasks,
+                                 args.method, args.allow_different_settings)
+    title = gate.title(args.max_drop, args.z)
+    stdout_console().print(gate_report.rich_table(found, title))
     if args.report:
-        out = Path(args.report)
-        text = report.compare_html(found, title) if out.suffix == ".html" else report.compare_markdown(found, title)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        err.print(f"report: {out}", markup=False)
+        gate_report.write(Path(args.report), found, title)
+        err.print(f"report: {args.report}", markup=False)
     bad = [c for c in found if c.regression]
     if bad:
         err.print(f"{len(bad)} regression{'s' if len(bad) != 1 else ''}: " + ", ".join(c.key for c in bad))
@@ -265,7 +187,7 @@ def cmd_compare(args: argparse.Namespace, err: Console) -> int:
 
 
 def cmd_new_plugin(args: argparse.Namespace, err: Console) -> int:
-    from harness.template import new_plugin
+    from harness._scaffold import new_plugin
 
     root = new_plugin(args.name, args.kind, Path(args.dir))
     where = root if root.is_absolute() or str(root).startswith(".") else Path(".") / root
@@ -276,6 +198,10 @@ def cmd_new_plugin(args: argparse.Namespace, err: Console) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from harness._results.gate import METHODS
+    from harness._results.rows import SORTS
+    from harness._results.views import DEFAULT_VIEW, FORMATS, VIEWS
+
     p = argparse.ArgumentParser(prog="harness", description="Distil chain-of-thought from teachers into students.")
     p.add_argument("--version", action="version", version=f"harness {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -319,16 +245,15 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("dir", nargs="?", default="results", help="results folder or file (default: results)")
         for field in ("task", "strategy", "student", "teacher"):
             sp.add_argument(f"--{field}", help=f"only rows whose {field} contains this text")
-        sp.add_argument("--sort", choices=("accuracy", "task", "strategy", "student", "date"), default="task")
+        sp.add_argument("--sort", choices=tuple(SORTS), default="task")
         sp.add_argument("--reference", action="store_true", help="add the Fine-tune-CoT paper's numbers")
         sp.add_argument("--all", action="store_true", help="every result, not only the newest per run and task")
 
     board = sub.add_parser("leaderboard", help="a table of all results (filter, sort, several formats)")
     with_results(board)
-    board.add_argument("--format", choices=("table", "markdown", "csv", "json", "html"), default="table")
-    board.add_argument("--view", choices=("pivot", "flat"), default="pivot",
-                       help="pivot: one column per task, your runs above the reference rows (default); flat: one "
-                            "line per result")
+    board.add_argument("--format", choices=FORMATS, default="table")
+    board.add_argument("--view", choices=tuple(VIEWS), default=DEFAULT_VIEW,
+                       help="; ".join(f"{v.name}: {v.help}" for v in VIEWS.values()))
     board.set_defaults(func=cmd_leaderboard)
 
     plot = sub.add_parser("plot", help="plots, one panel per task: accuracy vs student size, vs diverse samples, "
@@ -352,7 +277,7 @@ def parser() -> argparse.ArgumentParser:
     comp.add_argument("--allow-different-settings", action="store_true",
                       help="compare results evaluated with different settings (samples, temperature, backend, "
                            "dtype, max_gen_toks), which is refused otherwise")
-    comp.add_argument("--method", choices=("auto", "seeds", "paired", "stderr"), default="auto",
+    comp.add_argument("--method", choices=METHODS, default="auto",
                       help="how the noise band is measured (auto: seeds when there are several, else paired "
                            "questions, else binomial stderr)")
     comp.add_argument("--report", metavar="FILE",

@@ -19,8 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import PluginError
-from harness.types import (AnswerSpec, Example, Generation, GradedGeneration, Progress, TrainingContext,
-                           TrainingExample, TrainingSettings)
+from harness.types import (
+    AnswerSpec,
+    Example,
+    Generation,
+    GradedGeneration,
+    Progress,
+    TrainingContext,
+    TrainingExample,
+    TrainingSettings,
+)
 
 Problems = list[tuple[str, str]]
 """``(key, message)`` pairs, e.g. ``[("model", "folder /x does not exist")]``; the recipe error names the key
@@ -362,13 +370,6 @@ def conform(kind: str, component: Any, name: str = "") -> Any:
 def create(kind: str, name: str, **options: Any) -> Any:
     """Build the registered ``kind`` component called ``name`` (``create("task", "svamp", data_dir="...")``), its
     options checked as a recipe's ``[kind]`` table would be (a ``RecipeError`` lists every problem)."""
-    from harness.config import NoOptions, build
-    from harness.errors import RecipeError
-    from harness.plugins import load_registry
+    from harness._run.registry import load_registry
 
-    factory = load_registry().get(kind, name).factory
-    problems: list[str] = []
-    config = build(getattr(factory, "Config", NoOptions), options, kind, problems)
-    if problems:
-        raise RecipeError(problems)
-    return conform(kind, factory(config), name)
+    return load_registry().create(kind, name, options)

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from harness.secrets import SECRET_KEY
-from harness.suggest import did_you_mean
 
 MISSING = dataclasses.MISSING
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return `` Did you mean 'x'?`` (with a leading space) or an empty string."""
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
 
 
 def _type_name(tp: Any) -> str:

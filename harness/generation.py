@@ -12,16 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from harness.models import is_encoder_decoder  # re-exported: generation callers used to import it from here
+
 
 def max_positions(model: Any) -> int:
     """The longest sequence the model (or model config) takes (2048 where the config does not say, e.g. relative
     positions)."""
     config = getattr(model, "config", model)
     return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 2048
-
-
-def is_encoder_decoder(model: Any) -> bool:
-    return bool(getattr(model.config, "is_encoder_decoder", False))
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:
+    from harness._run.recipe import Recipe
 
 PROJECT = "harness"
 
@@ -50,8 +53,9 @@ def register_sinks(register: Register) -> None:
 
 
 @hookspec
-def on_run_start(run_dir: Path, recipe: Any) -> None:
-    """Called once when ``harness run`` starts, before any stage."""
+def on_run_start(run_dir: Path, recipe: Recipe) -> None:
+    """Called once when ``harness run`` starts, before any stage, with the run folder and the validated recipe
+    (``harness.Recipe``: read it, never change it)."""
 
 
 @hookspec

@@ -4,12 +4,24 @@ than after the teacher was paid. Nothing here loads weights."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 Problems = list[tuple[str, str]]
 
+
+
+def is_encoder_decoder(model: Any) -> bool:
+    """Whether a model is an encoder-decoder (T5-style). ``model``: a model, its config, or a model folder (its
+    ``config.json`` read; nothing loaded). A folder without a readable config counts as decoder-only."""
+    if isinstance(model, (str, Path)):
+        try:
+            return bool(json.loads((Path(model) / "config.json").read_text()).get("is_encoder_decoder"))
+        except (OSError, ValueError):
+            return False
+    return bool(getattr(getattr(model, "config", model), "is_encoder_decoder", False))
 
 def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name

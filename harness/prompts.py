@@ -101,8 +101,8 @@ def decompose(question: str, example: str = DECOMPOSE_EXAMPLE) -> str:
     return f"{DECOMPOSE_INSTRUCTIONS}\n\n{example}\n\nProblem: {question}\n"
 
 
-_STEP = re.compile(r"Sub-question\s*(\d+)\s*:\s*(.*?)\s*\n\s*Answer\s*\1\s*:\s*(.*?)(?=\n\s*Sub-question|\n\s*The answer is|\Z)",
-                   re.S)
+_STEP = re.compile(r"Sub-question\s*(\d+)\s*:\s*(.*?)\s*\n\s*Answer\s*\1\s*:\s*"
+                   r"(.*?)(?=\n\s*Sub-question|\n\s*The answer is|\Z)", re.S)
 
 
 def parse_decomposition(completion: str) -> tuple[tuple[SubStep, ...], str, str]:

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness._run.registry import EXTRA_PLUGINS
 from harness.components import Teacher
 from harness.hookspecs import hookimpl
-from harness.plugins import EXTRA_PLUGINS
 from harness.types import Example, Generation
 
 
@@ -108,7 +108,7 @@ def tiny_recipe(output_dir: str | Path, strategy: str = 'kind = "fine_tune_cot"'
         path: where to write it. Given: the file is written and its ``Path`` returned; else the TOML text is.
         overrides: ``key=value`` changes applied as ``harness run --set`` applies them (``teacher.kind="fake"``).
     """
-    from harness.recipe import apply_overrides
+    from harness._run.recipe import apply_overrides
 
     text = _TINY.format(out=Path(output_dir).as_posix(), strategy=strategy, steps=steps, max_gen_toks=max_gen_toks)
     if overrides:

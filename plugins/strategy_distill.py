@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import Objective, TrainingExample, hookimpl
-from harness.components import FormattedStrategy
 from harness.answers import passes_filter
+from harness.components import FormattedStrategy
 from harness.prompts import STUDENT_FORMATS
 
 DIVERGENCES = ("forward", "reverse", "jsd")

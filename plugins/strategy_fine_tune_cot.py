@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from harness import TrainingExample, hookimpl
-from harness.components import FormattedStrategy
 from harness.answers import passes_filter
+from harness.components import FormattedStrategy
 from harness.prompts import STUDENT_FORMATS as FORMATS
 
 

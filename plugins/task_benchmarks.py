@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import AnswerSpec, DataError, Example, PluginError, SubStep, Task, hookimpl
-from harness.config import build
 from harness.answers import normalise_question
+from harness.config import build
 from harness.data import check_records, data_file, data_root, read_json, read_jsonl
 
 AQUA_TEST_OFFSET = 97467  # Fine-tune-CoT's AQuA indices: 0..97466 are AQuA train, then the test set

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import BadInputError, Example, Generation, Teacher, TeacherUsage, hookimpl, prompts
-from harness.models import DTYPES, model_problems, place, resolve_device, resolve_dtype, tokenizer_vocabulary
 from harness.cache import JsonlCache, content_key, default_cache_dir
+from harness.models import DTYPES, model_problems, place, resolve_device, resolve_dtype, tokenizer_vocabulary
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,9 @@ class HFTeacher(Teacher):
         c = self.config
         exemplars = prompts.load_few_shot(Path(c.few_shot_file), c.few_shot_key) if c.prompt == "few_shot_cot" else ""
         trigger = task.answer.trigger
-        cache_path = Path(c.cache_dir or default_cache_dir()) / "teacher" / (
-            content_key(local_model=str(Path(c.model).resolve()) if Path(c.model).exists() else c.model)[:16] + ".jsonl")
+        model_id = str(Path(c.model).resolve()) if Path(c.model).exists() else c.model
+        cache_path = Path(c.cache_dir or default_cache_dir()) / "teacher" / (content_key(local_model=model_id)[:16]
+                                                                             + ".jsonl")
         with JsonlCache(cache_path) as cache:
             self._cache = cache
             firsts = self._complete([prompts.first_prompt(c.prompt, e.question, exemplars) for e in examples],

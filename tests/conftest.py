@@ -10,8 +10,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+from harness._run.registry import load_registry  # noqa: E402
 from harness.cli import main  # noqa: E402
-from harness.plugins import load_registry  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,16 +1,16 @@
 """The 12 Fine-tune-CoT benchmarks from the real files in ../shared/data, and the recorded GPT-3 teacher."""
 
 import json
+import os
 import re
 from dataclasses import replace
-import os
 from pathlib import Path
 
 import pytest
 
+from harness._run.registry import load_registry
 from harness.answers import extract, is_correct
 from harness.errors import DataError
-from harness.plugins import load_registry
 
 DATA = Path(os.environ.get("HARNESS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 pytestmark = pytest.mark.skipif(not (DATA / "reasoning-teacher").is_dir(),

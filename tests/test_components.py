@@ -6,10 +6,14 @@ import pytest
 
 from harness.answers import extract, is_correct
 from harness.types import GradedGeneration, TrainingExample
-from harness_builtins.strategy_fine_tune_cot import Config as FtcConfig, FineTuneCoT
-from harness_builtins.strategy_vanilla import Config as VanillaConfig, Vanilla
-from harness_builtins.task_synthetic import Config as TaskConfig, SyntheticArithmetic
-from harness_builtins.teacher_program import Config as TeacherConfig, ProgramTeacher
+from harness_builtins.strategy_fine_tune_cot import Config as FtcConfig
+from harness_builtins.strategy_fine_tune_cot import FineTuneCoT
+from harness_builtins.strategy_vanilla import Config as VanillaConfig
+from harness_builtins.strategy_vanilla import Vanilla
+from harness_builtins.task_synthetic import Config as TaskConfig
+from harness_builtins.task_synthetic import SyntheticArithmetic
+from harness_builtins.teacher_program import Config as TeacherConfig
+from harness_builtins.teacher_program import ProgramTeacher
 
 
 @pytest.fixture(scope="module")

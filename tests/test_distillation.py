@@ -19,7 +19,8 @@ import torch
 from harness import TrainingContext, TrainingExample, TrainingSettings
 from harness.io import read_jsonl
 from harness_builtins.strategy_distill import KDLoss, divergence
-from harness_builtins.student_transformers import Config as StudentConfig, TransformersStudent
+from harness_builtins.student_transformers import Config as StudentConfig
+from harness_builtins.student_transformers import TransformersStudent
 
 from .conftest import tiny_causal_lm
 
@@ -310,9 +311,12 @@ def test_served_teacher_through_vllm_gives_the_same_top_k_and_trains_logit_kd(tm
     """vLLM's OpenAI-compatible server, started and stopped by the openai teacher on 127.0.0.1, on the same model
     as the hf teacher: greedy text, tokens and top-k agree with the local model's, and logit_kd trains from the
     served pass."""
-    from harness_builtins.task_synthetic import Config as TaskConfig, SyntheticArithmetic
-    from harness_builtins.teacher_hf import Config as HFConfig, HFTeacher
-    from harness_builtins.teacher_openai import Config as OpenAIConfig, OpenAITeacher
+    from harness_builtins.task_synthetic import Config as TaskConfig
+    from harness_builtins.task_synthetic import SyntheticArithmetic
+    from harness_builtins.teacher_hf import Config as HFConfig
+    from harness_builtins.teacher_hf import HFTeacher
+    from harness_builtins.teacher_openai import Config as OpenAIConfig
+    from harness_builtins.teacher_openai import OpenAITeacher
 
     python = _vllm_python()
     # vLLM's CPU attention needs a head width of 32 or more: 2 heads of 32

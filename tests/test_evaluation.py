@@ -70,7 +70,7 @@ def test_lm_eval_runs_the_model_where_it_was_placed():
     places the model first and hands HFLM that device."""
     from transformers import PreTrainedTokenizerFast
 
-    from harness.evaluate import hf_lm
+    from harness._evaluation.lm_eval_run import hf_lm
     from harness.models import place
     from harness_builtins.student_transformers import train_word_tokenizer
 
@@ -147,7 +147,7 @@ def test_sampled_evaluation_reports_pass_at_1_and_maj_and_the_stock_cli_reproduc
     assert metrics["maj"] == pytest.approx(sum(maj) / len(maj))
 
     # the leaderboard row says how it was evaluated
-    from harness.results import load
+    from harness._results.rows import load
 
     (row,) = [r for r in load(tmp_path / "results") if r.run == "ftc"]
     assert row.evaluation_label == f"pass@1 of {n}, T=1 · hf · float32"
@@ -199,3 +199,26 @@ def test_a_serve_command_with_a_key_is_refused_without_echoing_it(cli, tiny_reci
                  f"evaluation.serve={json.dumps(command)}")
     assert result.code == 2 and "evaluation.serve" in result.err and "--api-key" in result.err
     assert "sk-verysecret123" not in result.err + result.out
+
+
+def test_a_new_backend_is_one_class(cli, tiny_recipe, monkeypatch):
+    """An evaluation backend owns its recipe rules and its checks: registering one class is all it takes for the
+    recipe to accept its name and for validate to report its problems under evaluation.*."""
+    from harness._evaluation import backends
+
+    class Remote(backends.Backend):
+        name = "remote"
+
+        def recipe_problems(self, ev):
+            return [("batch_size", "the remote backend takes batches of 8 at most")] if ev.batch_size > 8 else []
+
+        def preflight(self, ev):
+            return [("serve", "no remote endpoint is configured")]
+
+    monkeypatch.setitem(backends.BACKENDS, "remote", Remote())
+    refused = cli("validate", tiny_recipe, "--set", 'evaluation.backend="remote"', "--set", "evaluation.batch_size=64")
+    assert refused.code == 2 and "evaluation.batch_size: the remote backend takes batches of 8 at most" in refused.err
+    checked = cli("validate", tiny_recipe, "--set", 'evaluation.backend="remote"', "--set", "evaluation.batch_size=8")
+    assert checked.code == 2 and "evaluation.serve: no remote endpoint is configured" in checked.err
+    assert cli("validate", tiny_recipe, "--set", 'evaluation.backend="remote"', "--set", "evaluation.batch_size=8",
+               "--no-load-checks").code == 0

@@ -116,8 +116,9 @@ def test_failed_requests_are_left_out_then_retried_by_a_plain_rerun(tmp_path, cl
 # 3: identical requests in flight are sent once -----------------------------------------------------------------
 
 def test_identical_requests_in_flight_are_sent_once(tmp_path):
+    from harness_builtins.task_synthetic import Config as TaskConfig
+    from harness_builtins.task_synthetic import SyntheticArithmetic
     from harness_builtins.teacher_openai import Config, OpenAITeacher
-    from harness_builtins.task_synthetic import Config as TaskConfig, SyntheticArithmetic
 
     task = SyntheticArithmetic(TaskConfig(train_size=30, validation_size=0, test_size=1))
     examples = task.load()["train"]

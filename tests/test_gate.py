@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.results import compare, load
+from harness._results.gate import compare
+from harness._results.rows import load
 
 from .test_results import results_file
 

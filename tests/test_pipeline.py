@@ -110,7 +110,7 @@ def test_from_stage_reruns_that_stage_and_later(first_run):
 
 def test_crashed_stage_leaves_finished_work_and_resumes(first_run, monkeypatch):
     tmp_path, recipe, _ = first_run
-    from harness import evaluate
+    from harness._evaluation import evaluate
     from harness.cli import main
 
     def crash(*args, **kwargs):
@@ -129,12 +129,13 @@ def test_crashed_stage_leaves_finished_work_and_resumes(first_run, monkeypatch):
 
 def test_observer_hooks_see_every_stage(first_run):
     tmp_path, recipe, _ = first_run
-    from harness import hookimpl
-    from harness.pipeline import Pipeline
-    from harness.plugins import load_registry
-    from harness.recipe import load_recipe
-    from harness.ui import UI
     from rich.console import Console
+
+    from harness import hookimpl
+    from harness._run.pipeline import Pipeline
+    from harness._run.recipe import load_recipe
+    from harness._run.registry import load_registry
+    from harness._run.ui import UI
 
     events = []
 
@@ -193,10 +194,10 @@ def test_observer_that_raises_is_named_and_the_run_goes_on(first_run, capsys):
     from rich.console import Console
 
     from harness import hookimpl
-    from harness.pipeline import Pipeline
-    from harness.plugins import load_registry
-    from harness.recipe import load_recipe
-    from harness.ui import UI
+    from harness._run.pipeline import Pipeline
+    from harness._run.recipe import load_recipe
+    from harness._run.registry import load_registry
+    from harness._run.ui import UI
 
     class Broken:
         @hookimpl
@@ -216,7 +217,7 @@ def test_observer_that_raises_is_named_and_the_run_goes_on(first_run, capsys):
 
 
 def test_the_train_key_covers_what_shapes_the_model():
-    from harness.stages import training_key
+    from harness._run.keys import training_key
     from harness.types import TrainingSettings
 
     plain = TrainingSettings()

@@ -5,8 +5,8 @@ import types
 import pytest
 
 from harness import hookimpl
+from harness._run.registry import load_registry
 from harness.errors import PluginError
-from harness.plugins import load_registry
 
 BUILTINS = {("task", "synthetic_arithmetic"), ("teacher", "program"), ("student", "transformers"),
             ("strategy", "vanilla"), ("strategy", "fine_tune_cot"), ("sink", "local")}
@@ -109,6 +109,7 @@ def test_disable_list_skips_a_plugin(broken_distribution, monkeypatch, cli):
 
 def test_every_hookspec_is_documented():
     from harness import hookspecs
+
     from .conftest import REPO
 
     doc = (REPO / "docs" / "plugins" / "README.md").read_text()
@@ -142,7 +143,7 @@ class _FakeEntryPoint:
 
 
 def test_a_third_party_name_colliding_with_a_built_in_is_refused_naming_both(monkeypatch, tmp_path, cli):
-    import harness.plugins as plugins_module
+    import harness._run.registry as plugins_module
     from harness_builtins.strategy_fine_tune_cot import FineTuneCoT
 
     from .conftest import TINY

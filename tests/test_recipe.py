@@ -1,13 +1,12 @@
-from pathlib import Path
-
 import re
+from pathlib import Path
 
 import pytest
 
+from harness._run.recipe import load_recipe
 from harness.errors import RecipeError
-from harness.recipe import load_recipe
 
-from .conftest import TINY, REPO
+from .conftest import REPO, TINY
 
 
 def write(tmp_path: Path, text: str) -> Path:

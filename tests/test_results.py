@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.results import load, read_file, reference_rows
+from harness._results.rows import load, read_file, reference_rows
 
 REPO_BUILD = Path(__file__).resolve().parent.parent / "build"
 
@@ -247,7 +247,8 @@ def test_leaderboard_page_layout_in_a_real_browser(tmp_path, cli):
 def test_sinks(tmp_path, monkeypatch):
     from harness.errors import BadInputError
     from harness_builtins.sink_hub import EvalResultsConfig, EvalResultsSink, HubConfig, HubSink
-    from harness_builtins.sink_jsonl import Config as JsonlConfig, JsonlSink
+    from harness_builtins.sink_jsonl import Config as JsonlConfig
+    from harness_builtins.sink_jsonl import JsonlSink
 
     path = results_file(tmp_path / "r", "fine_tune_cot", 0.77, 0.024)
     provenance = json.loads(path.read_text())["harness"]
@@ -374,3 +375,29 @@ def test_hub_sink_pushes_lm_eval_files_in_one_commit(tmp_path, monkeypatch):
             HubSink(HubConfig(org="me", endpoint=refusing.url)).publish(path, [samples], provenance)
     finally:
         refusing.close()
+
+
+def test_a_new_leaderboard_view_is_one_class(board, cli, monkeypatch):
+    """A view declares itself: registering one class adds it to --view, with its help, in every format."""
+    from harness._results import views
+
+    class Best(views.FlatView):
+        name = "best"
+        help = "only the best result per task"
+
+        def _best(self, rows):
+            top = {}
+            for r in rows:
+                if r.task not in top or r.acc > top[r.task].acc:
+                    top[r.task] = r
+            return list(top.values())
+
+        def markdown(self, rows):
+            return super().markdown(self._best(rows))
+
+    monkeypatch.setitem(views.VIEWS, "best", Best())
+    shown = cli("leaderboard", board, "--view", "best", "--format", "markdown")
+    assert shown.code == 0
+    lines = [line for line in shown.out.splitlines() if line.startswith("| ") and "task" not in line]
+    assert len(lines) == 1  # one task in the board, one row
+    assert "only the best result per task" in cli("leaderboard", "--help").out

@@ -2,10 +2,14 @@
 
 
 from harness.types import Generation, GradedGeneration, SubStep, TrainingExample
-from harness_builtins.strategy_diverse import Config as DiverseConfig, DiverseReasoning
-from harness_builtins.strategy_socratic import END, Config as SocraticConfig, Socratic, socratic_lm_class
-from harness_builtins.strategy_step_by_step import Config as SbsConfig, StepByStep
-from harness_builtins.task_synthetic import Config as TaskConfig, SyntheticArithmetic
+from harness_builtins.strategy_diverse import Config as DiverseConfig
+from harness_builtins.strategy_diverse import DiverseReasoning
+from harness_builtins.strategy_socratic import END, Socratic, socratic_lm_class
+from harness_builtins.strategy_socratic import Config as SocraticConfig
+from harness_builtins.strategy_step_by_step import Config as SbsConfig
+from harness_builtins.strategy_step_by_step import StepByStep
+from harness_builtins.task_synthetic import Config as TaskConfig
+from harness_builtins.task_synthetic import SyntheticArithmetic
 
 TASK = SyntheticArithmetic(TaskConfig(train_size=20, validation_size=0, test_size=1))
 EXAMPLES = TASK.load()["train"]

@@ -3,9 +3,9 @@
 import pytest
 
 from harness import TeacherUsage
-
 from harness.errors import BadInputError
-from harness_builtins.task_synthetic import Config as TaskConfig, SyntheticArithmetic
+from harness_builtins.task_synthetic import Config as TaskConfig
+from harness_builtins.task_synthetic import SyntheticArithmetic
 from harness_builtins.teacher_hf import Config, HFTeacher
 
 TASK = SyntheticArithmetic(TaskConfig(train_size=5, validation_size=0, test_size=1))

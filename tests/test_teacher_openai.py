@@ -5,7 +5,8 @@ import time
 import pytest
 
 from harness.errors import BadInputError
-from harness_builtins.task_synthetic import Config as TaskConfig, SyntheticArithmetic
+from harness_builtins.task_synthetic import Config as TaskConfig
+from harness_builtins.task_synthetic import SyntheticArithmetic
 from harness_builtins.teacher_openai import Config, OpenAITeacher
 
 from .fake_openai import FakeOpenAI

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import RunError, is_out_of_memory
-from harness.io import read_jsonl
 from harness.generation import greedy_generate
+from harness.io import read_jsonl
 from harness.types import TrainingContext, TrainingExample, TrainingSettings
 from harness_builtins.student_transformers import (
     Collator,
@@ -164,9 +164,11 @@ def test_selection_keeps_the_best_scoring_model(tmp_path):
 
 def test_selection_scores_real_generations(tmp_path):
     """The validator the pipeline builds: greedy generation scored with the task's answer rule."""
-    from harness.evaluate import make_validator
-    from harness_builtins.strategy_vanilla import Config as VanillaConfig, Vanilla
-    from harness_builtins.task_synthetic import Config as TaskConfig, SyntheticArithmetic
+    from harness._evaluation.selection import make_validator
+    from harness_builtins.strategy_vanilla import Config as VanillaConfig
+    from harness_builtins.strategy_vanilla import Vanilla
+    from harness_builtins.task_synthetic import Config as TaskConfig
+    from harness_builtins.task_synthetic import SyntheticArithmetic
 
     task = SyntheticArithmetic(TaskConfig(train_size=4, validation_size=4, test_size=1))
     validation = task.load()["validation"]
@@ -374,7 +376,7 @@ def test_shipped_deepspeed_json_fits_the_flan_t5_recipe(tmp_path, cli):
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="per-stage peaks need Linux")
 def test_peak_memory_is_per_stage():
-    from harness.memory import peak_memory, reset_peak_memory
+    from harness._run.memory import peak_memory, reset_peak_memory
 
     reset_peak_memory()
     before = peak_memory()["peak_rss_mb"]
@@ -420,7 +422,7 @@ def test_real_out_of_memory_in_evaluation_names_its_knobs(tmp_path):
                     vm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize"))
                     resource.setrlimit(resource.RLIMIT_AS, (vm + 300 * 2**20, vm + 300 * 2**20))
 
-        import harness.plugins as plugins
+        import harness._run.registry as plugins
         load = plugins.load_registry
         def with_cap(*a, **k):
             registry = load(*a, **k)

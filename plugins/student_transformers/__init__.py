@@ -16,14 +16,14 @@ One concern per module: ``config`` (the recipe table), ``encoding`` (text to row
 from harness import hookimpl
 
 from .config import Config
-from .encoding import (SPECIALS, Collator, LengthGroupedSampler, encode, prompt_ids, train_word_tokenizer,
-                       useful_tokens)
+from .encoding import SPECIALS, Collator, LengthGroupedSampler, encode, prompt_ids, train_word_tokenizer, useful_tokens
 from .selection import Selection
 from .student import TransformersStudent
 from .trainer import deepspeed_config, training_env, weighted_loss
 
-__all__ = ["SPECIALS", "Collator", "Config", "LengthGroupedSampler", "Selection", "TransformersStudent", "deepspeed_config",
-           "encode", "prompt_ids", "train_word_tokenizer", "training_env", "useful_tokens", "weighted_loss"]
+__all__ = ["SPECIALS", "Collator", "Config", "LengthGroupedSampler", "Selection", "TransformersStudent",
+           "deepspeed_config", "encode", "prompt_ids", "train_word_tokenizer", "training_env", "useful_tokens",
+           "weighted_loss"]
 
 
 @hookimpl

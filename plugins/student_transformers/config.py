@@ -5,7 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
+LORA_DEFAULTS: dict[str, Any] = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": None}
+"""A ``lora`` table's settings when it leaves them out (``target_modules`` None: peft's choice for the model)."""
+LORA_KEYS = tuple(LORA_DEFAULTS)
+
+
+def lora_settings(lora: dict[str, Any]) -> dict[str, Any]:
+    """The ``lora`` table with the defaults it leaves out."""
+    return {**LORA_DEFAULTS, **lora}
+
+
+def peft_lora_options(lora: dict[str, Any]) -> dict[str, Any]:
+    """The table as ``peft.LoraConfig`` keyword arguments."""
+    s = lora_settings(lora)
+    return {"r": s["r"], "lora_alpha": s["alpha"], "lora_dropout": s["dropout"], "target_modules": s["target_modules"]}
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,6 @@ class Config:
             return [("chat_template", f"'{self.chat_template}' is not a mode; use auto, on or off")]
         problems = [(f"lora.{k}", f"unknown LoRA setting; use {', '.join(LORA_KEYS)}")
                     for k in self.lora if k not in LORA_KEYS]
-        if self.lora and not (isinstance(self.lora.get("r", 8), int) and self.lora.get("r", 8) >= 1):
+        if self.lora and not (isinstance(r := lora_settings(self.lora)["r"], int) and r >= 1):
             problems.append(("lora.r", "must be a whole number of at least 1"))
         return problems

@@ -1,12 +1,12 @@
 """Training in several processes, started by torchrun or the deepspeed launcher.
 
 The harness's process writes a job folder and starts the launcher, which starts ``settings.processes`` copies of
-this module's worker::
+the worker module (``worker.py``)::
 
     python -m torch.distributed.run --nproc_per_node N --master_addr 127.0.0.1 --master_port P \\
-        -m harness_builtins.student_transformers.launch JOB/job.json
+        -m harness_builtins.student_transformers.worker JOB/job.json
     python -m deepspeed.launcher.runner --num_gpus N --master_addr 127.0.0.1 --master_port P --no_local_rank \\
-        --module harness_builtins.student_transformers.launch JOB/job.json
+        --module harness_builtins.student_transformers.worker JOB/job.json
 
 Each worker reads ``job.json`` (the student's config, the training settings, where to write), ``rows.jsonl``
 (the training pairs) and ``corpus.json``; rank 0 writes ``status.json`` (the step reached, for the progress bar)
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import BadInputError, RunError, TrainingContext, TrainingSettings
-from harness.io import atomic_write_json, read_jsonl, training_from_dict, training_to_dict
+from harness.io import training_to_dict
 
 from .config import Config
 from .trainer import OOM_HINT
@@ -52,7 +52,7 @@ def launch(config: Config, train, settings: TrainingSettings, out_dir: Path, cor
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     n = str(settings.processes)
-    module = ["harness_builtins.student_transformers.launch", str(job / "job.json")]
+    module = ["harness_builtins.student_transformers.worker", str(job / "job.json")]
     if settings.launcher == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", n, "--master_addr",
                "127.0.0.1", "--master_port", port, "-m", *module]
@@ -89,43 +89,3 @@ def _advance(status: Path, done: int, progress) -> int:
         progress(step - done)
         return step
     return done
-
-
-def _worker(job_file: str) -> None:
-    """One launched training process (torchrun / deepspeed launcher): train, and on rank 0 report progress and
-    the result."""
-    job = json.loads(Path(job_file).read_text())
-    folder = Path(job_file).parent
-    rank0 = int(os.environ.get("RANK", "0")) == 0
-    settings = TrainingSettings(**job["settings"])
-    from .student import TransformersStudent
-
-    student = TransformersStudent(Config(**job["config"]))
-    rows = [training_from_dict(d) for d in read_jsonl(folder / "rows.jsonl")]
-    corpus = json.loads((folder / "corpus.json").read_text())
-    step = [0]
-
-    def progress(n: int) -> None:
-        step[0] += n
-        if rank0:
-            atomic_write_json(Path(job["status"]), {"step": step[0]}, durable=False)  # every step: no fsync
-
-    checkpoint_dir = Path(job["checkpoint_dir"]) if job["checkpoint_dir"] else None
-    info = student.train(rows, settings, Path(job["out_dir"]), corpus, progress,
-                         TrainingContext(checkpoint_dir=checkpoint_dir))
-    if rank0:
-        atomic_write_json(Path(job["result"]), info)
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():  # leave together, once every rank is done
-        dist.barrier()
-        dist.destroy_process_group()
-    # Skip the interpreter's teardown: destroying gloo's threads there sometimes aborts a rank ("terminate
-    # called without an active exception") after its work is done, and the launcher then fails the whole run.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-if __name__ == "__main__":
-    _worker(sys.argv[1])

@@ -15,15 +15,23 @@ from typing import Any
 from harness import BadInputError, RunError, Student, TrainingContext, TrainingExample, TrainingSettings
 from harness.deepspeed import zero_stage
 from harness.errors import is_out_of_memory
-from harness.models import architecture_problems, model_problems, tokenizer_vocabulary
+from harness.models import architecture_problems, is_encoder_decoder, model_problems, tokenizer_vocabulary
 
 from .chat import chat_format
-from .config import LORA_KEYS, Config
+from .config import LORA_KEYS, Config, lora_settings, peft_lora_options
 from .encoding import Collator, encode, train_word_tokenizer, useful_tokens
 from .launch import launch
 from .selection import Selection
-from .trainer import (OOM_HINT, CheckpointMarker, auto_class, deepspeed_config, is_encoder_decoder,
-                      latest_complete_checkpoint, release_training_state, training_env, weighted_trainer)
+from .trainer import (
+    OOM_HINT,
+    CheckpointMarker,
+    auto_class,
+    deepspeed_config,
+    latest_complete_checkpoint,
+    release_training_state,
+    training_env,
+    weighted_trainer,
+)
 
 
 class TransformersStudent(Student):
@@ -100,12 +108,10 @@ class TransformersStudent(Student):
             return model
         from peft import LoraConfig, TaskType, get_peft_model
 
-        lora = self.config.lora
         task_type = TaskType.SEQ_2_SEQ_LM if is_encoder_decoder(model) else TaskType.CAUSAL_LM
         try:
             return get_peft_model(model, LoraConfig(
-                task_type=task_type, r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16),
-                lora_dropout=lora.get("dropout", 0.0), target_modules=lora.get("target_modules"),
+                task_type=task_type, **peft_lora_options(self.config.lora),
                 fan_in_fan_out=model.config.model_type == "gpt2"))  # GPT-2 stores its projections transposed
         except ValueError as exc:
             raise BadInputError(f"student.lora: {str(exc).splitlines()[0]} (set lora.target_modules to the "
@@ -264,10 +270,9 @@ class TransformersStudent(Student):
 
     def chat(self, model_dir: Path) -> dict[str, str] | None:
         """``{"end_of_turn": ...}`` when the model in ``model_dir`` was trained through its chat template."""
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        if self._chat_mode() == "off" or getattr(AutoConfig.from_pretrained(str(model_dir)), "is_encoder_decoder",
-                                                  False):
+        if self._chat_mode() == "off" or is_encoder_decoder(model_dir):
             return None
         found = chat_format(AutoTokenizer.from_pretrained(str(model_dir)), self._chat_mode())
         return {"end_of_turn": found.end_of_turn} if found else None
@@ -296,16 +301,16 @@ def lora_problems(lora: dict[str, Any]) -> list[tuple[str, str]]:
     try:
         from peft import LoraConfig
 
-        LoraConfig(r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16), lora_dropout=lora.get("dropout", 0.0),
-                   target_modules=lora.get("target_modules"))
+        LoraConfig(**peft_lora_options(lora))
     except (TypeError, ValueError) as exc:
         return [("lora", f"not a valid LoRA configuration: {str(exc).splitlines()[0]}")]
     problems = []
-    if not isinstance(lora.get("alpha", 16), (int, float)) or isinstance(lora.get("alpha", 16), bool):
+    settings = lora_settings(lora)
+    if not isinstance(settings["alpha"], (int, float)) or isinstance(settings["alpha"], bool):
         problems.append(("lora.alpha", "must be a number"))
-    if not isinstance(lora.get("dropout", 0.0), (int, float)) or not 0 <= lora.get("dropout", 0.0) < 1:
+    if not isinstance(settings["dropout"], (int, float)) or not 0 <= settings["dropout"] < 1:
         problems.append(("lora.dropout", "must be a number in [0, 1)"))
-    targets = lora.get("target_modules")
+    targets = settings["target_modules"]
     if targets is not None and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
         problems.append(("lora.target_modules", "must be a list of module names, e.g. [\"c_attn\"]"))
     return problems
@@ -353,6 +358,6 @@ def _is_seq2seq(model_type: str) -> bool:
     from transformers import AutoConfig
 
     try:
-        return bool(getattr(AutoConfig.for_model(model_type), "is_encoder_decoder", False))
+        return is_encoder_decoder(AutoConfig.for_model(model_type))
     except Exception:
         return False

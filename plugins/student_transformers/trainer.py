@@ -17,8 +17,10 @@ from harness import BadInputError, TrainingSettings
 from harness.deepspeed import build_config as build_deepspeed_config
 from harness.deepspeed import load_config as load_deepspeed_config
 from harness.io import atomic_write_json
+from harness.models import is_encoder_decoder
 
 from .encoding import LengthGroupedSampler, useful_tokens
+
 
 def weighted_loss(logits, labels, weights, shift: bool = True):
     """Each example's mean token loss (labels -100 ignored), weighted, averaged over the batch. ``shift``: the
@@ -80,14 +82,10 @@ OOM_HINT = ("lower training.micro_batch_size (the batch stays training.batch_siz
             "training.deepspeed_offload = true), training.bf16 = true on a GPU, or a LoRA adapter (student.lora)")
 
 
-def is_encoder_decoder(model) -> bool:
-    return bool(getattr(model.config, "is_encoder_decoder", False))
-
-
 def auto_class(config):
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    return AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    return AutoModelForSeq2SeqLM if is_encoder_decoder(config) else AutoModelForCausalLM
 
 
 def weighted_trainer():
@@ -132,7 +130,7 @@ def weighted_trainer():
             if weights is None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             outputs = model(**inputs)  # encoder-decoder models need the labels for their decoder inputs
-            shift = not getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+            shift = not is_encoder_decoder(model)
             loss = weighted_loss(outputs.logits, inputs["labels"], weights, shift=shift)
             return (loss, outputs) if return_outputs else loss
 

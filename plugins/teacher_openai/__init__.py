@@ -24,8 +24,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import BadInputError, Example, Generation, Teacher, TeacherEstimate, TeacherUsage, hookimpl
-from harness import prompts, secrets, serve
+from harness import (
+    BadInputError,
+    Example,
+    Generation,
+    Teacher,
+    TeacherEstimate,
+    TeacherUsage,
+    hookimpl,
+    prompts,
+    secrets,
+    serve,
+)
 from harness.cache import JsonlCache, content_key, default_cache_dir
 from harness.errors import RunError
 from harness.models import tokenizer_vocabulary
@@ -33,7 +43,6 @@ from harness.models import tokenizer_vocabulary
 from .batch import fill_cache
 from .config import Config, Fatal
 from .estimate import estimate
-
 
 
 class OpenAITeacher(Teacher):

@@ -18,6 +18,7 @@ from harness import Example, Generation, Teacher, hookimpl
 from harness.answers import normalise_question
 from harness.data import data_file, data_root
 from harness.errors import BadInputError
+
 from .logs import LOG_NAMES, LogRecord, parse_log
 
 _CHOICES = re.compile(r"answer choices:", re.I)

@@ -1,5 +1,6 @@
-from harness import AnswerSpec, Example, Generation, GradedGeneration
 from harness_self_consistency import Config, SelfConsistency, vote
+
+from harness import AnswerSpec, Example, Generation, GradedGeneration
 
 SPEC = AnswerSpec("number")
 
@@ -26,6 +27,7 @@ def test_runs_end_to_end_through_the_harness(tmp_path):
     import json
 
     import harness_self_consistency
+
     from harness.cli import main
     from harness.testing import plugin_registered, tiny_recipe
 
@@ -42,7 +44,6 @@ def test_label_smoothing_is_a_loss_plugged_in_from_this_package():
     from types import SimpleNamespace
 
     import torch
-
     from harness_self_consistency import LabelSmoothing
 
     assert SelfConsistency(Config()).objective() is None  # cross-entropy unless asked

@@ -7,7 +7,7 @@ recorded as a problem naming it; the rest still load, so ``harness plugins`` alw
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -16,8 +16,10 @@ from typing import Any
 import pluggy
 
 from harness import hookspecs
-from harness.errors import PluginError
-from harness.suggest import did_you_mean
+from harness.components import conform
+from harness.config import NoOptions, did_you_mean
+from harness.config import build as build_config
+from harness.errors import PluginError, RecipeError
 
 KINDS = ("task", "teacher", "student", "strategy", "sink")
 _HOOKS = {
@@ -27,7 +29,6 @@ _HOOKS = {
     "strategy": "register_strategies",
     "sink": "register_sinks",
 }
-PLURAL = {"task": "tasks", "teacher": "teachers", "student": "students", "strategy": "strategies", "sink": "sinks"}
 
 AUTOLOAD_ENV = "HARNESS_DISABLE_PLUGIN_AUTOLOAD"
 DISABLE_ENV = "HARNESS_DISABLE_PLUGINS"
@@ -92,6 +93,26 @@ class Registry:
         known = sorted(self.components[kind])
         available = ", ".join(known) if known else "none (is a plugin failing to load? run 'harness plugins')"
         return f"unknown {kind} '{name}'.{did_you_mean(name, known)} Available: {available}"
+
+    def config(self, kind: str, name: str, options: Mapping[str, Any], where: str, problems: list[str],
+               ignore: tuple[str, ...] = ()) -> Any:
+        """The component's options checked against its ``Config`` dataclass (problems appended as
+        ``where.key: message``)."""
+        config_cls = getattr(self.get(kind, name).factory, "Config", NoOptions)
+        return build_config(config_cls, options, where, problems, ignore=ignore)
+
+    def build(self, kind: str, name: str, config: Any) -> Any:
+        """The one place a component is made: its factory called with its checked config, and the declared
+        defaults it lacks given to it (``harness.components.conform``)."""
+        return conform(kind, self.get(kind, name).factory(config), name)
+
+    def create(self, kind: str, name: str, options: Mapping[str, Any]) -> Any:
+        """``config`` then ``build``; a ``RecipeError`` lists every problem with the options."""
+        problems: list[str] = []
+        config = self.config(kind, name, options, kind, problems)
+        if problems:
+            raise RecipeError(problems)
+        return self.build(kind, name, config)
 
     def all(self) -> list[Component]:
         """Every registration, colliding ones included, by kind and name."""

@@ -97,7 +97,8 @@ IMPORTS = {"strategy": "Strategy, TrainingExample, hookimpl", "teacher": "Genera
 HOOKS = {"strategy": "register_strategies", "teacher": "register_teachers", "task": "register_tasks",
          "student": "register_students", "sink": "register_sinks"}
 CHECKS = {
-    "strategy": '''    rows = component.build([Example("a", "What is 1 + 1?", "2")], {}, create("task", "synthetic_arithmetic"))
+    "strategy": '''    task = create("task", "synthetic_arithmetic")
+    rows = component.build([Example("a", "What is 1 + 1?", "2")], {}, task)
     assert [(r.prompt, r.target) for r in rows] == [("What is 1 + 1? ###", " 2")]''',
     "teacher": '''    task = create("task", "synthetic_arithmetic")
     (gens,) = component.generate([Example("a", "What is 1 + 1?", "2")], task, lambda n: None)
@@ -162,7 +163,9 @@ class Config:
 def {HOOKS[kind]}(register):
     register("{name}", {cls})
 ''')
-    (root / "tests" / f"test_{name}.py").write_text(f'''"""Runs installed (pip install ./{package}) and uninstalled (the module on the path) alike."""
+    test_file = root / "tests" / f"test_{name}.py"
+    test_file.write_text(f'''"""Runs installed (pip install ./{package}) and uninstalled (the module on the
+path) alike."""
 
 from harness import Example
 from harness.components import create

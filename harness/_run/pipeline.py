@@ -2,7 +2,7 @@
 
 task -> teach -> filter -> build (per strategy) -> train, evaluate, publish (per strategy x student).
 
-Every stage has a key (``harness.stages.Keys``: a hash of the recipe fields it reads and of the keys of the
+Every stage has a key (``harness._run.keys.Keys``: a hash of the recipe fields it reads and of the keys of the
 stages it reads from). A stage whose finished output carries the same key is skipped, so re-running a recipe does
 no work again and changing a field re-runs exactly the stages that depend on it. A teach stage with failed
 requests is never finished: the next run asks only those again.
@@ -19,20 +19,25 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness import answers, io, rundir
-from harness.components import Strategy, Student, Teacher
+from harness import answers, io
+from harness._evaluation.evaluate import evaluate_student
+from harness._evaluation.lm_eval_task import task_name
+from harness._evaluation.selection import Validator, selection_validator
+from harness._run import rundir
+from harness._run.assembly import Assembly, assemble, bound_objective
+from harness._run.keys import Keys
+from harness._run.memory import peak_memory, reset_peak_memory
+from harness._run.provenance import provenance
+from harness._run.recipe import ComponentSpec, Recipe
+from harness._run.registry import Registry
+from harness._run.rundir import RunDir
+from harness._run.stagedata import file_digest, signal_bytes_per_token, usable_generations
+from harness._run.ui import UI, Trouble
+from harness.components import Objective, Strategy, Student, Task, Teacher
 from harness.data import split_overlap
 from harness.errors import BadInputError, RecipeError, RunError, is_out_of_memory
-from harness.evaluate import evaluate_student, task_name
-from harness.memory import peak_memory, reset_peak_memory
-from harness.plugins import Registry
-from harness.recipe import ComponentSpec, Recipe
 from harness.io import read_jsonl, write_jsonl
-from harness.rundir import RunDir
-from harness.stages import (Keys, bound_objective, file_digest, make_component, preflight_problems, provenance,
-                            selection_validator, signal_bytes_per_token, usable_generations)
 from harness.types import Example, GradedGeneration, TrainingContext, TrainingSettings
-from harness.ui import UI
 
 STAGES = ("task", "teach", "filter", "build", "train", "evaluate", "publish")
 
@@ -54,16 +59,14 @@ class Pipeline:
 
     def run(self) -> dict[str, dict[str, Any]]:
         r = self.recipe
-        teacher: Teacher = self._make("teacher", r.teacher)
-        self.teacher = teacher
-        students: dict[str, Student] = {spec.name: self._make("student", spec) for spec in r.students}
-        strategies: dict[str, Strategy] = {s.name: self._make("strategy", s) for s in r.strategies}
-        problems = preflight_problems(r, teacher, students, strategies)
+        parts: Assembly = assemble(r, self.registry)
+        problems = parts.problems()
         if problems:  # before any stage: nothing is paid for a run that would fail later
             raise RecipeError(problems)
+        self.teacher, self.sinks = parts.teacher, parts.sinks
+        teacher, task, students, strategies = parts.teacher, parts.task, parts.students, parts.strategies
         self._start_manifest()
         self._notify("on_run_start", run_dir=self.rundir.root, recipe=r)
-        task = self._make("task", r.task)
 
         task_key = self.keys.task()
         splits = self.load_task(task, task_key)
@@ -103,7 +106,7 @@ class Pipeline:
 
     # Stages -------------------------------------------------------------------------------------------------
 
-    def load_task(self, task: Any, key: str) -> dict[str, list[Example]]:
+    def load_task(self, task: Task, key: str) -> dict[str, list[Example]]:
         def work(out: Path, progress) -> tuple[str, dict]:
             splits = task.load()
             for required in ("train", "test"):
@@ -113,16 +116,16 @@ class Pipeline:
                 write_jsonl(out / f"{name}.jsonl", (io.example_to_dict(e) for e in examples))
             sizes = {name: len(examples) for name, examples in splits.items()}
             overlap = split_overlap(splits)
-            summary = ", ".join(f"{n} {name}" for name, n in sizes.items()) + f" ({task.source()})"
+            summary = [", ".join(f"{n} {name}" for name, n in sizes.items()) + f" ({task.source()})"]
             if overlap:
-                summary += f"; {len(overlap)} test questions also in train/validation"
+                summary.append(Trouble(f"{len(overlap)} test questions also in train/validation"))
             return summary, {"sizes": sizes, "source": task.source(), "test_overlap": overlap}
 
         folder = self._stage("task", "task", key, None, work)
         return {p.stem: io.LazyList(lambda p=p: map(io.example_from_dict, read_jsonl(p)))
                 for p in sorted(folder.glob("*.jsonl"))}
 
-    def teach(self, teacher: Teacher, task: Any, train: Sequence[Example], key: str) -> str:
+    def teach(self, teacher: Teacher, task: Task, train: Sequence[Example], key: str) -> str:
         """Ask the teacher; return a digest of what it answered, so that later stages re-run when a re-run of
         this stage filled in failed requests. A teach stage with failed requests is not finished: the next run
         asks only those again (the others come from the teacher's cache)."""
@@ -156,16 +159,17 @@ class Pipeline:
                     summary += f", {usage.deduplicated} answered by identical requests in flight"
                 if usage.cost:
                     summary += f", ${usage.cost:.4f}"
+            parts = summary.split("; ")
             if failed:
                 record["incomplete"] = True
-                summary += (f"; {failed} failed: they are left out of training, and the next run of this recipe "
-                            f"asks only them again (the rest come from the cache)")
-            return summary, record
+                parts.append(Trouble(f"{failed} failed: they are left out of training, and the next run of this "
+                                     f"recipe asks only them again (the rest come from the cache)"))
+            return parts, record
 
         self._stage("teach", f"teach ({self.recipe.teacher.kind})", key, len(train), work)
         return (self.rundir.done("teach") or {}).get("record", {}).get("digest", "")
 
-    def grade(self, task: Any, train: Sequence[Example], key: str) -> dict[str, list[GradedGeneration]]:
+    def grade(self, task: Task, train: Sequence[Example], key: str) -> dict[str, list[GradedGeneration]]:
         """The correctness filter's input: every teacher answer cleansed and compared with the gold answer."""
         gold = {e.id: e.answer for e in train}
 
@@ -198,7 +202,7 @@ class Pipeline:
         return io.LazyMapping(lambda: {row["example_id"]: [io.graded_from_dict(g) for g in row["samples"]]
                                        for row in read_jsonl(folder / "graded.jsonl")})
 
-    def build(self, name: str, strategy: Any, task: Any, train: Sequence[Example],
+    def build(self, name: str, strategy: Strategy, task: Task, train: Sequence[Example],
               graded: dict[str, list[GradedGeneration]], key: str) -> list:
         def work(out: Path, progress) -> tuple[str, dict]:
             usable, unusable = usable_generations(graded)
@@ -217,17 +221,18 @@ class Pipeline:
             if roles != [""]:
                 record["roles"] = {role: sum(t.role == role for t in rows) for role in roles}
                 summary += " (" + ", ".join(f"{n} {role}" for role, n in record["roles"].items()) + ")"
+            parts = [Trouble(summary) if record.get("failed_or_empty_generations") else summary]
             stats = dict(strategy.stats())
             if stats:
                 record["strategy"] = stats
-                summary += "; " + ", ".join(f"{k} {v}" for k, v in stats.items())
-            return summary, record
+                parts.append(", ".join(f"{k} {v}" for k, v in stats.items()))
+            return parts, record
 
         folder = self._stage(f"build-{name}", f"build {name}", key, None, work)
         return io.LazyList(lambda: map(io.training_from_dict, read_jsonl(folder / "train.jsonl")))
 
-    def train_roles(self, run_name: str, strategy: Any, student: Any, student_spec: ComponentSpec, train_rows: list,
-                    build_key: str, task: Any = None,
+    def train_roles(self, run_name: str, strategy: Strategy, student: Student, student_spec: ComponentSpec,
+                    train_rows: list, build_key: str, task: Task | None = None,
                     splits: dict[str, list[Example]] | None = None) -> tuple[dict[str, Path], list[str]]:
         """One model per role of the strategy (e.g. Socratic's decomposer and solver; most strategies have one).
         A token budget is shared by the roles' models as the strategy says (``budget_shares()``), else in
@@ -244,7 +249,8 @@ class Pipeline:
                                                        / total_chars for r in roles})
                 settings = replace(settings, max_tokens=max(1, round(settings.max_tokens * shares[role])))
             key = self.keys.train(build_key, role, student_spec, settings)
-            validate = self.validator(strategy, task, splits or {}, roles) if settings.select_every else None
+            validate = selection_validator(settings, self.recipe.evaluation, strategy, task,
+                                           (splits or {}).get("validation"), roles) if settings.select_every else None
             objective = bound_objective(strategy, self.teacher)
             try:
                 model_dirs[role] = self.train(f"{run_name}-{role}" if len(roles) > 1 else run_name, student, rows,
@@ -255,13 +261,8 @@ class Pipeline:
             keys.append(key)
         return model_dirs, keys
 
-    def validator(self, strategy: Any, task: Any, splits: dict[str, list[Example]],
-                  roles: Sequence[str]) -> Callable[[Any, Any], float]:
-        """Model selection's score: accuracy on a seeded sample of the validation split (never test)."""
-        return selection_validator(self.recipe, strategy, task, splits, roles)
-
-    def train(self, run_name: str, student: Any, rows: list, key: str, settings: TrainingSettings,
-              validate: Callable[[Any, Any], float] | None = None, objective: Any = None) -> Path:
+    def train(self, run_name: str, student: Student, rows: list, key: str, settings: TrainingSettings,
+              validate: Validator | None = None, objective: Objective | None = None) -> Path:
         stage = f"train-{run_name}"
         # Checkpoints live outside the stage folder (which restarts empty) so that a killed run resumes.
         checkpoints = self.rundir.root / "checkpoints" / f"{stage}-{key[:12]}"
@@ -284,8 +285,8 @@ class Pipeline:
                 checkpoints.parent.rmdir()  # only when no other stage's checkpoints are left
         return folder / "model"
 
-    def evaluate(self, run_name: str, student: Any, model_dirs: dict[str, Path], strategy: Any, task: Any,
-                 splits: dict[str, list[Example]], key: str) -> tuple[dict[str, Any], Path]:
+    def evaluate(self, run_name: str, student: Student, model_dirs: dict[str, Path], strategy: Strategy,
+                 task: Task, splits: dict[str, list[Example]], key: str) -> tuple[dict[str, Any], Path]:
         ev = self.recipe.evaluation
         if ev.split not in splits:
             raise RunError(f"evaluation.split: task has no split '{ev.split}' (it has {', '.join(splits)})")
@@ -316,11 +317,10 @@ class Pipeline:
         return json.loads((folder / "metrics.json").read_text()), folder
 
     def publish(self, run_name: str, eval_key: str, eval_dir: Path, train_stages: list[str],
-                uses_teacher: bool, task: Any) -> None:
+                uses_teacher: bool, task: Task) -> None:
         """Hand one evaluation's lm-eval files to every sink (once per evaluation: never re-published)."""
         r = self.recipe
         key = self.keys.publish(eval_key)
-        sinks = [self._make("sink", spec) for spec in r.sinks]
 
         def work(out: Path, progress) -> tuple[str, dict]:
             results_file = sorted((eval_dir / "lm_eval").rglob("results_*.json"))[-1]
@@ -331,7 +331,7 @@ class Pipeline:
             evaluation = json.loads((eval_dir / "metrics.json").read_text()).get("evaluation")
             made = provenance(r, self.rundir.read_manifest(), run_name, eval_key, records, teacher_report, usage,
                               task.hub_dataset, evaluation)
-            published = [p for sink in sinks for p in sink.publish(results_file, samples, made)]
+            published = [p for sink in self.sinks for p in sink.publish(results_file, samples, made)]
             io.atomic_write_json(out / "published.json", published)
             where = sorted({str(Path(p).parent) for p in published})
             return f"to {', '.join(where) or 'nowhere'}", {"published": published}
@@ -340,11 +340,8 @@ class Pipeline:
 
     # Machinery ----------------------------------------------------------------------------------------------
 
-    def _make(self, kind: str, spec: ComponentSpec) -> Any:
-        return make_component(self.registry, kind, spec)
-
     def _stage(self, stage: str, label: str, key: str, total: int | None,
-               work: Callable[[Path, Callable[[int], None]], tuple[str, dict]]) -> Path:
+               work: Callable[[Path, Callable[[int], None]], tuple[str | list[str], dict]]) -> Path:
         kind = stage.split("-", 1)[0]
         forced = STAGES.index(kind) >= self.force_from
         done = self.rundir.done(stage)
@@ -361,12 +358,14 @@ class Pipeline:
         started = time.perf_counter()
         with self.ui.stage(label, total) as progress:
             summary, record = work(out, progress)
+        parts = [summary] if isinstance(summary, str) else list(summary)
+        summary = "; ".join(parts)
         seconds = time.perf_counter() - started
         entry = {"key": key, "summary": summary, "seconds": round(seconds, 2), **peak_memory(),
                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "skipped_last_run": False}
         folder = self.rundir.commit(stage, key, {**entry, "record": record})
         self.rundir.update_manifest(stages={stage: entry})
-        self.ui.done(label, summary, seconds)
+        self.ui.done(label, parts, seconds)
         self._notify("on_stage_end", stage=stage, summary=summary, seconds=seconds, skipped=False)
         return folder
 

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from harness import config as cfg
-from harness.errors import PluginError, RecipeError
-from harness.plugins import Registry
-from harness.suggest import did_you_mean
+from harness._evaluation.backends import BACKENDS
+from harness._run.registry import Registry
+from harness.config import did_you_mean
 from harness.deepspeed import load_config as load_deepspeed_config
+from harness.errors import PluginError, RecipeError
 from harness.models import DTYPES
 from harness.serve import secret_problems
 from harness.types import TrainingSettings
@@ -81,12 +82,12 @@ class EvaluationSettings:
             problems.append(("device", f"'{self.device}' is not a device; use auto, cpu, cuda, cuda:N or mps"))
         if self.dtype not in DTYPES:
             problems.append(("dtype", f"'{self.dtype}' is not a dtype; use {', '.join(DTYPES)}"))
-        if self.backend not in BACKENDS:
+        backend = BACKENDS.get(self.backend)
+        if backend is None:
             problems.append(("backend", f"'{self.backend}' is not a backend; use {' or '.join(BACKENDS)}"))
+        else:  # what only this backend asks of the other settings
+            problems += backend.recipe_problems(self)
         problems += secret_problems(self.serve, "serve")
-        if self.serve and ("{model}" not in self.serve or "{port}" not in self.serve):
-            problems.append(("serve", "the command needs {model} and {port}, e.g. "
-                                      "\"vllm serve {model} --host 127.0.0.1 --port {port}\""))
         if self.samples < 1:
             problems.append(("samples", "must be at least 1"))
         elif self.samples > 1 and self.temperature <= 0:
@@ -95,18 +96,12 @@ class EvaluationSettings:
         elif self.samples == 1 and self.temperature != 0:
             problems.append(("samples", "a temperature above 0 with one sample gives a noisy single score; set "
                                         "samples to several (e.g. 8) to report pass@1 over them, or temperature = 0"))
-        if self.samples > 1 and self.backend == "vllm":
-            problems.append(("backend", "sampled evaluation (samples > 1) runs on the hf backend: lm-eval's "
-                                        "completions model sends every repeat of a question with the same seed, "
-                                        "so a server would return one sample n times; set backend = \"hf\""))
         if self.temperature < 0:
             problems.append(("temperature", "must be 0 (greedy) or more"))
         if not 0 < self.top_p <= 1:
             problems.append(("top_p", "must be in (0, 1]"))
         return problems
 
-
-BACKENDS = ("hf", "vllm")
 
 
 @dataclass(frozen=True)
@@ -140,6 +135,12 @@ class Recipe:
 
     def digest(self) -> str:
         return stable_hash(self.plain())
+
+    def describe(self) -> str:
+        """``synthetic_arithmetic task, program teacher, 2 strategies, 1 student: 2 training runs``."""
+        s, n = len(self.strategies), len(self.students)
+        return (f"{self.task.kind} task, {self.teacher.kind} teacher, {s} strateg{'y' if s == 1 else 'ies'}, "
+                f"{n} student{'s' if n != 1 else ''}: {s * n} training run{'s' if s * n != 1 else ''}")
 
     def plain(self) -> dict[str, Any]:
         return {
@@ -194,8 +195,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> None:
             if isinstance(node, list):
                 if part.isdigit():
                     if int(part) >= len(node):
-                        raise RecipeError([f"--set {text}: {here} has {len(node)} entr{'y' if len(node) == 1 else 'ies'}"
-                                           f" (indices 0-{len(node) - 1})"])
+                        entries = f"{len(node)} entr{'y' if len(node) == 1 else 'ies'}"
+                        raise RecipeError([f"--set {text}: {here} has {entries} (indices 0-{len(node) - 1})"])
                     if last:
                         node[int(part)] = value
                     node = node[int(part)]
@@ -237,9 +238,8 @@ def _component(kind_name: str, key: str, table: Mapping[str, Any], registry: Reg
     except PluginError as exc:
         problems.append(f"{file}: {key}.kind: {exc.message}")
         return None
-    config_cls = getattr(component.factory, "Config", cfg.NoOptions)
     local: list[str] = []
-    config = cfg.build(config_cls, table, key, local, ignore=("kind", "name"))
+    config = registry.config(kind_name, kind, table, key, local, ignore=("kind", "name"))
     problems.extend(f"{file}: {p}" for p in local)
     bare = kind.rpartition(":")[2]  # kind = "distribution:name" picks one of two plugins with the same name
     name = table.get("name", bare)

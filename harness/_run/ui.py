@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Callable
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from harness.secrets import redact
 
-_TROUBLE = re.compile(r"\b(failed|left out|also in train)\b")
+
+class Trouble(str):
+    """A part of a stage summary that reports trouble (failed requests, data left out, test questions also in
+    train): shown in yellow. The stage says so by the part's type, not by its wording."""
 
 
 def stdout_console() -> Console:
@@ -40,12 +42,12 @@ class UI:
             task = progress.add_task(label, total=total)
             yield lambda n=1: progress.advance(task, n)
 
-    def done(self, label: str, summary: str, seconds: float) -> None:
-        """A finished stage. Summaries are plain text (stages carry no markup); the parts after a ``;`` that
-        report trouble (failed, left out, also in train) are shown in yellow."""
-        parts = [escape(redact(p)) for p in summary.split("; ")]
-        parts = [f"[yellow]{p}[/yellow]" if _TROUBLE.search(p) else p for p in parts]
-        self.console.print(f"[green]✓[/green] [bold]{label:<22}[/bold] {'; '.join(parts)} "
+    def done(self, label: str, parts: Sequence[str], seconds: float) -> None:
+        """A finished stage: its summary's parts (plain text, no markup), joined by ``;``, ``Trouble`` parts in
+        yellow."""
+        shown = [f"[yellow]{escape(redact(p))}[/yellow]" if isinstance(p, Trouble) else escape(redact(p))
+                 for p in parts]
+        self.console.print(f"[green]✓[/green] [bold]{label:<22}[/bold] {'; '.join(shown)} "
                            f"[dim]({seconds:.1f} s)[/dim]")
 
     def skipped(self, label: str, summary: str) -> None:

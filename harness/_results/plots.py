@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from harness.results import Row
+from harness._results.rows import Row
 
 Series = dict[str, list[tuple[float, float, bool]]]
 """label -> [(x, accuracy %, reference?)]"""

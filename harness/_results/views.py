@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from rich.table import Table
 
-from harness.results import PAPER, PAPER_TASKS, Row
+from harness._results.rows import PAPER, PAPER_TASKS, Row
 
 COLUMNS = ("task", "strategy", "student", "teacher", "accuracy", "stderr", "maj@n", "n", "evaluation", "teacher cost",
            "run")
@@ -40,7 +40,8 @@ def _cells(row: Row) -> list[str]:
 def rich_table(rows: Sequence[Row]) -> Table:
     table = Table(title="harness leaderboard (accuracy %, paper rows in italics)")
     for col in COLUMNS:
-        table.add_column(col, justify="right" if col in ("accuracy", "stderr", "maj@n", "n", "teacher cost") else "left", overflow="fold")
+        numeric = col in ("accuracy", "stderr", "maj@n", "n", "teacher cost")
+        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
     for row in rows:
         table.add_row(*_cells(row), style="italic dim" if row.reference else None)
     return table
@@ -247,9 +248,8 @@ def _pivot_html(rows: Sequence[Row]) -> str:
     return f'<table id="pivot"><thead><tr>{head}</tr></thead>{body}</table>'
 
 
-def html_page(rows: Sequence[Row], images: dict[str, bytes], view: str = "pivot") -> str:
-    """The page: the pivot (or flat) table, then the plots as inline SVG."""
-    table = _pivot_html(rows) if view == "pivot" else _flat_html(rows)
+def html_page(rows: Sequence[Row], images: dict[str, bytes], table: str) -> str:
+    """The page: a view's table, then the plots as inline SVG."""
     figures = "".join(
         f'<figure class="plot" data-name="{html.escape(name)}">{_inline_svg(data, f"fig{i}-")}'
         f"<figcaption>{html.escape(name)}</figcaption></figure>" for i, (name, data) in enumerate(images.items()))
@@ -288,3 +288,78 @@ def _inline_svg(data: bytes, prefix: str) -> str:
     text = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', text)
     text = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}{m.group(1)})", text)
     return re.sub(r'xlink:href="#([^"]+)"', lambda m: f'xlink:href="#{prefix}{m.group(1)}"', text)
+
+
+# The views, each one class ----------------------------------------------------------------------------------
+
+FORMATS = ("table", "markdown", "csv", "json", "html")
+"""What every view renders to: a terminal table, Markdown, CSV, JSON and a self-contained HTML page."""
+
+
+class View:
+    """A leaderboard view: how result rows become a table. A new view is one subclass added to ``VIEWS``;
+    ``harness leaderboard --view NAME`` offers it with its ``help``."""
+
+    name = ""
+    help = ""
+
+    def rich(self, rows: Sequence[Row]) -> Table:
+        raise NotImplementedError
+
+    def markdown(self, rows: Sequence[Row]) -> str:
+        raise NotImplementedError
+
+    def csv(self, rows: Sequence[Row]) -> str:
+        raise NotImplementedError
+
+    def html_table(self, rows: Sequence[Row]) -> str:
+        raise NotImplementedError
+
+    def json(self, rows: Sequence[Row]) -> str:
+        return json_text(rows)
+
+    def render(self, rows: Sequence[Row], fmt: str, images: dict[str, bytes] | None = None) -> Table | str:
+        """The rows in ``fmt`` (one of ``FORMATS``); ``images`` are the plots an HTML page shows below the table."""
+        if fmt == "table":
+            return self.rich(rows)
+        if fmt == "html":
+            return html_page(rows, images or {}, self.html_table(rows))
+        return {"markdown": self.markdown, "csv": self.csv, "json": self.json}[fmt](rows)
+
+
+class PivotView(View):
+    name = "pivot"
+    help = "one column per task, your runs above the reference rows (default)"
+
+    def rich(self, rows):
+        return pivot_rich(rows)
+
+    def markdown(self, rows):
+        return pivot_markdown(rows)
+
+    def csv(self, rows):
+        return pivot_csv(rows)
+
+    def html_table(self, rows):
+        return _pivot_html(rows)
+
+
+class FlatView(View):
+    name = "flat"
+    help = "one line per result, sortable"
+
+    def rich(self, rows):
+        return rich_table(rows)
+
+    def markdown(self, rows):
+        return markdown(rows)
+
+    def csv(self, rows):
+        return csv_text(rows)
+
+    def html_table(self, rows):
+        return _flat_html(rows)
+
+
+VIEWS: dict[str, View] = {v.name: v for v in (PivotView(), FlatView())}
+DEFAULT_VIEW = "pivot"

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from pathlib import Path
 
-from harness.results import Comparison
+from rich.table import Table
+
+from harness._results.gate import Comparison
 
 MARKS = {"regression": "❌ regression", "missing": "❌ missing", "improvement": "✅ improvement",
          "within noise": "➖ within noise"}
@@ -27,15 +30,28 @@ def method_text(c: Comparison) -> str:
     return {"seeds": "spread between seeds", "stderr": "binomial stderr"}.get(c.method, c.method)
 
 
-def _rows(found: Sequence[Comparison]) -> list[list[str]]:
+def _rows(found: Sequence[Comparison], marks: bool = True) -> list[list[str]]:
     return [[c.key, compare_cell(c.baseline_mean, c.baseline_seeds, c.baseline.stderr),
              "missing" if c.candidate is None else compare_cell(c.candidate_mean, c.candidate_seeds,
                                                                 c.candidate.stderr),
              "" if c.delta is None else f"{100 * c.delta:+.1f}", f"±{100 * c.noise:.1f}", method_text(c),
-             MARKS[c.verdict]] for c in found]
+             MARKS[c.verdict] if marks else c.verdict] for c in found]
 
 
 HEADER = ["run / task", "baseline", "candidate", "change (points)", "noise band", "method", "verdict"]
+
+
+def rich_table(found: Sequence[Comparison], title: str) -> Table:
+    """The same rows and header as the Markdown and HTML reports, the verdict coloured for the terminal."""
+    colour = {"regression": "red", "missing": "red", "improvement": "green", "within noise": ""}
+    table = Table(title=title)
+    for col in HEADER:
+        table.add_column(col, justify="left" if col in ("run / task", "method", "verdict") else "right",
+                         overflow="fold")
+    for c, cells in zip(found, _rows(found, marks=False)):
+        verdict = cells[-1].upper() if c.verdict != "within noise" else cells[-1]
+        table.add_row(*cells[:-1], f"[{colour[c.verdict]}]{verdict}[/]" if colour[c.verdict] else verdict)
+    return table
 
 
 def _summary(found: Sequence[Comparison]) -> str:
@@ -64,3 +80,10 @@ def compare_html(found: Sequence[Comparison], title: str) -> str:
             "td:nth-child(6),td:nth-child(7){text-align:left}</style></head><body>"
             f"<h2>{html.escape(title)}</h2><p id='summary'>{summary}</p><table id='compare'><thead><tr>{head}</tr>"
             f"</thead><tbody>{body}</tbody></table></body></html>\n")
+
+
+def write(path: Path, found: Sequence[Comparison], title: str) -> None:
+    """The report as a small HTML page (``FILE.html``) or Markdown (any other name)."""
+    text = compare_html(found, title) if path.suffix == ".html" else compare_markdown(found, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -1,0 +1,55 @@
+"""One training process started by ``launch`` (torchrun or the DeepSpeed launcher runs
+``python -m harness_builtins.student_transformers.worker JOB/job.json`` once per rank): read the job, train, and on
+rank 0 write the progress (``status.json``) and the training summary (``result.json``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from harness import TrainingContext, TrainingSettings
+from harness.io import atomic_write_json, read_jsonl, training_from_dict
+
+from .config import Config
+from .student import TransformersStudent
+
+
+def main(job_file: str) -> None:
+    """One launched training process (torchrun / deepspeed launcher): train, and on rank 0 report progress and
+    the result."""
+    job = json.loads(Path(job_file).read_text())
+    folder = Path(job_file).parent
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    settings = TrainingSettings(**job["settings"])
+
+    student = TransformersStudent(Config(**job["config"]))
+    rows = [training_from_dict(d) for d in read_jsonl(folder / "rows.jsonl")]
+    corpus = json.loads((folder / "corpus.json").read_text())
+    step = [0]
+
+    def progress(n: int) -> None:
+        step[0] += n
+        if rank0:
+            atomic_write_json(Path(job["status"]), {"step": step[0]}, durable=False)  # every step: no fsync
+
+    checkpoint_dir = Path(job["checkpoint_dir"]) if job["checkpoint_dir"] else None
+    info = student.train(rows, settings, Path(job["out_dir"]), corpus, progress,
+                         TrainingContext(checkpoint_dir=checkpoint_dir))
+    if rank0:
+        atomic_write_json(Path(job["result"]), info)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # leave together, once every rank is done
+        dist.barrier()
+        dist.destroy_process_group()
+    # Skip the interpreter's teardown: destroying gloo's threads there sometimes aborts a rank ("terminate
+    # called without an active exception") after its work is done, and the launcher then fails the whole run.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
