@@ -78,10 +78,11 @@ def recipe(seed: int, budget: int, workdir: Path, batch_size: int = 16, strategi
 
 def by_steps(run_dir: Path, strategy: str) -> dict[str, float]:
     """Accuracy by number of operations, from lm-eval's per-sample log and the task's test split."""
+    from harness.records import EXAMPLES, RecordTable
+
     ops = {}
-    for line in filter(None, (run_dir / "task" / "test.jsonl").read_text().split("\n")):
-        example = json.loads(line)
-        ops[example["id"]] = len(example["meta"]["ops"])
+    for example in RecordTable(run_dir / "task" / "test.arrow", EXAMPLES):
+        ops[example.id] = len(example.meta["ops"])
     (samples,) = (run_dir / f"evaluate-{strategy}" / "lm_eval").rglob("samples_*.jsonl")
     right: dict[int, list[float]] = {}
     for line in filter(None, samples.read_text().split("\n")):

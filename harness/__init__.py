@@ -37,6 +37,7 @@ PUBLIC_MODULES = (
     "harness.io",          # atomic writes, JSON Lines, the records stages exchange
     "harness.models",      # checks that a model, tokenizer or architecture loads (for preflight)
     "harness.prompts",     # teacher prompt formats shared by prompting teachers
+    "harness.records",     # stage records on disk: Arrow files written in batches, read as sequences
     "harness.secrets",     # redaction of secrets the run knows of
     "harness.serve",       # an inference server (vLLM) started, waited for and always stopped by the harness
     "harness.testing",     # helpers for plugin tests (plugin_registered, tiny_recipe, FakeTeacher)

@@ -186,6 +186,21 @@ def cmd_compare(args: argparse.Namespace, err: Console) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, err: Console) -> int:
+    from harness._run.export import export, push
+
+    run = Path(args.run)
+    out = Path(args.out) if args.out else run / "export"
+    counts = export(run, out)
+    print(f"wrote {out}/ (data.parquet, dataset/, README.md): {counts['rationales']:,} rationales for "
+          f"{counts['questions']:,} questions, {counts['pass_filter']:,} pass the filter")
+    if args.push:
+        manifest = json.loads((run / "manifest.json").read_text())
+        repo = push(out, manifest.get("recipe_resolved", {}), manifest.get("recipe_name", run.name))
+        print(f"pushed to the Hub: datasets/{repo}")
+    return 0
+
+
 def cmd_new_plugin(args: argparse.Namespace, err: Console) -> int:
     from harness._scaffold import new_plugin
 
@@ -284,6 +299,14 @@ def parser() -> argparse.ArgumentParser:
                       help="also write the comparison as Markdown (FILE.md) or a small HTML page (FILE.html)")
     comp.set_defaults(func=cmd_compare)
 
+    exp = sub.add_parser("export", help="a run's teacher rationales as a dataset (Parquet, a datasets folder, a "
+                                        "dataset card); --push sends it to the Hub")
+    exp.add_argument("run", help="the run folder (runs/<recipe name>)")
+    exp.add_argument("--out", help="where to write (default: RUN/export)")
+    exp.add_argument("--push", action="store_true",
+                     help="push to <org>/<recipe name>-rationales on the Hub, with the recipe's hub sink settings")
+    exp.set_defaults(func=cmd_export)
+
     new = sub.add_parser(
         "new-plugin", help="write a plugin package skeleton (pyproject, module, passing test)",
         description="Write DIR/harness-NAME/: pyproject.toml (the harness entry point and the supported harness "
@@ -324,6 +347,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:  # a bug in the harness or a plugin: the traceback, with any secret the run knows masked
         sys.stderr.write(redact(traceback.format_exc()))
         return 1
+
+
+def entry() -> None:
+    """The ``harness`` command. ``harness run`` runs in a watched child process, so that a run the kernel kills
+    (out of memory) still ends with a message naming the stage and the knob to turn."""
+    from harness._run.supervise import SUPERVISED_ENV, supervise
+
+    argv = sys.argv[1:]
+    if argv[:1] == ["run"] and not os.environ.get(SUPERVISED_ENV) and sys.platform == "linux":
+        sys.exit(supervise(argv, Console(stderr=True, highlight=False, soft_wrap=True)))
+    sys.exit(main(argv))
 
 
 if __name__ == "__main__":

@@ -215,10 +215,12 @@ class Strategy:
 
     def build(self, examples: Sequence[Example], generations: Mapping[str, Sequence[GradedGeneration]],
               task: Task) -> list[TrainingExample]:
-        """Build training pairs.
+        """Build training pairs. Called once per chunk of the training questions (a few thousand at a time, in
+        split order), so that no stage holds a large dataset in memory: build each question's pairs from that
+        question and its generations alone, and let ``stats`` count across calls.
 
         Args:
-            examples: the training questions (the task's ``train`` split).
+            examples: a chunk of the training questions (the task's ``train`` split).
             generations: example id -> that example's graded teacher samples, in ``sample_index`` order
                 (``GradedGeneration(generation, prediction, correct)``). Failed or empty generations are
                 already removed; an example may map to an empty list or be absent. Empty when
@@ -260,7 +262,8 @@ class Strategy:
         return None
 
     def stats(self) -> Mapping[str, Any]:
-        """Figures about the last ``build`` for its summary line (e.g. ``{"samples_kept": 812}``)."""
+        """Figures about what ``build`` made, over all its calls, for the build stage's summary line (e.g.
+        ``{"samples_kept": 812}``)."""
         return {}
 
 

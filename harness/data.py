@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from harness.answers import normalise_question
 from harness.errors import DataError
+from harness.types import Example
 
 DATA_ENV = "HARNESS_DATA_DIR"
 
@@ -86,3 +88,28 @@ def check_records(path: Path, data: Any, fields: dict[str, type | tuple[type, ..
                 raise DataError(f"{path}{where}: record {i}: '{name}' is {type(record[name]).__name__}, expected "
                                 f"{' or '.join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))}")
     return data
+
+
+class GeneratedSplit(Sequence[Example]):
+    """A split a task makes as it is read, for tasks too large to hold (``Task.load`` may return one): its
+    length is known, iteration calls ``make`` afresh and streams (the pipeline reads each split once, in order),
+    and indexing, which needs every example, builds them all once and keeps them.
+
+        def load(self):
+            return {"train": GeneratedSplit(self.config.train_size, self._train), "test": [...]}
+    """
+
+    def __init__(self, length: int, make: Callable[[], Iterator[Example]]):
+        self.length, self.make = length, make
+        self._all: list[Example] | None = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[Example]:
+        return iter(self._all) if self._all is not None else self.make()
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if self._all is None:
+            self._all = list(self.make())
+        return self._all[i]

@@ -210,3 +210,6 @@ class TrainingContext:
     """Scores ``(model, tokenizer)`` on the validation sample (accuracy in [0, 1]) for model selection."""
     objective: Any = None
     """The strategy's own loss (a ``harness.components.Objective``), or None for cross-entropy on the targets."""
+    cache_dir: Path | None = None
+    """A folder of the run's that survives stage restarts, for what the student makes from its data and can
+    reuse (the transformers student keeps its token ids there, by content key)."""

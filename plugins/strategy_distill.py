@@ -147,7 +147,8 @@ class LogitKD(FormattedStrategy):
                 out.append(TrainingExample(e.id, self.prompt(e), self.format.render_target(
                     g.generation.rationale, g.generation.answer_text), signals=signals))
         tokens = sum(len(t.signals["target_ids"]) for t in out)
-        self._stats = {"kept": len(out), "without_signals": without, "target_tokens": tokens}
+        for key, n in (("kept", len(out)), ("without_signals", without), ("target_tokens", tokens)):
+            self._stats[key] = self._stats.get(key, 0) + n  # build is called once per chunk of questions
         return out
 
     def stats(self) -> dict[str, int]:

@@ -57,8 +57,9 @@ class DiverseReasoning(FormattedStrategy):
                     continue
                 seen.add(" ".join(rationale.split()))
                 out.append(TrainingExample(e.id, self.prompt(e), self.format.render_target(rationale, e.answer)))
-        self._stats = {"samples_per_question": self.config.samples, "offered": offered, "wrong": wrong,
-                       "duplicates": duplicates, "kept": len(out)}
+        counts = {"offered": offered, "wrong": wrong, "duplicates": duplicates, "kept": len(out)}
+        self._stats = {"samples_per_question": self.config.samples,  # build is called once per chunk: add up
+                       **{k: self._stats.get(k, 0) + n for k, n in counts.items()}}
         return out
 
     def stats(self) -> dict[str, int]:

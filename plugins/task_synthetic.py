@@ -8,10 +8,14 @@ The problem's structure is kept in ``Example.meta`` so a program teacher can exp
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from harness import AnswerSpec, Example, SubStep, Task, hookimpl
+from harness.data import GeneratedSplit
 
 NAMES = [("Tom", "he"), ("Anna", "she"), ("Ben", "he"), ("Lily", "she"), ("Sam", "he"), ("Mia", "she"),
          ("Jack", "he"), ("Emma", "she"), ("Leo", "he"), ("Zoe", "she")]
@@ -113,32 +117,35 @@ class SyntheticArithmetic(Task):
     def source(self) -> str:
         return f"generated from seed {self.config.seed}"
 
-    def load(self) -> dict[str, list[Example]]:
+    def load(self) -> dict[str, Sequence[Example]]:
+        """The problems come from one seeded stream in the order test, validation, train, so that growing
+        train_size never changes the other two; every question is distinct. Train is generated as it is read
+        (``GeneratedSplit``: a million questions never sit in memory), replaying the stream from the seed."""
         c = self.config
-        rng = random.Random(c.seed)
-        sizes = {"train": c.train_size, "validation": c.validation_size, "test": c.test_size}
-        total = sum(sizes.values())
-        seen: set[str] = set()
-        problems: list[dict] = []
-        attempts = 0
-        while len(problems) < total:
-            attempts += 1
-            if attempts > total * 50:
-                raise ValueError("cannot generate that many distinct problems with these settings")
-            p = make_problem(rng, c)
-            if p["question"] in seen:
-                continue
-            seen.add(p["question"])
-            problems.append(p)
-        # Test and validation come first so that growing train_size never changes them.
-        order = ["test", "validation", "train"]
-        splits: dict[str, list[Example]] = {}
-        offset = 0
-        for split in order:
-            chunk = problems[offset: offset + sizes[split]]
-            offset += sizes[split]
-            splits[split] = [self._example(f"{split}-{i}", p) for i, p in enumerate(chunk)]
-        return {"train": splits["train"], "validation": splits["validation"], "test": splits["test"]}
+        held = c.test_size + c.validation_size
+
+        def problems() -> Iterator[dict]:
+            rng = random.Random(c.seed)
+            seen: set[bytes] = set()  # 8-byte digests of the questions made so far
+            attempts, limit = 0, (held + c.train_size) * 50
+            while True:
+                attempts += 1
+                if attempts > limit:
+                    raise ValueError("cannot generate that many distinct problems with these settings")
+                p = make_problem(rng, c)
+                digest = hashlib.blake2b(p["question"].encode(), digest_size=8).digest()
+                if digest not in seen:
+                    seen.add(digest)
+                    yield p
+
+        def train() -> Iterator[Example]:
+            stream = itertools.islice(problems(), held, held + c.train_size)
+            return (self._example(f"train-{i}", p) for i, p in enumerate(stream))
+
+        first = list(itertools.islice(problems(), held))
+        return {"train": GeneratedSplit(c.train_size, train),
+                "validation": [self._example(f"validation-{i}", p) for i, p in enumerate(first[c.test_size:])],
+                "test": [self._example(f"test-{i}", p) for i, p in enumerate(first[:c.test_size])]}
 
     @staticmethod
     def _example(id_: str, p: dict) -> Example:

@@ -56,6 +56,9 @@ class Config:
     phrasings: tuple[str, ...] = ("equations", "narrative", "words")
     error_rate: float = 0.0
     seed: int = 0
+    trace_words: int = 0
+    """Pad every rationale to at least this many words by re-checking its steps (``Check: 19 + 7 = 26.``), as
+    long reasoning traces do: for testing the harness at the size of R1-style data. 0: no padding."""
 
     def check(self) -> list[tuple[str, str]]:
         problems = []
@@ -63,6 +66,8 @@ class Config:
             problems.append(("samples", "must be at least 1"))
         if self.temperature < 0:
             problems.append(("temperature", "must be 0 or more"))
+        if self.trace_words < 0:
+            problems.append(("trace_words", "must be 0 (off) or more"))
         if not 0 <= self.error_rate <= 1:
             problems.append(("error_rate", "must be in [0, 1]"))
         unknown = [p for p in self.phrasings if p not in PHRASINGS]
@@ -101,6 +106,11 @@ class ProgramTeacher(Teacher):
             results = results[:at] + [r + delta for r in results[at:]]
         phrasing = c.phrasings[0] if c.temperature == 0 else rng.choice(c.phrasings)
         rationale = PHRASINGS[phrasing](p, results)
+        if c.trace_words:
+            checks = " ".join(f"Check: {_eq(o, r)}." for o, r in zip(p["ops"], results))
+            have, per = len(rationale.split()), len(checks.split())
+            if have < c.trace_words:
+                rationale += " " + " ".join([checks] * -(-(c.trace_words - have) // per))
         steps = tuple(
             SubStep(SUBQUESTION[o["op"]].format(items=p["items"], x=o["x"]), _eq(o, r))
             for o, r in zip(p["ops"], results)

@@ -11,6 +11,7 @@ import pytest
 from harness._run.registry import load_registry
 from harness.answers import extract, is_correct
 from harness.errors import DataError
+from harness.records import TRAINING, RecordTable
 
 DATA = Path(os.environ.get("HARNESS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 pytestmark = pytest.mark.skipif(not (DATA / "reasoning-teacher").is_dir(),
@@ -153,9 +154,9 @@ def test_real_task_with_recorded_teacher_end_to_end(tmp_path, monkeypatch, cli):
     task_record = json.loads((runs / "task" / "done.json").read_text())["record"]
     assert task_record["sizes"] == {"train": 378, "validation": 42, "test": 180}
     assert len(task_record["test_overlap"]) == 5
-    built = (runs / "build-fine_tune_cot" / "train.jsonl").read_text().splitlines()
+    built = RecordTable(runs / "build-fine_tune_cot" / "train.arrow", TRAINING)
     assert len(built) == report["correct_samples"]
-    assert " --> " in json.loads(built[0])["target"]
+    assert " --> " in built[0].target
 
 
 def test_hub_loading_with_a_local_dataset_folder(tmp_path, monkeypatch):

@@ -23,7 +23,7 @@ def splits():
 
 def test_task_is_deterministic_and_splits_are_disjoint(splits):
     again = SyntheticArithmetic(TaskConfig(train_size=400, validation_size=20, test_size=50)).load()
-    assert splits == again
+    assert {k: list(v) for k, v in splits.items()} == {k: list(v) for k, v in again.items()}
     assert {k: len(v) for k, v in splits.items()} == {"train": 400, "validation": 20, "test": 50}
     questions = [{e.question for e in split} for split in splits.values()]
     assert sum(len(q) for q in questions) == 470  # no duplicates within or across splits
@@ -37,7 +37,7 @@ def test_growing_train_keeps_test_fixed(splits):
 
 
 def test_problems_stay_in_range_and_answers_are_exact(splits):
-    for e in splits["train"] + splits["test"]:
+    for e in [*splits["train"], *splits["test"]]:
         ops = e.meta["ops"]
         assert 2 <= len(ops) <= 4 and 1 <= e.meta["start"] <= 20
         value = e.meta["start"]

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from harness import TrainingContext, TrainingExample, TrainingSettings
-from harness.io import read_jsonl
+from harness.records import GENERATIONS, RecordTable
 from harness_builtins.strategy_distill import KDLoss, divergence
 from harness_builtins.student_transformers import Config as StudentConfig
 from harness_builtins.student_transformers import TransformersStudent
@@ -164,9 +164,8 @@ def test_logit_kd_runs_end_to_end_from_one_teacher_pass(tmp_path, teacher_dir, c
     result = cli("run", recipe)
     assert result.code == 0, result.err
     run = tmp_path / "runs" / "kd"
-    rows = list(read_jsonl(run / "teach" / "generations.jsonl"))
-    sample = rows[0]["samples"][0]
-    signals = sample["meta"]["signals"]
+    rows = RecordTable(run / "teach" / "generations.arrow", GENERATIONS)
+    signals = rows[0].meta["signals"]
     assert len(signals["target_ids"]) == len(signals["topk_ids"]) == len(signals["topk_logprobs"]) > 0
     assert all(len(k) == 4 for k in signals["topk_ids"])
     assert all(a >= b for lp in signals["topk_logprobs"] for a, b in zip(lp, lp[1:]))  # sorted, most likely first
@@ -213,8 +212,8 @@ def test_top_k_entries_survive_kill_9_in_the_teach_stage(tmp_path, teacher_dir):
         entry = json.loads(line)
         after[entry["key"]] = entry["value"]
     assert len(after) == 800 and all(after[k] == v for k, v in before.items())
-    replayed = [s["meta"]["signals"] for row in read_jsonl(tmp_path / "runs" / "kd" / "teach" / "generations.jsonl")
-                for s in row["samples"]]
+    replayed = [g.meta["signals"] for g in RecordTable(tmp_path / "runs" / "kd" / "teach" / "generations.arrow",
+                                                       GENERATIONS)]
     cached = [{k: v for k, v in value.items() if k != "text"} for value in before.values()]
     assert all(signals in replayed for signals in cached)
 

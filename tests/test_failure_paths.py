@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.io import read_jsonl
+from harness.records import TRAINING, RecordTable
 
 from .conftest import REPO
 from .fake_openai import FakeOpenAI
@@ -92,9 +92,9 @@ def test_failed_requests_are_left_out_then_retried_by_a_plain_rerun(tmp_path, cl
             in first.err
         build = stage(tmp_path, "build-fine_tune_cot")
         assert build["record"]["failed_or_empty_generations"] == 2 and build["record"]["examples"] == 22
-        rows = list(read_jsonl(tmp_path / "runs" / "api" / "build-fine_tune_cot" / "train.jsonl"))
-        assert all(not r["target"].startswith(" -->") and r["target"].strip() for r in rows)  # no empty rationale
-        assert poisoned not in {r["prompt"][: -len(" ###")] for r in rows}
+        rows = RecordTable(tmp_path / "runs" / "api" / "build-fine_tune_cot" / "train.arrow", TRAINING)
+        assert all(not r.target.startswith(" -->") and r.target.strip() for r in rows)  # no empty rationale
+        assert poisoned not in {r.prompt[: -len(" ###")] for r in rows}
 
         server.poison = None  # the server recovers; the user runs the same command again
         before = server.requests

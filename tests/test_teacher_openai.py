@@ -5,6 +5,7 @@ import time
 import pytest
 
 from harness.errors import BadInputError
+from harness.records import GENERATIONS, RecordTable
 from harness_builtins.task_synthetic import Config as TaskConfig
 from harness_builtins.task_synthetic import SyntheticArithmetic
 from harness_builtins.teacher_openai import Config, OpenAITeacher
@@ -203,8 +204,8 @@ def test_kill_9_mid_teach_then_resume_loses_only_requests_in_flight(tmp_path):
     final = [json.loads(line)["key"] for line in cache_file.read_text().splitlines()]
     assert len(final) == len(set(final)) == 480
     teach = tmp_path / "killed" / "teach"
-    rows = [json.loads(line) for line in (teach / "generations.jsonl").read_text().splitlines()]
-    assert len(rows) == 240 and all(r["samples"][0]["answer_text"] == "42." for r in rows)
+    rows = RecordTable(teach / "generations.arrow", GENERATIONS)
+    assert len({g.example_id for g in rows}) == 240 and all(g.answer_text == "42." for g in rows)
     record = json.loads((teach / "done.json").read_text())["record"]
     assert record["usage"]["requests"] == 480 - len(keys) and record["usage"]["cached"] == len(keys)
 

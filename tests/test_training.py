@@ -13,6 +13,7 @@ import pytest
 from harness.errors import RunError, is_out_of_memory
 from harness.generation import greedy_generate
 from harness.io import read_jsonl
+from harness.records import TRAINING, RecordTable
 from harness.types import TrainingContext, TrainingExample, TrainingSettings
 from harness_builtins.student_transformers import (
     Collator,
@@ -356,8 +357,8 @@ def test_flan_t5_recipe_runs_with_two_processes_lora_and_zero2(tmp_path, cli, mo
     info = json.loads((run / "train-fine_tune_cot" / "train.json").read_text())
     assert info["processes"] == 2 and info["deepspeed_stage"] == 2 and info["encoder_decoder"] is True
     assert info["trainable_parameters"] < info["parameters"] and (run / "train-fine_tune_cot" / "model" / "adapter").is_dir()
-    rows = list(read_jsonl(run / "build-fine_tune_cot" / "train.jsonl"))
-    assert rows and not any(r["prompt"].endswith("###") for r in rows)
+    rows = RecordTable(run / "build-fine_tune_cot" / "train.arrow", TRAINING)
+    assert len(rows) and not any(r.prompt.endswith("###") for r in rows)
     samples = list(read_jsonl(next((tmp_path / "results").rglob("samples_*.jsonl"))))
     assert len(samples) == 4
 

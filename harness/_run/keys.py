@@ -9,6 +9,10 @@ from harness._run.recipe import ComponentSpec, Recipe, stable_hash
 from harness.config import as_plain
 from harness.types import TrainingSettings
 
+RECORDS_FORMAT = "arrow-1"
+"""How stage records are stored (``harness.records``); part of the first stage's key, so a run folder written in
+another format is re-made rather than misread (teacher answers come from the teacher's cache)."""
+
 
 class Keys:
     """The content key of every stage: a hash of the recipe fields it reads and of the keys of the stages it reads
@@ -19,7 +23,7 @@ class Keys:
         self.r = recipe
 
     def task(self) -> str:
-        return stable_hash(["task", self.r.task.plain()])
+        return stable_hash(["task", self.r.task.plain(), RECORDS_FORMAT])
 
     def teach(self, task_key: str) -> str:
         return stable_hash(["teach", task_key, self.r.teacher.plain()])

@@ -14,16 +14,16 @@ import contextlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness import answers, io
+from harness import io
 from harness._evaluation.evaluate import evaluate_student
 from harness._evaluation.lm_eval_task import task_name
 from harness._evaluation.selection import Validator, selection_validator
-from harness._run import rundir
+from harness._run import rundir, stages
 from harness._run.assembly import Assembly, assemble, bound_objective
 from harness._run.keys import Keys
 from harness._run.memory import peak_memory, reset_peak_memory
@@ -31,13 +31,12 @@ from harness._run.provenance import provenance
 from harness._run.recipe import ComponentSpec, Recipe
 from harness._run.registry import Registry
 from harness._run.rundir import RunDir
-from harness._run.stagedata import file_digest, signal_bytes_per_token, usable_generations
-from harness._run.ui import UI, Trouble
+from harness._run.supervise import note_stage
+from harness._run.ui import UI
 from harness.components import Objective, Strategy, Student, Task, Teacher
-from harness.data import split_overlap
 from harness.errors import BadInputError, RecipeError, RunError, is_out_of_memory
-from harness.io import read_jsonl, write_jsonl
-from harness.types import Example, GradedGeneration, TrainingContext, TrainingSettings
+from harness.records import TRAINING, RecordTable, TextView
+from harness.types import Example, TrainingContext, TrainingExample, TrainingSettings
 
 STAGES = ("task", "teach", "filter", "build", "train", "evaluate", "publish")
 
@@ -73,7 +72,7 @@ class Pipeline:
 
         for strategy in strategies.values():
             strategy.setup(task)
-        graded: dict[str, list[GradedGeneration]] = {}
+        graded: Path | None = None
         filter_key = None
         if any(s.uses_teacher for s in strategies.values()):
             teach_key = self.keys.teach(task_key)
@@ -86,7 +85,8 @@ class Pipeline:
             strategy = strategies[spec.name]
             upstream = filter_key if strategy.uses_teacher else task_key
             build_key = self.keys.build(upstream, spec)
-            train_rows = self.build(spec.name, strategy, task, splits["train"], graded, build_key)
+            train_rows = self.build(spec.name, strategy, task, splits["train"], graded if strategy.uses_teacher
+                                    else None, build_key)
             for student_spec in r.students:
                 run_name = spec.name if len(r.students) == 1 else f"{spec.name}+{student_spec.name}"
                 student = students[student_spec.name]
@@ -106,130 +106,43 @@ class Pipeline:
 
     # Stages -------------------------------------------------------------------------------------------------
 
-    def load_task(self, task: Task, key: str) -> dict[str, list[Example]]:
-        def work(out: Path, progress) -> tuple[str, dict]:
-            splits = task.load()
-            for required in ("train", "test"):
-                if required not in splits:
-                    raise RunError(f"task '{self.recipe.task.kind}' returned no '{required}' split")
-            for name, examples in splits.items():
-                write_jsonl(out / f"{name}.jsonl", (io.example_to_dict(e) for e in examples))
-            sizes = {name: len(examples) for name, examples in splits.items()}
-            overlap = split_overlap(splits)
-            summary = [", ".join(f"{n} {name}" for name, n in sizes.items()) + f" ({task.source()})"]
-            if overlap:
-                summary.append(Trouble(f"{len(overlap)} test questions also in train/validation"))
-            return summary, {"sizes": sizes, "source": task.source(), "test_overlap": overlap}
+    def load_task(self, task: Task, key: str) -> dict[str, RecordTable[Example]]:
+        def work(out: Path, progress) -> tuple[list[str], dict]:
+            return stages.write_splits(task, self.recipe.task.kind, out)
 
-        folder = self._stage("task", "task", key, None, work)
-        return {p.stem: io.LazyList(lambda p=p: map(io.example_from_dict, read_jsonl(p)))
-                for p in sorted(folder.glob("*.jsonl"))}
+        return stages.split_paths(self._stage("task", "task", key, None, work))
 
-    def teach(self, teacher: Teacher, task: Task, train: Sequence[Example], key: str) -> str:
+    def teach(self, teacher: Teacher, task: Task, train: RecordTable[Example], key: str) -> str:
         """Ask the teacher; return a digest of what it answered, so that later stages re-run when a re-run of
         this stage filled in failed requests. A teach stage with failed requests is not finished: the next run
         asks only those again (the others come from the teacher's cache)."""
 
-        def work(out: Path, progress) -> tuple[str, dict]:
-            samples = teacher.generate(train, task, progress)
-            if len(samples) != len(train):
-                raise RunError(f"teacher '{self.recipe.teacher.kind}' returned {len(samples)} results for "
-                               f"{len(train)} examples")
-            count = write_jsonl(out / "generations.jsonl", (
-                {"example_id": e.id, "samples": [io.graded_to_dict(GradedGeneration(g, None, False))["generation"]
-                                                 for g in gens]}
-                for e, gens in zip(train, samples)))
-            total = sum(len(g) for g in samples)
-            failed = sum(bool(g.meta.get("error")) for gens in samples for g in gens)
-            summary = f"{total} rationales for {count} questions"
-            size = signal_bytes_per_token(samples)
-            if size is not None:  # token-level signals beside the text (top-k log-probabilities)
-                summary += f" with top-k log-probabilities ({size:.0f} bytes/token)"
-            record: dict[str, Any] = {"questions": count, "generations": total, "failed": failed,
-                                      "digest": file_digest(out / "generations.jsonl"),
-                                      **({"signal_bytes_per_token": round(size, 1)} if size is not None else {})}
-            usage = teacher.usage()
-            if usage is not None:  # API teachers: requests, cache hits, tokens, cost
-                record["usage"] = usage.as_dict()
-                summary += (f"; {usage.requests} requests, {usage.cached} cached, "
-                            f"{usage.input_tokens:,}+{usage.output_tokens:,} tokens")
-                if usage.batched:
-                    summary += f", {usage.batched} through batches {', '.join(usage.batches)}"
-                if usage.deduplicated:
-                    summary += f", {usage.deduplicated} answered by identical requests in flight"
-                if usage.cost:
-                    summary += f", ${usage.cost:.4f}"
-            parts = summary.split("; ")
-            if failed:
-                record["incomplete"] = True
-                parts.append(Trouble(f"{failed} failed: they are left out of training, and the next run of this "
-                                     f"recipe asks only them again (the rest come from the cache)"))
-            return parts, record
+        def work(out: Path, progress) -> tuple[list[str], dict]:
+            return stages.teach(teacher, self.recipe.teacher.kind, task, train, out, progress)
 
         self._stage("teach", f"teach ({self.recipe.teacher.kind})", key, len(train), work)
         return (self.rundir.done("teach") or {}).get("record", {}).get("digest", "")
 
-    def grade(self, task: Task, train: Sequence[Example], key: str) -> dict[str, list[GradedGeneration]]:
-        """The correctness filter's input: every teacher answer cleansed and compared with the gold answer."""
-        gold = {e.id: e.answer for e in train}
+    def grade(self, task: Task, train: RecordTable[Example], key: str) -> Path:
+        """The correctness filter's verdicts: every teacher answer cleansed and compared with the gold answer."""
 
-        def work(out: Path, progress) -> tuple[str, dict]:
-            graded_rows, samples, correct, first_correct, none_correct = [], 0, 0, 0, 0
-            for row in read_jsonl(self.rundir.path("teach") / "generations.jsonl"):
-                graded = []
-                for gen in row["samples"]:
-                    g = io.graded_from_dict({"generation": gen, "prediction": None, "correct": False}).generation
-                    pred = answers.extract(g.answer_text, task.answer, None)
-                    graded.append(GradedGeneration(g, pred, answers.is_correct(pred, gold[g.example_id], task.answer)))
-                samples += len(graded)
-                correct += sum(g.correct for g in graded)
-                first_correct += bool(graded and graded[0].correct)
-                none_correct += not any(g.correct for g in graded)
-                graded_rows.append({"example_id": row["example_id"],
-                                    "samples": [io.graded_to_dict(g) for g in graded]})
-            write_jsonl(out / "graded.jsonl", graded_rows)
-            questions = len(graded_rows)
-            report = {"questions": questions, "samples": samples, "correct_samples": correct,
-                      "teacher_accuracy": first_correct / questions if questions else 0.0,
-                      "sample_accuracy": correct / samples if samples else 0.0,
-                      "questions_without_correct": none_correct}
-            io.atomic_write_json(out / "teacher_report.json", report)
-            summary = (f"teacher accuracy {100 * report['teacher_accuracy']:.1f}%, {correct}/{samples} rationales "
-                       f"pass the filter, {none_correct} questions have none")
-            return summary, report
+        def work(out: Path, progress) -> tuple[list[str], dict]:
+            return stages.grade(task, train, self.rundir.path("teach"), out, progress)
 
-        folder = self._stage("filter", "filter (grade teacher)", key, None, work)
-        return io.LazyMapping(lambda: {row["example_id"]: [io.graded_from_dict(g) for g in row["samples"]]
-                                       for row in read_jsonl(folder / "graded.jsonl")})
+        return self._stage("filter", "filter (grade teacher)", key, len(train), work)
 
-    def build(self, name: str, strategy: Strategy, task: Task, train: Sequence[Example],
-              graded: dict[str, list[GradedGeneration]], key: str) -> list:
-        def work(out: Path, progress) -> tuple[str, dict]:
-            usable, unusable = usable_generations(graded)
-            rows = strategy.build(train, usable if strategy.uses_teacher else {}, task)
-            if not rows:
-                raise RunError(f"strategy '{name}' built no training examples (did the filter drop everything? "
-                               f"see {self.rundir.path('filter') / 'teacher_report.json'})")
-            write_jsonl(out / "train.jsonl", (io.training_to_dict(t) for t in rows))
-            covered = len({t.example_id for t in rows})
-            summary = f"{len(rows)} training examples from {covered} questions"
-            record: dict[str, Any] = {"examples": len(rows), "questions": covered}
-            if strategy.uses_teacher and unusable:
-                record["failed_or_empty_generations"] = unusable
-                summary += f" ({unusable} failed or empty teacher generations left out)"
-            roles = sorted({t.role for t in rows})
-            if roles != [""]:
-                record["roles"] = {role: sum(t.role == role for t in rows) for role in roles}
-                summary += " (" + ", ".join(f"{n} {role}" for role, n in record["roles"].items()) + ")"
-            parts = [Trouble(summary) if record.get("failed_or_empty_generations") else summary]
-            stats = dict(strategy.stats())
-            if stats:
-                record["strategy"] = stats
-                parts.append(", ".join(f"{k} {v}" for k, v in stats.items()))
-            return parts, record
+    def build(self, name: str, strategy: Strategy, task: Task, train: RecordTable[Example],
+              graded: Path | None, key: str) -> RecordTable[TrainingExample]:
+        """``graded``: the filter stage's folder (None for a strategy that uses no teacher)."""
+        filter_dir = self.rundir.path("filter")
 
-        folder = self._stage(f"build-{name}", f"build {name}", key, None, work)
-        return io.LazyList(lambda: map(io.training_from_dict, read_jsonl(folder / "train.jsonl")))
+        def work(out: Path, progress) -> tuple[list[str], dict]:
+            chunks = (stages.graded_chunks(train, self.rundir.path("teach"), graded) if graded is not None
+                      else ((chunk, {}) for chunk in train.chunks(stages.CHUNK)))
+            return stages.build(name, strategy, task, chunks, out, filter_dir, progress)
+
+        folder = self._stage(f"build-{name}", f"build {name}", key, len(train), work)
+        return RecordTable(folder / "train.arrow", TRAINING)
 
     def train_roles(self, run_name: str, strategy: Strategy, student: Student, student_spec: ComponentSpec,
                     train_rows: list, build_key: str, task: Task | None = None,
@@ -268,9 +181,9 @@ class Pipeline:
         checkpoints = self.rundir.root / "checkpoints" / f"{stage}-{key[:12]}"
 
         def work(out: Path, progress) -> tuple[str, dict]:
-            corpus = [t.text() for t in rows]
+            corpus = TextView(rows)
             context = TrainingContext(checkpoint_dir=checkpoints if settings.checkpoint_steps else None,
-                                      validate=validate, objective=objective)
+                                      validate=validate, objective=objective, cache_dir=self.rundir.root / "cache")
             info = student.train(rows, settings, out / "model", corpus, progress, context=context)
             io.atomic_write_json(out / "train.json", info)
             summary = (f"{info.get('steps')} steps, loss {info.get('final_loss') or info.get('train_loss'):.3f}, "
@@ -353,6 +266,7 @@ class Pipeline:
                 stage, {}), "skipped_last_run": True}})
             return self.rundir.path(stage)
         self._notify("on_stage_start", stage=stage, key=key)
+        note_stage(stage, self.rundir.root)
         out = self.rundir.begin(stage)
         reset_peak_memory()
         started = time.perf_counter()

@@ -3,6 +3,7 @@ masked out of the loss, the padding collator and the length-grouped, per-epoch s
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +26,7 @@ def train_word_tokenizer(corpus: Sequence[str]):
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="never")
     numbers = " ".join(str(i) for i in range(100))
     trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIALS.values()), min_frequency=1)
-    tok.train_from_iterator([numbers, " " + numbers, *corpus], trainer=trainer)
+    tok.train_from_iterator(itertools.chain([numbers, " " + numbers], corpus), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIALS["eos_token"], **SPECIALS)
 
 
@@ -161,7 +162,10 @@ class LengthGroupedSampler:
     is shuffled, the longest batch first (memory trouble shows at step 1, not hours in)."""
 
     def __init__(self, lengths: Sequence[int], group: int, seed: int):
-        self.lengths, self.group, self.seed, self.epoch = list(lengths), max(1, group), seed, 0
+        import numpy as np
+
+        self.lengths = np.asarray(lengths, dtype=np.int64)  # a token store's column stays one array
+        self.group, self.seed, self.epoch = max(1, group), seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -170,18 +174,20 @@ class LengthGroupedSampler:
         return len(self.lengths)
 
     def __iter__(self):
+        import numpy as np
         import torch
 
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        order = torch.randperm(len(self.lengths), generator=g).numpy()
         mega = self.group * 50
         batches = []
         for start in range(0, len(order), mega):
-            chunk = sorted(order[start: start + mega], key=lambda i: -self.lengths[i])
+            chunk = order[start: start + mega]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]  # longest first, ties in shuffled order
             batches += [chunk[i: i + self.group] for i in range(0, len(chunk), self.group)]
         if not batches:
             return iter([])
-        longest = max(range(len(batches)), key=lambda b: max(self.lengths[i] for i in batches[b]))
+        longest = int(np.argmax([self.lengths[b].max() for b in batches]))
         first = batches.pop(longest)
         rest = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
-        return iter([i for batch in [first, *rest] for i in batch])
+        return iter(np.concatenate([first, *rest]).tolist())

@@ -8,9 +8,10 @@ the worker module (``worker.py``)::
     python -m deepspeed.launcher.runner --num_gpus N --master_addr 127.0.0.1 --master_port P --no_local_rank \\
         --module harness_builtins.student_transformers.worker JOB/job.json
 
-Each worker reads ``job.json`` (the student's config, the training settings, where to write), ``rows.jsonl``
-(the training pairs) and ``corpus.json``; rank 0 writes ``status.json`` (the step reached, for the progress bar)
-and ``result.json`` (the training summary). All output goes to ``launch.log``, whose tail a failure reports.
+Each worker reads ``job.json`` (the student's config, the training settings, where to write), ``rows.arrow``
+(the training pairs, ``harness.records``) and, when it is not the pairs' own text, ``corpus.jsonl``; rank 0
+writes ``status.json`` (the step reached, for the progress bar) and ``result.json`` (the training summary). All
+output goes to ``launch.log``, whose tail a failure reports.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import BadInputError, RunError, TrainingContext, TrainingSettings
-from harness.io import training_to_dict
+from harness.records import TRAINING, TextView, write_records
 
 from .config import Config
 from .trainer import OOM_HINT
@@ -41,9 +42,14 @@ def launch(config: Config, train, settings: TrainingSettings, out_dir: Path, cor
                             "set training.processes = 1 or training.select_every = 0")
     job = (context.checkpoint_dir or out_dir.parent / "launch")
     job.mkdir(parents=True, exist_ok=True)
-    (job / "rows.jsonl").write_text("".join(json.dumps(training_to_dict(t)) + "\n" for t in train))
-    (job / "corpus.json").write_text(json.dumps(list(corpus)))
+    write_records(job / "rows.arrow", TRAINING, train)  # streamed in batches, read back the same way
+    own_text = isinstance(corpus, TextView) and corpus.pairs is train  # the usual case: the rows' own text
+    if not own_text:
+        with (job / "corpus.jsonl").open("w") as f:
+            f.writelines(json.dumps(text) + "\n" for text in corpus)
     spec = {"config": asdict(config), "settings": asdict(settings), "out_dir": str(out_dir),
+            "corpus": None if own_text else str(job / "corpus.jsonl"),
+            "cache_dir": str(context.cache_dir) if context.cache_dir else None,
             "checkpoint_dir": str(context.checkpoint_dir) if context.checkpoint_dir else None,
             "status": str(job / "status.json"), "result": str(job / "result.json")}
     (job / "job.json").write_text(json.dumps(spec))

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from harness import BadInputError, RunError, Student, TrainingContext, TrainingExample, TrainingSettings
 from harness.deepspeed import zero_stage
 from harness.errors import is_out_of_memory
@@ -19,9 +21,10 @@ from harness.models import architecture_problems, is_encoder_decoder, model_prob
 
 from .chat import chat_format
 from .config import LORA_KEYS, Config, lora_settings, peft_lora_options
-from .encoding import Collator, encode, train_word_tokenizer, useful_tokens
+from .encoding import Collator, train_word_tokenizer, useful_tokens
 from .launch import launch
 from .selection import Selection
+from .tokens import TokenStore, encoded
 from .trainer import (
     OOM_HINT,
     CheckpointMarker,
@@ -155,11 +158,13 @@ class TransformersStudent(Student):
                                 "(or student.chat_template = \"off\")")
         if chat is not None:
             _stop_at(model, tokenizer, chat.end_of_turn)
-        rows = encode(tokenizer, train, settings.max_length, encoder_decoder, chat)
+        rows = encoded(train, tokenizer, settings.max_length, encoder_decoder, chat, context.cache_dir,
+                       processes=settings.threads or os.cpu_count() or 1)
         collator = Collator(tokenizer.pad_token_id)
         max_steps = settings.max_steps
         if settings.max_tokens:  # a token budget: as many steps as it buys on this data
-            mean_length = sum(useful_tokens(r) for r in rows) / max(len(rows), 1)
+            lengths = rows.lengths if isinstance(rows, TokenStore) else [useful_tokens(r) for r in rows]
+            mean_length = float(np.sum(lengths)) / max(len(rows), 1)
             max_steps = max(1, math.ceil(settings.max_tokens / (settings.batch_size * mean_length)))
 
         checkpoints = context.checkpoint_dir if settings.checkpoint_steps and context.checkpoint_dir else None

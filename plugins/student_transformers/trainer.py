@@ -99,7 +99,10 @@ def weighted_trainer():
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             a = self.args
             group = a.per_device_train_batch_size * a.gradient_accumulation_steps * max(1, a.world_size)
-            return LengthGroupedSampler([useful_tokens(r) for r in dataset], group, a.data_seed or a.seed)
+            lengths = getattr(dataset, "lengths", None)  # a token store keeps them in a column
+            if lengths is None:
+                lengths = [useful_tokens(r) for r in dataset]
+            return LengthGroupedSampler(lengths, group, a.data_seed or a.seed)
 
         objective = None
         """A strategy's own loss (``harness.Objective``), set by the student."""

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from harness import TrainingContext, TrainingSettings
-from harness.io import atomic_write_json, read_jsonl, training_from_dict
+from harness.io import atomic_write_json, read_jsonl
+from harness.records import TRAINING, RecordTable, TextView
 
 from .config import Config
 from .student import TransformersStudent
@@ -25,8 +26,8 @@ def main(job_file: str) -> None:
     settings = TrainingSettings(**job["settings"])
 
     student = TransformersStudent(Config(**job["config"]))
-    rows = [training_from_dict(d) for d in read_jsonl(folder / "rows.jsonl")]
-    corpus = json.loads((folder / "corpus.json").read_text())
+    rows = RecordTable(folder / "rows.arrow", TRAINING)
+    corpus = TextView(rows) if job.get("corpus") is None else [d for d in read_jsonl(Path(job["corpus"]))]
     step = [0]
 
     def progress(n: int) -> None:
@@ -36,7 +37,8 @@ def main(job_file: str) -> None:
 
     checkpoint_dir = Path(job["checkpoint_dir"]) if job["checkpoint_dir"] else None
     info = student.train(rows, settings, Path(job["out_dir"]), corpus, progress,
-                         TrainingContext(checkpoint_dir=checkpoint_dir))
+                         TrainingContext(checkpoint_dir=checkpoint_dir,
+                                         cache_dir=Path(job["cache_dir"]) if job.get("cache_dir") else None))
     if rank0:
         atomic_write_json(Path(job["result"]), info)
     import torch.distributed as dist

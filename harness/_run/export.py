@@ -1,0 +1,154 @@
+"""``harness export RUN``: a run's generated rationales as a dataset others can use, as distilabel and Curator
+publish theirs: every teacher generation beside its question, the gold answer and the correctness filter's
+verdict, written as Parquet (read by every tool) and as a ``datasets`` folder (``datasets.load_from_disk``), with a
+dataset card that names the teacher, its prompt, the filter and the counts. ``--push`` sends it to the Hugging
+Face Hub with the settings of the recipe's ``hub`` sink.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harness.errors import BadInputError
+from harness.records import EXAMPLES, GENERATIONS, GRADES, RecordTable
+
+SCHEMA = pa.schema([("id", pa.string()), ("question", pa.string()), ("gold_answer", pa.string()),
+                    ("sample_index", pa.int32()), ("rationale", pa.string()), ("teacher_answer", pa.string()),
+                    ("prediction", pa.string()), ("correct", pa.bool_()), ("failed", pa.bool_())])
+
+
+def _rows(run: Path):
+    """Generations with their question and verdict, batch by batch (the files are read in step)."""
+    examples = iter(RecordTable(run / "task" / "train.arrow", EXAMPLES))
+    generations = RecordTable(run / "teach" / "generations.arrow", GENERATIONS)
+    grades = RecordTable(run / "filter" / "grades.arrow", GRADES) if (run / "filter" / "grades.arrow").is_file() \
+        else None
+    example = next(examples, None)
+    batch: list[dict[str, Any]] = []
+    for i, g in enumerate(generations):
+        while example is not None and example.id != g.example_id:
+            example = next(examples, None)
+        if example is None:
+            raise BadInputError(f"{run}: the teach stage names example '{g.example_id}', which the task stage does "
+                                f"not have in that order; re-run the recipe")
+        verdict = grades[i] if grades is not None else None
+        batch.append({"id": g.example_id, "question": example.question, "gold_answer": example.answer,
+                      "sample_index": g.sample_index, "rationale": g.rationale, "teacher_answer": g.answer_text,
+                      "prediction": verdict.prediction if verdict else None,
+                      "correct": verdict.correct if verdict else None, "failed": bool(g.meta.get("error"))})
+        if len(batch) >= 8192:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _done(run: Path, stage: str) -> dict[str, Any]:
+    path = run / stage / "done.json"
+    if not path.is_file():
+        raise BadInputError(f"{run}: the {stage} stage has not finished; run the recipe first "
+                            f"(harness run RECIPE), then export its folder")
+    return json.loads(path.read_text())
+
+
+def export(run: Path, out: Path) -> dict[str, Any]:
+    """Write ``out/data.parquet``, ``out/dataset/`` (a ``datasets`` folder) and ``out/README.md``; return the
+    counts."""
+    run = Path(run)
+    if not (run / "manifest.json").is_file():
+        raise BadInputError(f"{run}: not a run folder (no manifest.json); give runs/<recipe name>")
+    for stage in ("task", "teach"):
+        _done(run, stage)
+    manifest = json.loads((run / "manifest.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    rows = correct = failed = 0
+    questions: set[str] = set()
+    with pq.ParquetWriter(str(out / "data.parquet"), SCHEMA) as writer:
+        for batch in _rows(run):
+            writer.write_table(pa.Table.from_pylist(batch, schema=SCHEMA))
+            rows += len(batch)
+            correct += sum(bool(r["correct"]) for r in batch)
+            failed += sum(r["failed"] for r in batch)
+            questions.update(r["id"] for r in batch)
+    import datasets
+
+    datasets.disable_progress_bars()
+    dataset = datasets.Dataset.from_parquet(str(out / "data.parquet"), cache_dir=str(out / ".cache"))
+    dataset.save_to_disk(str(out / "dataset"))
+    counts = {"rationales": rows, "questions": len(questions), "pass_filter": correct, "failed_requests": failed}
+    (out / "README.md").write_text(card(manifest, counts, (run / "filter" / "done.json").is_file()))
+    import shutil
+
+    shutil.rmtree(out / ".cache", ignore_errors=True)
+    return counts
+
+
+def card(manifest: dict[str, Any], counts: dict[str, int], graded: bool) -> str:
+    recipe = manifest.get("recipe_resolved", {})
+    teacher = recipe.get("teacher", {})
+    config = teacher.get("config", {})
+    task = recipe.get("task", {})
+    prompt = config.get("prompt") or config.get("phrasings") or "(the teacher's own)"
+    model = config.get("model") or teacher.get("kind")
+    return f"""---
+license: other
+task_categories: [text-generation]
+tags: [chain-of-thought, distillation, harness]
+configs:
+- config_name: default
+  data_files: data.parquet
+---
+# {manifest.get("recipe_name", "harness run")}: teacher rationales
+
+Chain-of-thought rationales generated by a teacher model for the `{task.get("kind")}` task with
+[harness](https://github.com/), ready to distil into a student.
+
+| | |
+|---|---|
+| teacher | `{teacher.get("kind")}` ({model}) |
+| teacher prompt | `{json.dumps(prompt) if not isinstance(prompt, str) else prompt}` |
+| sampling | {config.get("samples", 1)} per question, temperature {config.get("temperature", "default")} |
+| task | `{task.get("kind")}` ({json.dumps(task.get("config", {}))}) |
+| filter | {"correctness filter: the teacher's answer, cleansed, compared with the gold answer (`correct`)"
+           if graded else "not graded"} |
+| rationales | {counts["rationales"]:,} for {counts["questions"]:,} questions |
+| pass the filter | {counts["pass_filter"]:,} |
+| failed requests | {counts["failed_requests"]:,} (empty text, `failed = true`) |
+
+Columns: `id`, `question`, `gold_answer`, `sample_index`, `rationale`, `teacher_answer` (the teacher's answer
+text), `prediction` (the answer read from it), `correct`, `failed`.
+
+The teacher's outputs are subject to its provider's terms; the questions to the task's licence.
+"""
+
+
+def push(out: Path, recipe: dict[str, Any], name: str) -> str:
+    """Push ``out`` to ``<org>/<recipe name>-rationales`` with the recipe's ``hub`` sink settings."""
+    sink = next((s for s in recipe.get("sink", []) if s.get("kind") == "hub"), None)
+    if sink is None:
+        raise BadInputError("--push: the run's recipe has no [[sink]] with kind = \"hub\" to say where (org, "
+                            "token_env); add one, or push the folder yourself")
+    c = sink.get("config", {})
+    token = os.environ.get(c.get("token_env", "HF_TOKEN"))
+    if not token:
+        raise BadInputError(f"--push: the environment variable {c.get('token_env', 'HF_TOKEN')} is not set; the "
+                            f"export stays in {out}")
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=c.get("endpoint") or None, token=token)
+    repo_id = f"{c['org']}/{name}-rationales"
+    try:
+        api.create_repo(repo_id, repo_type="dataset", private=not c.get("public", False), exist_ok=True)
+        api.upload_folder(folder_path=str(out), repo_id=repo_id, repo_type="dataset",
+                          allow_patterns=["data.parquet", "README.md"],
+                          commit_message="harness export: teacher rationales")
+    except Exception as exc:
+        raise BadInputError(f"--push: the Hub refused or could not be reached ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}); the export stays in {out}") from None
+    return repo_id

@@ -1,0 +1,116 @@
+"""A killed run says why. ``harness run`` from the command line runs the pipeline in a child process and watches
+it: when the kernel kills the child (out of memory: signal 9, which the process itself can never report), the
+parent names the stage it was in, the memory it had reached and the knob to turn. Finished stages are kept, as
+always: running the same command again resumes.
+
+The child writes the stage it starts to ``$HARNESS_STAGE_FILE`` (one small JSON file); the parent samples the
+child's resident memory (and its children's) twice a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+STAGE_FILE_ENV = "HARNESS_STAGE_FILE"
+SUPERVISED_ENV = "HARNESS_SUPERVISED"
+
+KNOBS = {
+    "task": "the task's data is held whole by its plugin; a task too large for memory returns a "
+            "harness.data.GeneratedSplit (docs/data.md)",
+    "teach": "lower the teacher's concurrency or batch size (teacher.concurrency, teacher.batch_size) or use a "
+             "smaller teacher model",
+    "filter": "the filter streams its input; a rationale this large is the teacher's (teacher.max_tokens)",
+    "build": "the strategy holds its chunk whole; lower teacher.samples or the strategy's samples",
+    "train": "lower training.micro_batch_size (the batch stays training.batch_size through gradient accumulation), "
+             "shorten training.max_length, use DeepSpeed ZeRO with offload (training.deepspeed_stage = 3, "
+             "training.deepspeed_offload = true), a LoRA adapter (student.lora) or fewer training.processes",
+    "evaluate": "lower evaluation.batch_size or evaluation.max_gen_toks",
+    "publish": "a sink holds the results whole",
+}
+
+
+def note_stage(stage: str, run_dir: Path) -> None:
+    """Called by the pipeline as a stage starts: where a supervising parent finds it."""
+    path = os.environ.get(STAGE_FILE_ENV)
+    if path:
+        try:
+            Path(path).write_text(json.dumps({"stage": stage, "run_dir": str(run_dir), "pid": os.getpid()}))
+        except OSError:
+            pass
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and its descendants (MiB), from /proc; 0 where it cannot be read."""
+    total = 0.0
+    try:
+        pids = [pid]
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        if children.exists():
+            pids += [int(c) for c in children.read_text().split()]
+        for p in pids:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return total
+
+
+def _available_mb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def message(status: dict[str, Any], peak_mb: float, code: int) -> str:
+    stage = status.get("stage", "")
+    kind = stage.split("-", 1)[0]
+    where = f"in the {stage} stage" if stage else "before its first stage"
+    total = _available_mb()
+    memory = f"{peak_mb / 1024:.1f} GiB" + (f" of this machine's {total / 1024:.1f} GiB" if total else "")
+    cause = ("killed by the kernel, most likely out of memory" if code == -signal.SIGKILL
+             else f"killed by signal {-code}")
+    text = f"the run was {cause} {where} (resident memory reached {memory})."
+    if kind in KNOBS and code == -signal.SIGKILL:
+        text += f" To fit: {KNOBS[kind]}."
+    return text + " Finished stages are kept; run the same command again to resume."
+
+
+def supervise(argv: list[str], err: Any) -> int:
+    """Run ``harness`` with ``argv`` in a child process; return its exit code, explaining a kernel kill."""
+    stage_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"harness-stage-{os.getpid()}.json"
+    env = {**os.environ, SUPERVISED_ENV: "1", STAGE_FILE_ENV: str(stage_file)}
+    child = subprocess.Popen([sys.executable, "-m", "harness.cli", *argv], env=env)
+    forward = {s: signal.signal(s, lambda n, _f: child.send_signal(n)) for s in (signal.SIGTERM, signal.SIGHUP)}
+    peak = 0.0
+    try:
+        while True:
+            try:
+                code = child.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                peak = max(peak, _rss_mb(child.pid))
+            except KeyboardInterrupt:  # the child got the same Ctrl-C and reports it itself
+                continue
+    finally:
+        for s, handler in forward.items():
+            signal.signal(s, handler)
+    try:
+        status = json.loads(stage_file.read_text()) if stage_file.exists() else {}
+    except (OSError, ValueError):
+        status = {}
+    stage_file.unlink(missing_ok=True)
+    if code < 0 and code not in (-signal.SIGINT, -signal.SIGTERM):
+        err.print(f"error: {message(status, peak, code)}", markup=False)
+        return 1
+    return 128 - code if code < 0 else code  # killed by SIGINT/SIGTERM: the shell's convention

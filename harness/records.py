@@ -1,0 +1,291 @@
+"""Stage records on disk: Arrow IPC files written in bounded batches and read back batch by batch, so that no stage
+holds a whole dataset in memory, whatever its size.
+
+Why Arrow IPC files (not Parquet, not JSON Lines): a record batch is read straight into Arrow's columnar memory
+with no decoding step (Parquet decompresses and decodes every page), any batch can be reached without reading the
+ones before it (the file's footer indexes them), so a sequence backed by a file supports ``len`` and random
+access, and the format is the one ``datasets`` keeps its caches in (``datasets.Dataset.from_file`` opens these
+files as they are). Parquet is what ``harness export`` writes for sharing: compressed, and read by every tool.
+
+Four kinds of record travel between stages, each with its schema: ``EXAMPLES`` (a task's split), ``GENERATIONS``
+(what the teacher wrote), ``GRADES`` (the filter's verdicts, row for row beside the generations: no copy of the
+text) and ``TRAINING`` (a strategy's training pairs). ``meta`` and ``signals`` are free-form dictionaries, stored
+as JSON text.
+
+    with RecordWriter(path, TRAINING) as out:
+        out.write(pairs)                  # any iterable of TrainingExample; buffered, flushed every batch
+    table = RecordTable(path, TRAINING)   # a Sequence[TrainingExample]: len, [i], iteration
+    for chunk in table.chunks(10_000):    # lists of records, one batch in memory at a time
+        ...
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import pyarrow as pa
+
+from harness.types import Example, Generation, SubStep, TrainingExample
+
+T = TypeVar("T")
+
+BATCH_ROWS = 8192
+"""Rows per record batch: what one batch of a stage holds in memory at a time (a few MB of text)."""
+
+_STEPS = pa.list_(pa.struct([("question", pa.string()), ("answer", pa.string())]))
+_TURNS = pa.list_(pa.struct([("context", pa.string()), ("target", pa.string())]))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False) if value else ""
+
+
+def _unjson(text: str | None) -> dict[str, Any]:
+    return json.loads(text) if text else {}
+
+
+@dataclass(frozen=True)
+class Kind(Generic[T]):
+    """A kind of record: its Arrow schema and the conversions between a list of records and columns (column by
+    column: an order of magnitude faster than a dictionary per row)."""
+
+    name: str
+    schema: pa.Schema
+    to_columns: Callable[[list[T]], dict[str, list[Any]]]
+    from_columns: Callable[[dict[str, list[Any]]], list[T]]
+
+
+def _steps(steps: Sequence[SubStep]) -> list[dict[str, str]]:
+    return [{"question": s.question, "answer": s.answer} for s in steps]
+
+
+def _substeps(rows: list[tuple[str, str]] | None) -> tuple[SubStep, ...]:
+    return tuple(SubStep(q, a) for q, a in rows) if rows else ()
+
+
+EXAMPLES: Kind[Example] = Kind(
+    "examples",
+    pa.schema([("id", pa.string()), ("question", pa.string()), ("answer", pa.string()),
+               ("rationale", pa.string()), ("steps", _STEPS), ("meta", pa.string())]),
+    lambda rs: {"id": [e.id for e in rs], "question": [e.question for e in rs], "answer": [e.answer for e in rs],
+                "rationale": [e.rationale for e in rs], "steps": [_steps(e.steps) for e in rs],
+                "meta": [_json(e.meta) for e in rs]},
+    lambda c: [Example(*row[:4], _substeps(row[4]), _unjson(row[5])) for row in zip(
+        c["id"], c["question"], c["answer"], c["rationale"], c["steps"], c["meta"])])
+
+GENERATIONS: Kind[Generation] = Kind(
+    "generations",
+    pa.schema([("example_id", pa.string()), ("sample_index", pa.int32()), ("rationale", pa.string()),
+               ("answer_text", pa.string()), ("steps", _STEPS), ("meta", pa.string())]),
+    lambda rs: {"example_id": [g.example_id for g in rs], "sample_index": [g.sample_index for g in rs],
+                "rationale": [g.rationale for g in rs], "answer_text": [g.answer_text for g in rs],
+                "steps": [_steps(g.steps) for g in rs], "meta": [_json(g.meta) for g in rs]},
+    lambda c: [Generation(*row[:4], _substeps(row[4]), _unjson(row[5])) for row in zip(
+        c["example_id"], c["sample_index"], c["rationale"], c["answer_text"], c["steps"], c["meta"])])
+
+
+@dataclass(frozen=True)
+class Grade:
+    """The filter's verdict on one generation (the generation itself stays in the teach stage's file)."""
+
+    prediction: str | None
+    correct: bool
+
+
+GRADES: Kind[Grade] = Kind(
+    "grades",
+    pa.schema([("prediction", pa.string()), ("correct", pa.bool_())]),
+    lambda rs: {"prediction": [g.prediction for g in rs], "correct": [g.correct for g in rs]},
+    lambda c: [Grade(p, bool(k)) for p, k in zip(c["prediction"], c["correct"])])
+
+
+def _turns(rows: list[tuple[str, str]] | None) -> tuple[tuple[str, str], ...]:
+    return tuple(rows) if rows else ()
+
+
+TRAINING: Kind[TrainingExample] = Kind(
+    "training",
+    pa.schema([("example_id", pa.string()), ("prompt", pa.string()), ("target", pa.string()), ("role", pa.string()),
+               ("weight", pa.float64()), ("turns", _TURNS), ("signals", pa.string())]),
+    lambda rs: {"example_id": [t.example_id for t in rs], "prompt": [t.prompt for t in rs],
+                "target": [t.target for t in rs], "role": [t.role for t in rs], "weight": [t.weight for t in rs],
+                "turns": [[{"context": c, "target": x} for c, x in t.turns] for t in rs],
+                "signals": [_json(dict(t.signals)) for t in rs]},
+    lambda c: [TrainingExample(*row[:5], _turns(row[5]), _unjson(row[6])) for row in zip(
+        c["example_id"], c["prompt"], c["target"], c["role"], c["weight"], c["turns"], c["signals"])])
+
+
+def _pylist(column: pa.Array) -> list[Any]:
+    """A column's values; a list of pairs (steps, turns) as lists of tuples, read field by field (several times
+    faster than a dictionary per pair)."""
+    if not (pa.types.is_list(column.type) and pa.types.is_struct(column.type.value_type)):
+        return column.to_pylist()
+    flat = column.values
+    pairs = list(zip(*(flat.field(i).to_pylist() for i in range(flat.type.num_fields))))
+    offsets = column.offsets.to_pylist()
+    valid = column.is_valid().to_pylist() if column.null_count else None
+    return [pairs[offsets[i]:offsets[i + 1]] if valid is None or valid[i] else None for i in range(len(column))]
+
+
+class RecordWriter(Generic[T]):
+    """Writes records of one kind to an Arrow IPC file, ``batch_rows`` at a time. The file appears under its
+    name only when the writer closes without an error (written beside it, then renamed), so a reader never sees
+    half a file."""
+
+    def __init__(self, path: Path, kind: Kind[T], batch_rows: int = BATCH_ROWS):
+        self.path, self.kind, self.batch_rows = Path(path), kind, batch_rows
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._sink = pa.OSFile(str(self._tmp), "wb")
+        self._writer = pa.ipc.new_file(self._sink, kind.schema)
+        self._buffer: list[T] = []
+        self.rows = 0
+
+    def write(self, records: Iterable[T]) -> int:
+        """Add records; returns how many. Every ``batch_rows`` of them become one record batch on disk."""
+        n = 0
+        for record in records:
+            self._buffer.append(record)
+            n += 1
+            if len(self._buffer) >= self.batch_rows:
+                self._flush()
+        self.rows += n
+        return n
+
+    def _flush(self) -> None:
+        if self._buffer:
+            columns = self.kind.to_columns(self._buffer)
+            self._writer.write_batch(pa.RecordBatch.from_pydict(columns, schema=self.kind.schema))
+            self._buffer = []
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+        self._sink.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        for close in (self._writer.close, self._sink.close):
+            try:
+                close()
+            except Exception:  # already broken: nothing more to save
+                pass
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> RecordWriter[T]:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_records(path: Path, kind: Kind[T], records: Iterable[T]) -> int:
+    """Write every record to ``path``; returns how many."""
+    with RecordWriter(path, kind) as out:
+        return out.write(records)
+
+
+class RecordTable(Sequence[T]):
+    """The records of an Arrow IPC file as a read-only sequence: ``len``, ``[i]``, slices and iteration read one
+    record batch at a time (the last one read is kept), so memory does not grow with the file."""
+
+    def __init__(self, path: Path, kind: Kind[T]):
+        self.path, self.kind = Path(path), kind
+        with pa.memory_map(str(self.path)) as f:  # mapped: counting rows touches only the batches' headers
+            reader = pa.ipc.open_file(f)
+            sizes = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
+        self._starts = [0]
+        for n in sizes:
+            self._starts.append(self._starts[-1] + n)
+        self._cached: tuple[int, list[T]] | None = None
+        self._digest: str | None = None
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def digest(self) -> str:
+        """A content hash of the file (what a cache of something made from these records is keyed by)."""
+        if self._digest is None:
+            h = hashlib.sha256()
+            with self.path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            self._digest = h.hexdigest()[:16]
+        return self._digest
+
+    def _batch(self, index: int) -> list[T]:
+        if self._cached is not None and self._cached[0] == index:
+            return self._cached[1]
+        with pa.memory_map(str(self.path)) as f:  # unmapped again at once: memory holds one batch's records
+            batch = pa.ipc.open_file(f).get_batch(index)
+            columns = {name: _pylist(batch.column(name)) for name in batch.schema.names}
+        records = self.kind.from_columns(columns)
+        self._cached = (index, records)
+        return records
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        b = bisect.bisect_right(self._starts, i) - 1
+        return self._batch(b)[i - self._starts[b]]
+
+    def __iter__(self) -> Iterator[T]:
+        for chunk in self.batches():
+            yield from chunk
+
+    def batches(self) -> Iterator[list[T]]:
+        """The records, one stored batch (a list) at a time."""
+        for b in range(len(self._starts) - 1):
+            yield self._batch(b)
+
+    def chunks(self, size: int) -> Iterator[list[T]]:
+        """The records in lists of ``size`` (the last one shorter)."""
+        chunk: list[T] = []
+        for batch in self.batches():
+            for record in batch:
+                chunk.append(record)
+                if len(chunk) >= size:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk
+
+    def column(self, name: str) -> Iterator[list[Any]]:
+        """One column's plain values, batch by batch (no records built)."""
+        for b in range(len(self._starts) - 1):
+            with pa.memory_map(str(self.path)) as f:
+                values = pa.ipc.open_file(f).get_batch(b).column(name).to_pylist()
+            yield values
+
+
+class TextView(Sequence[str]):
+    """The whole text of each training pair (``TrainingExample.text()``), read from a sequence of pairs as it is
+    needed: a student's corpus for a tokenizer built from scratch, without a second copy of the data."""
+
+    def __init__(self, pairs: Sequence[TrainingExample]):
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [t.text() for t in self.pairs[i]]
+        return self.pairs[i].text()
+
+    def __iter__(self) -> Iterator[str]:
+        return (t.text() for t in self.pairs)

@@ -1,0 +1,169 @@
+"""Training pairs as token ids on disk: encoded once per content key (the pairs, the tokenizer, the encoding
+settings), in parallel processes, and read memory-mapped while training, so a million pairs cost the trainer a few
+arrays of offsets rather than millions of Python lists.
+
+A store is a folder: for each field ``encode`` makes (``input_ids``, ``labels``, ``weight``, ``topk_ids``,
+``topk_logprobs``), ``<field>.bin`` (the values of every row, one after another; int32, or float32 for the weight
+and log-probabilities), ``<field>.off`` (int64 row offsets, n + 1 of them), and ``lengths.npy`` (the tokens each
+row puts through the model, for the length-grouped sampler). ``store.json`` is written last: a store without it
+is unfinished and is made again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.models import tokenizer_vocabulary
+from harness.records import RecordTable
+
+from .encoding import encode, useful_tokens
+
+FLOATS = ("weight", "topk_logprobs")
+CHUNK = 4096
+"""Pairs encoded per task sent to a worker process."""
+
+
+def content_key(train: Sequence[Any], tokenizer: Any, max_length: int, encoder_decoder: bool, chat: Any) -> str | None:
+    """What the token ids depend on; None when the pairs have no stable identity (not read from a file)."""
+    if not isinstance(train, RecordTable):
+        return None
+    vocabulary = tokenizer_vocabulary(tokenizer)
+    parts = [train.digest(), vocabulary, max_length, encoder_decoder, repr(chat), type(tokenizer).__name__,
+             tokenizer.eos_token_id, tokenizer.pad_token_id, "tokens-1"]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
+
+
+class TokenStore(Sequence[dict]):
+    """The rows of a finished store: ``store[i]`` is the dict ``encode`` made for pair ``i``; ``lengths`` is a
+    memory-mapped array."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        meta = json.loads((self.folder / "store.json").read_text())
+        self.rows, self.fields, self.k = meta["rows"], meta["fields"], meta["k"]
+        self.lengths = np.load(self.folder / "lengths.npy", mmap_mode="r")
+        self._values = {f: np.memmap(self.folder / f"{f}.bin", mode="r",
+                                     dtype=np.float32 if f in FLOATS else np.int32) if self._size(f) else
+                        np.zeros(0, dtype=np.int32) for f in self.fields}
+        self._offsets = {f: np.load(self.folder / f"{f}.off.npy", mmap_mode="r") for f in self.fields}
+
+    def _size(self, field: str) -> int:
+        return (self.folder / f"{field}.bin").stat().st_size
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, i):  # type: ignore[override]
+        i = int(i)
+        if not 0 <= i < self.rows:
+            raise IndexError(i)
+        row: dict[str, Any] = {}
+        for f in self.fields:
+            a, b = int(self._offsets[f][i]), int(self._offsets[f][i + 1])
+            if a == b and f.startswith("topk_"):
+                continue  # a pair without top-k signals
+            values = self._values[f][a:b]
+            if f == "weight":
+                row[f] = float(values[0])
+            elif f.startswith("topk_"):
+                row[f] = values.reshape(-1, self.k).tolist()
+            else:
+                row[f] = values.tolist()
+        return row
+
+
+def _encode_chunk(job: tuple[str, int, int, Any, int, bool, Any]) -> list[dict]:
+    path, start, stop, tokenizer, max_length, encoder_decoder, chat = job
+    from harness.records import TRAINING
+
+    table = RecordTable(Path(path), TRAINING)
+    return encode(tokenizer, table[start:stop], max_length, encoder_decoder, chat)
+
+
+def build_store(train: Sequence[Any], tokenizer: Any, max_length: int, encoder_decoder: bool, chat: Any,
+                folder: Path, processes: int = 1) -> TokenStore:
+    """Encode every pair into ``folder`` chunk by chunk (``processes`` > 1: that many worker processes, each
+    reading its chunk from the pairs' file), writing as it goes."""
+    tmp = folder.with_name(f"{folder.name}.{os.getpid()}.partial")  # several training processes may race here
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    weighted = any(w != 1.0 for batch in train.column("weight") for w in batch) if isinstance(train, RecordTable) \
+        else any(t.weight != 1.0 for t in train)
+    files: dict[str, Any] = {}
+    offsets: dict[str, list[int]] = {}
+    lengths: list[int] = []
+    k = 1
+
+    def add(rows: list[dict]) -> None:
+        """Append a chunk's rows; a field a row lacks (top-k signals on pairs without them) is empty there."""
+        nonlocal k
+        flats: dict[str, list] = {f: [] for f in files}
+        for row in rows:
+            if weighted:
+                row.setdefault("weight", 1.0)
+            else:
+                row.pop("weight", None)
+            lengths.append(useful_tokens(row))
+            for f, value in row.items():
+                if f not in files:  # a field first seen now: the rows before have none of it
+                    files[f] = (tmp / f"{f}.bin").open("wb")
+                    offsets[f] = [0] * (len(lengths))
+                    flats[f] = []
+                if f == "weight":
+                    flat = [value]
+                elif f.startswith("topk_"):
+                    k = len(value[0]) if value else k
+                    flat = [x for position in value for x in position]
+                else:
+                    flat = value
+                flats[f].extend(flat)
+                offsets[f].append(offsets[f][-1] + len(flat))
+            for f in files:
+                if f not in row:
+                    offsets[f].append(offsets[f][-1])
+        for f, flat in flats.items():
+            files[f].write(np.asarray(flat, dtype=np.float32 if f in FLOATS else np.int32).tobytes())
+
+    spans = [(a, min(a + CHUNK, len(train))) for a in range(0, len(train), CHUNK)]
+    if processes > 1 and isinstance(train, RecordTable) and len(spans) > 1:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the workers are the parallelism
+        jobs = [(str(train.path), a, b, tokenizer, max_length, encoder_decoder, chat) for a, b in spans]
+        with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
+            for rows in pool.map(_encode_chunk, jobs):
+                add(rows)
+    else:
+        for a, b in spans:
+            add(encode(tokenizer, train[a:b], max_length, encoder_decoder, chat))
+    for f, handle in files.items():
+        handle.close()
+        np.save(tmp / f"{f}.off.npy", np.asarray(offsets[f], dtype=np.int64))
+    np.save(tmp / "lengths.npy", np.asarray(lengths, dtype=np.int32))
+    (tmp / "store.json").write_text(json.dumps({"rows": len(lengths), "fields": list(files), "k": k}))
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # another process finished the same store first: the same ids
+        shutil.rmtree(tmp, ignore_errors=True)
+    return TokenStore(folder)
+
+
+def encoded(train: Sequence[Any], tokenizer: Any, max_length: int, encoder_decoder: bool, chat: Any,
+            cache_dir: Path | None, processes: int = 1) -> Sequence[dict]:
+    """The pairs as token-id rows: from the cache when this content key was encoded before, else encoded into it
+    (with no cache folder, or pairs not read from a file: encoded in memory, as before)."""
+    key = content_key(train, tokenizer, max_length, encoder_decoder, chat) if cache_dir is not None else None
+    if key is None:
+        return encode(tokenizer, train, max_length, encoder_decoder, chat)
+    folder = cache_dir / "tokens" / key
+    if (folder / "store.json").is_file():
+        return TokenStore(folder)
+    return build_store(train, tokenizer, max_length, encoder_decoder, chat, folder, processes)

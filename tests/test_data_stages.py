@@ -1,0 +1,153 @@
+"""The data stages stream: task, teach, filter and build work in chunks on Arrow files, the filter keeps only its
+verdicts, token ids are made once per content key, and a run's rationales export as a dataset."""
+
+import json
+
+import numpy as np
+import pytest
+
+from harness.records import EXAMPLES, GENERATIONS, GRADES, TRAINING, RecordTable
+
+RECIPE = """
+[run]
+name = "stream"
+output_dir = "{runs}"
+
+[task]
+kind = "synthetic_arithmetic"
+train_size = 700
+validation_size = 10
+test_size = 12
+
+[teacher]
+kind = "program"
+samples = 3
+temperature = 1.0
+error_rate = 0.3
+
+[[strategy]]
+kind = "diverse_reasoning"
+samples = 3
+
+[[student]]
+kind = "transformers"
+tokenizer = "word"
+architecture = {{ model_type = "gpt2", n_layer = 1, n_embd = 32, n_head = 2, n_positions = 128 }}
+
+[training]
+max_steps = 4
+batch_size = 8
+threads = 1
+
+[evaluation]
+limit = 4
+batch_size = 4
+max_gen_toks = 24
+
+[[sink]]
+kind = "local"
+dir = "{results}"
+"""
+
+
+@pytest.fixture(scope="module")
+def streamed(tmp_path_factory):
+    """One run whose data stages go through several chunks (the chunk size made small)."""
+    from harness._run import stages
+    from harness.cli import main
+
+    tmp_path = tmp_path_factory.mktemp("stream")
+    recipe = tmp_path / "stream.toml"
+    recipe.write_text(RECIPE.format(runs=tmp_path / "runs", results=tmp_path / "results"))
+    saved = stages.CHUNK
+    stages.CHUNK = 128  # 700 questions: 6 chunks per stage
+    try:
+        code = main(["run", str(recipe)])
+    finally:
+        stages.CHUNK = saved
+    return tmp_path, recipe, code
+
+
+def test_chunked_stages_give_every_record_once_in_order(streamed):
+    tmp_path, _, code = streamed
+    assert code == 0
+    run = tmp_path / "runs" / "stream"
+    train = RecordTable(run / "task" / "train.arrow", EXAMPLES)
+    gens = RecordTable(run / "teach" / "generations.arrow", GENERATIONS)
+    grades = RecordTable(run / "filter" / "grades.arrow", GRADES)
+    assert len(train) == 700 and len(gens) == len(grades) == 2100
+    assert [g.example_id for g in gens] == [e.id for e in train for _ in range(3)]  # grouped, in question order
+    assert [g.sample_index for g in gens][:6] == [0, 1, 2, 0, 1, 2]
+    report = json.loads((run / "filter" / "teacher_report.json").read_text())
+    assert report["questions"] == 700 and report["correct_samples"] == sum(g.correct for g in grades)
+    assert 0.6 < report["sample_accuracy"] < 0.8  # error_rate 0.3: the filter really rejects
+    build = json.loads((run / "build-diverse_reasoning" / "done.json").read_text())["record"]
+    pairs = RecordTable(run / "build-diverse_reasoning" / "train.arrow", TRAINING)
+    # the strategy's counts add up over its chunks
+    assert build["strategy"]["offered"] == 2100 and build["strategy"]["kept"] == len(pairs) == build["examples"]
+    assert build["strategy"]["wrong"] == 2100 - report["correct_samples"]
+
+
+def test_the_filter_keeps_verdicts_not_a_copy_of_the_text(streamed):
+    run = streamed[0] / "runs" / "stream"
+    teach = sum(f.stat().st_size for f in (run / "teach").iterdir())
+    filter_ = sum(f.stat().st_size for f in (run / "filter").iterdir())
+    assert filter_ < teach / 5
+    assert not any(f.suffix == ".jsonl" for f in (run / "filter").iterdir())
+
+
+def test_token_ids_are_made_once_per_content_key(streamed, cli):
+    tmp_path, recipe, _ = streamed
+    stores = list((tmp_path / "runs" / "stream" / "cache" / "tokens").iterdir())
+    assert len(stores) == 1 and (stores[0] / "store.json").is_file()
+    made = (stores[0] / "store.json").stat().st_mtime_ns
+    # another training of the same data (a different step count) reuses the ids; different data makes new ones
+    assert cli("run", recipe, "--set", "training.max_steps=5").code == 0
+    assert (stores[0] / "store.json").stat().st_mtime_ns == made
+    assert len(list((tmp_path / "runs" / "stream" / "cache" / "tokens").iterdir())) == 1
+    assert cli("run", recipe, "--set", "strategy.0.samples=2").code == 0
+    assert len(list((tmp_path / "runs" / "stream" / "cache" / "tokens").iterdir())) == 2
+
+
+def test_the_token_store_gives_what_encoding_in_memory_gives(tmp_path):
+    from harness.records import write_records
+    from harness.types import TrainingExample
+    from harness_builtins.student_transformers import encode, train_word_tokenizer
+    from harness_builtins.student_transformers.tokens import TokenStore, encoded
+
+    pairs = [TrainingExample(f"e{i}", f"q {i} ###", f" {i} + 1 = {i + 1} --> {i + 1}", weight=1.0 + (i == 7),
+                             turns=((" and", " more"),) if i % 5 == 0 else ()) for i in range(40)]
+    pairs.append(TrainingExample("kd", "q 1 ###", " x", signals={"target_ids": [5, 6], "topk_ids": [[5, 7], [6, 8]],
+                                                                 "topk_logprobs": [[-0.1, -2.0], [-0.2, -3.0]]}))
+    write_records(tmp_path / "t.arrow", TRAINING, pairs)
+    table = RecordTable(tmp_path / "t.arrow", TRAINING)
+    tok = train_word_tokenizer([p.text() for p in pairs])
+    store = encoded(table, tok, 64, False, None, tmp_path / "cache")
+    assert isinstance(store, TokenStore) and len(store) == len(pairs)
+    expected = encode(tok, pairs, 64)
+    for row in expected:  # log-probabilities are kept as float32, what training turns them into anyway
+        if "topk_logprobs" in row:
+            row["topk_logprobs"] = np.asarray(row["topk_logprobs"], dtype=np.float32).tolist()
+    assert [store[i] for i in range(len(pairs))] == expected
+    assert list(store.lengths) == [len(r["input_ids"]) for r in encode(tok, pairs, 64)]
+
+
+def test_export_writes_parquet_a_datasets_folder_and_a_card(streamed, cli, tmp_path):
+    import datasets
+    import pyarrow.parquet as pq
+
+    run = streamed[0] / "runs" / "stream"
+    result = cli("export", run, "--out", tmp_path / "export")
+    assert result.code == 0, result.err
+    table = pq.read_table(tmp_path / "export" / "data.parquet")
+    assert table.num_rows == 2100 and table.column_names[:3] == ["id", "question", "gold_answer"]
+    report = json.loads((run / "filter" / "teacher_report.json").read_text())
+    assert sum(table.column("correct").to_pylist()) == report["correct_samples"]
+    loaded = datasets.load_from_disk(str(tmp_path / "export" / "dataset"))
+    assert len(loaded) == 2100 and loaded[0]["rationale"]
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "`program`" in card and "2,100 for 700 questions" in card and "correctness filter" in card
+    pushed = cli("export", run, "--out", tmp_path / "export2", "--push")
+    assert pushed.code == 2 and "no [[sink]] with kind = \"hub\"" in pushed.err
+    missing = cli("export", tmp_path / "nowhere")
+    assert missing.code == 2 and "not a run folder" in missing.err
