@@ -190,4 +190,4 @@ class LengthGroupedSampler:
         longest = int(np.argmax([self.lengths[b].max() for b in batches]))
         first = batches.pop(longest)
         rest = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
-        return iter(np.concatenate([first, *rest]).tolist())
+        return iter(np.concatenate([first, *rest]))  # numpy indices: no list of a million Python ints

@@ -100,25 +100,28 @@ def build_store(train: Sequence[Any], tokenizer: Any, max_length: int, encoder_d
     weighted = any(w != 1.0 for batch in train.column("weight") for w in batch) if isinstance(train, RecordTable) \
         else any(t.weight != 1.0 for t in train)
     files: dict[str, Any] = {}
-    offsets: dict[str, list[int]] = {}
-    lengths: list[int] = []
+    counts: dict[str, list[np.ndarray]] = {}  # per field, per chunk: how many values each row has
+    lengths: list[np.ndarray] = []
+    done = 0  # rows written before the current chunk
     k = 1
 
     def add(rows: list[dict]) -> None:
         """Append a chunk's rows; a field a row lacks (top-k signals on pairs without them) is empty there."""
-        nonlocal k
+        nonlocal k, done
         flats: dict[str, list] = {f: [] for f in files}
-        for row in rows:
+        sizes: dict[str, list[int]] = {f: [0] * len(rows) for f in files}
+        chunk_lengths = []
+        for r, row in enumerate(rows):
             if weighted:
                 row.setdefault("weight", 1.0)
             else:
                 row.pop("weight", None)
-            lengths.append(useful_tokens(row))
+            chunk_lengths.append(useful_tokens(row))
             for f, value in row.items():
                 if f not in files:  # a field first seen now: the rows before have none of it
                     files[f] = (tmp / f"{f}.bin").open("wb")
-                    offsets[f] = [0] * (len(lengths))
-                    flats[f] = []
+                    counts[f] = [np.zeros(done, dtype=np.int32)]
+                    flats[f], sizes[f] = [], [0] * len(rows)
                 if f == "weight":
                     flat = [value]
                 elif f.startswith("topk_"):
@@ -127,12 +130,12 @@ def build_store(train: Sequence[Any], tokenizer: Any, max_length: int, encoder_d
                 else:
                     flat = value
                 flats[f].extend(flat)
-                offsets[f].append(offsets[f][-1] + len(flat))
-            for f in files:
-                if f not in row:
-                    offsets[f].append(offsets[f][-1])
+                sizes[f][r] = len(flat)
         for f, flat in flats.items():
             files[f].write(np.asarray(flat, dtype=np.float32 if f in FLOATS else np.int32).tobytes())
+            counts[f].append(np.asarray(sizes[f], dtype=np.int32))
+        lengths.append(np.asarray(chunk_lengths, dtype=np.int32))
+        done += len(rows)
 
     spans = [(a, min(a + CHUNK, len(train))) for a in range(0, len(train), CHUNK)]
     if processes > 1 and isinstance(train, RecordTable) and len(spans) > 1:
@@ -146,9 +149,10 @@ def build_store(train: Sequence[Any], tokenizer: Any, max_length: int, encoder_d
             add(encode(tokenizer, train[a:b], max_length, encoder_decoder, chat))
     for f, handle in files.items():
         handle.close()
-        np.save(tmp / f"{f}.off.npy", np.asarray(offsets[f], dtype=np.int64))
-    np.save(tmp / "lengths.npy", np.asarray(lengths, dtype=np.int32))
-    (tmp / "store.json").write_text(json.dumps({"rows": len(lengths), "fields": list(files), "k": k}))
+        offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts[f]), dtype=np.int64)])
+        np.save(tmp / f"{f}.off.npy", offsets.astype(np.int64))
+    np.save(tmp / "lengths.npy", np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32))
+    (tmp / "store.json").write_text(json.dumps({"rows": done, "fields": list(files), "k": k}))
     try:
         os.rename(tmp, folder)
     except OSError:  # another process finished the same store first: the same ids
