@@ -57,6 +57,27 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace, err: Console) -> int:
+    """Another node of a multi-node training: node 0 runs ``harness run``; this joins its training stages."""
+    from harness._run.pipeline import Pipeline
+    from harness._run.recipe import load_recipe
+    from harness._run.ui import UI
+
+    rank = args.node_rank if args.node_rank is not None else int(os.environ.get("SLURM_NODEID", "0") or 0)
+    registry = _registry()
+    _warn(registry, err)
+    recipe = load_recipe(args.recipe, registry, args.set)
+    if recipe.training.nodes < 2:
+        raise BadInputError(f"{recipe.path}: training.nodes is {recipe.training.nodes}; harness train joins a "
+                            f"training on several nodes (set training.nodes), harness run trains on one")
+    if not 0 <= rank < recipe.training.nodes:
+        raise BadInputError(f"--node-rank {rank}: this recipe trains on nodes 0-{recipe.training.nodes - 1}")
+    ui = UI(err)
+    ui.note(f"[bold]harness train[/bold] {recipe.path}: node {rank} of {recipe.training.nodes}")
+    Pipeline(recipe, registry, ui, node_rank=rank, wait=args.wait).run()
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace, err: Console) -> int:
     from harness._run.assembly import assemble
     from harness._run.recipe import load_recipe
@@ -233,6 +254,15 @@ def parser() -> argparse.ArgumentParser:
                      help="re-run this stage and every later one (task, teach, filter, build, train, evaluate, "
                           "publish)")
     run.set_defaults(func=cmd_run)
+
+    train = sub.add_parser("train", help="join a training on several nodes (training.nodes): node 0 runs "
+                                          "`harness run`, every other node this")
+    with_recipe(train)
+    train.add_argument("--node-rank", type=int, default=None,
+                       help="this node's rank, 1..nodes-1 (default: $SLURM_NODEID; 0 runs the whole recipe)")
+    train.add_argument("--wait", type=float, default=3600.0,
+                       help="seconds to wait for node 0's data stages (default: 3600)")
+    train.set_defaults(func=cmd_train)
 
     validate = sub.add_parser("validate", help="check a recipe and resolve its components without running")
     with_recipe(validate)

@@ -138,6 +138,20 @@ class TrainingSettings:
     """Training processes (one per GPU, or CPU processes with gloo). More than 1 needs ``launcher``."""
     launcher: str = ""
     """How to start several processes: ``torchrun`` or ``deepspeed``. Empty: train in the harness's process."""
+    nodes: int = 1
+    """Machines training together, each running ``processes`` processes (docs/training.md, "Several nodes"):
+    node 0 runs ``harness run``, every other node ``harness train RECIPE --node-rank N`` (under SLURM's ``srun``
+    the rank and node 0's address come from ``SLURM_*``)."""
+    master_addr: str = ""
+    """Node 0's address, which the other nodes reach (torchrun's ``--master_addr``). Empty with ``nodes`` > 1:
+    the first host of the SLURM job, else a recipe error."""
+    master_port: int = 29500
+    """The port node 0 listens on for the other nodes (``nodes`` > 1)."""
+    rdzv_endpoint: str = ""
+    """``HOST:PORT`` of an elastic rendezvous (torchrun ``--rdzv-backend c10d``) instead of ``master_addr``."""
+    hostfile: str = ""
+    """The deepspeed launcher's hostfile (``host slots=N`` per line): the launcher on node 0 starts every
+    node's processes itself over ssh, so only node 0 runs the harness."""
     deepspeed_config: str = ""
     """A DeepSpeed JSON file to use instead of the one built from these knobs (relative to the recipe). Its
     ``"auto"`` values are filled from these knobs; a value that contradicts them is a recipe error."""
@@ -172,6 +186,15 @@ class TrainingSettings:
                 problems.append((key, "must be 0 (off) or more"))
         if self.processes < 1:
             problems.append(("processes", "must be at least 1"))
+        if self.nodes < 1:
+            problems.append(("nodes", "must be at least 1"))
+        if self.nodes > 1 and self.launcher != "torchrun" and not self.hostfile:
+            problems.append(("nodes", f"{self.nodes} nodes need launcher = \"torchrun\" (a rendezvous), or the "
+                                      "deepspeed launcher with a hostfile"))
+        if self.hostfile and self.launcher != "deepspeed":
+            problems.append(("hostfile", "a hostfile is for launcher = \"deepspeed\""))
+        if self.rdzv_endpoint and ":" not in self.rdzv_endpoint:
+            problems.append(("rdzv_endpoint", f"'{self.rdzv_endpoint}' is not HOST:PORT"))
         if self.keep_checkpoints < 1:
             problems.append(("keep_checkpoints", "must be at least 1"))
         if self.select_examples < 1:
@@ -186,17 +209,23 @@ class TrainingSettings:
         if self.deepspeed_config and self.deepspeed_stage is not None:
             problems.append(("deepspeed_config", "give deepspeed_stage or deepspeed_config, not both (the file "
                                                  "sets zero_optimization.stage)"))
-        per_step = self.processes * (self.micro_batch_size or max(1, self.batch_size // max(1, self.processes)))
+        world = max(1, self.processes) * max(1, self.nodes)
+        per_step = world * (self.micro_batch_size or max(1, self.batch_size // world))
         if self.batch_size >= 1 and self.processes >= 1 and self.micro_batch_size >= 0 and self.batch_size % per_step:
-            problems.append(("batch_size", f"{self.batch_size} is not a multiple of processes x micro_batch_size "
+            what = "processes x micro_batch_size" if self.nodes == 1 else "nodes x processes x micro_batch_size"
+            problems.append(("batch_size", f"{self.batch_size} is not a multiple of {what} "
                                            f"= {per_step}; change batch_size or micro_batch_size"))
         return problems
 
+    def world_size(self) -> int:
+        """Training processes on every node together."""
+        return self.processes * self.nodes
+
     def per_device_batch(self) -> int:
-        return self.micro_batch_size or max(1, self.batch_size // self.processes)
+        return self.micro_batch_size or max(1, self.batch_size // self.world_size())
 
     def accumulation(self) -> int:
-        return max(1, self.batch_size // (self.per_device_batch() * self.processes))
+        return max(1, self.batch_size // (self.per_device_batch() * self.world_size()))
 
 
 @dataclass(frozen=True)
@@ -210,6 +239,8 @@ class TrainingContext:
     """Scores ``(model, tokenizer)`` on the validation sample (accuracy in [0, 1]) for model selection."""
     objective: Any = None
     """The strategy's own loss (a ``harness.components.Objective``), or None for cross-entropy on the targets."""
+    node_rank: int = 0
+    """Which node this process is when ``training.nodes`` > 1 (0: the one that saves the model)."""
     cache_dir: Path | None = None
     """A folder of the run's that survives stage restarts, for what the student makes from its data and can
     reuse (the transformers student keeps its token ids there, by content key)."""

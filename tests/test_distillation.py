@@ -361,3 +361,10 @@ def test_served_teacher_through_vllm_gives_the_same_top_k_and_trains_logit_kd(tm
     assert result.code == 0, result.err
     train = json.loads((tmp_path / "runs" / "kd" / "train-logit_kd" / "done.json").read_text())["record"]
     assert train["steps"] == 4 and math.isfinite(train["train_loss"])
+
+
+def test_a_strategy_loss_is_refused_where_launched_processes_would_drop_it(tmp_path, teacher_dir, cli):
+    recipe = _kd_recipe(tmp_path, teacher_dir, str(teacher_dir))
+    result = cli("validate", recipe, "--set", "training.processes=2", "--set", 'training.launcher="torchrun"')
+    assert result.code == 2
+    assert "which launched training processes do not carry yet" in result.err and "training.processes = 1" in result.err

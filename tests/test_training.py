@@ -440,3 +440,64 @@ def test_real_out_of_memory_in_evaluation_names_its_knobs(tmp_path):
     assert "evaluation ran out of memory" in text, text[-3000:]
     assert "evaluation.batch_size (now 400)" in text and "evaluation.max_gen_toks (now 200)" in text
     assert list((tmp_path / "runs").rglob("train-vanilla/model/model.safetensors"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_match_the_single_process_loss_curve(tmp_path, single_process):
+    """Two "nodes" on 127.0.0.1: two torchrun agents of one process each, meeting at node 0's address, train with
+    the same global batch as one process and give its loss curve; node 0 writes the model and the summary."""
+    import threading
+
+    knobs = {"nodes": 2, "processes": 1, "launcher": "torchrun", "master_addr": "127.0.0.1",
+             "master_port": _free_port()}
+    results: dict[int, object] = {}
+
+    def node(rank: int) -> None:
+        try:
+            results[rank] = train(tmp_path / f"node{rank}", context=TrainingContext(node_rank=rank), **knobs)[0]
+        except Exception as exc:  # reported below
+            results[rank] = exc
+
+    threads = [threading.Thread(target=node, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    info = results[0]
+    assert not isinstance(info, Exception), info
+    assert results[1] == {"node_rank": 1}
+    assert info["processes"] == 2 and info["batch"] == {"per_device": 2, "accumulation": 1, "total": 4}
+    assert info["losses"] == pytest.approx(single_process["losses"], rel=0.02)
+    assert (tmp_path / "node0" / "model" / "model.safetensors").is_file()
+    assert not (tmp_path / "node1" / "model" / "model.safetensors").exists()
+
+
+def test_several_nodes_need_a_rendezvous_and_fitting_batches():
+    assert ("nodes", '2 nodes need launcher = "torchrun" (a rendezvous), or the deepspeed launcher with a '
+                     "hostfile") in TrainingSettings(nodes=2).check()
+    assert ("batch_size", "6 is not a multiple of nodes x processes x micro_batch_size = 4; change batch_size or "
+                          "micro_batch_size") in TrainingSettings(batch_size=6, micro_batch_size=2, nodes=2,
+                                                             launcher="torchrun").check()
+    assert TrainingSettings(batch_size=8, nodes=2, processes=2, launcher="torchrun").per_device_batch() == 2
+    from harness_builtins.student_transformers.launch import launcher_command, slurm_first_host
+
+    assert slurm_first_host("gpu[03-05,09],cpu1") == "gpu03" and slurm_first_host("node7") == "node7"
+    cmd = launcher_command(TrainingSettings(nodes=2, processes=4, launcher="torchrun"), 1, "h0", 29500,
+                           Path("/j/node-1/job.json"))
+    assert cmd[3:] == ["--nproc_per_node", "4", "--nnodes", "2", "--node_rank", "1", "--master_addr", "h0",
+                       "--master_port", "29500", "-m", "harness_builtins.student_transformers.worker",
+                       "/j/node-1/job.json"]
+    elastic = launcher_command(TrainingSettings(nodes=2, launcher="torchrun", rdzv_endpoint="h0:29400"), 1, "", 0,
+                               Path("/j/node-1/job.json"))
+    assert "--rdzv-endpoint" in elastic and "h0:29400" in elastic and "--node_rank" not in elastic
+    ds = launcher_command(TrainingSettings(nodes=2, launcher="deepspeed", deepspeed_stage=2, hostfile="/h"), 0, "h0",
+                          29500, Path("/j/job.json"))
+    assert ds[ds.index("--hostfile") + 1] == "/h" and ds[ds.index("--num_nodes") + 1] == "2"

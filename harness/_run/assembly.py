@@ -73,6 +73,10 @@ def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Stu
             out.append(f"{recipe.path}: teacher.kind: strategy[{j}] ('{spec.name}') trains on the teacher's "
                        f"{', '.join(missing)} signals, which this teacher does not record; with the hf or openai "
                        f"teacher set teacher.top_logprobs = 8 and teacher.prompt = \"fine_tune_cot\"")
+        if recipe.training.world_size() > 1:
+            out.append(f"{recipe.path}: training.processes: strategy[{j}] ('{spec.name}') trains with its own loss, "
+                       f"which launched training processes do not carry yet (they would train with cross-entropy); "
+                       f"set training.processes = 1 and training.nodes = 1 for it")
         token_level = "topk" in objective.signals
         teacher_vocab = teacher.vocabulary() if token_level else None
         for i, student_spec in enumerate(recipe.students):

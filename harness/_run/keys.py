@@ -47,7 +47,8 @@ class Keys:
         return stable_hash(["publish", eval_key, [s.plain() for s in self.r.sinks]])
 
 
-OPERATIONAL = ("threads", "checkpoint_steps", "keep_checkpoints", "logging_steps")
+OPERATIONAL = ("threads", "checkpoint_steps", "keep_checkpoints", "logging_steps", "master_addr", "master_port",
+               "rdzv_endpoint", "hostfile")
 """Training knobs that do not change the trained model: left out of the train stage's key."""
 
 

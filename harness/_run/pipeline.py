@@ -43,7 +43,9 @@ STAGES = ("task", "teach", "filter", "build", "train", "evaluate", "publish")
 
 class Pipeline:
     def __init__(self, recipe: Recipe, registry: Registry, ui: UI | None = None, force: bool = False,
-                 from_stage: str | None = None):
+                 from_stage: str | None = None, node_rank: int = 0, wait: float = 3600.0):
+        """``node_rank`` > 0: this process is another node of a multi-node training (``harness train``): it
+        waits for node 0's stages instead of running them, takes part in each train stage, and commits nothing."""
         if from_stage is not None and from_stage not in STAGES:
             raise BadInputError(f"--from: unknown stage '{from_stage}'; stages: {', '.join(STAGES)}")
         self.recipe = recipe
@@ -53,6 +55,7 @@ class Pipeline:
         self.rundir = RunDir(Path(recipe.run.output_dir) / recipe.name)
         self.hook = registry.manager.hook if registry.manager else None
         self.keys = Keys(recipe)
+        self.node_rank, self.wait = node_rank, wait
 
     # The recipe, top to bottom ------------------------------------------------------------------------------
 
@@ -64,7 +67,8 @@ class Pipeline:
             raise RecipeError(problems)
         self.teacher, self.sinks = parts.teacher, parts.sinks
         teacher, task, students, strategies = parts.teacher, parts.task, parts.students, parts.strategies
-        self._start_manifest()
+        if not self.node_rank:  # node 0 keeps the run folder's records
+            self._start_manifest()
         self._notify("on_run_start", run_dir=self.rundir.root, recipe=r)
 
         task_key = self.keys.task()
@@ -92,12 +96,17 @@ class Pipeline:
                 student = students[student_spec.name]
                 model_dirs, train_keys = self.train_roles(run_name, strategy, student, student_spec, train_rows,
                                                           build_key, task, splits)
+                if self.node_rank:  # another node: training was its part
+                    continue
                 eval_key = self.keys.evaluate(train_keys, task_key, spec)
                 metrics, eval_dir = self.evaluate(run_name, student, model_dirs, strategy, task, splits, eval_key)
                 self.publish(run_name, eval_key, eval_dir, [p.parent.name for p in model_dirs.values()],
                              strategy.uses_teacher, task)
                 results[run_name] = {"strategy": spec.name, "student": student_spec.name, **metrics}
 
+        if self.node_rank:
+            self.ui.note(f"node {self.node_rank}: took part in every training stage; node 0 evaluates and publishes")
+            return results
         io.atomic_write_json(self.rundir.root / "summary.json", results)
         self.ui.out.print(self.ui.results_table(
             f"{r.name}: {r.evaluation.split} accuracy ({r.task.kind})", results))
@@ -183,7 +192,8 @@ class Pipeline:
         def work(out: Path, progress) -> tuple[str, dict]:
             corpus = TextView(rows)
             context = TrainingContext(checkpoint_dir=checkpoints if settings.checkpoint_steps else None,
-                                      validate=validate, objective=objective, cache_dir=self.rundir.root / "cache")
+                                      validate=validate, objective=objective, cache_dir=self.rundir.root / "cache",
+                                      node_rank=self.node_rank)
             info = student.train(rows, settings, out / "model", corpus, progress, context=context)
             io.atomic_write_json(out / "train.json", info)
             summary = (f"{info.get('steps')} steps, loss {info.get('final_loss') or info.get('train_loss'):.3f}, "
@@ -192,7 +202,7 @@ class Pipeline:
 
         folder = self._stage(stage, f"train {run_name}", key, None if settings.max_tokens else settings.max_steps,
                              work)
-        if checkpoints.exists():  # the model is saved: its checkpoints are no longer needed
+        if checkpoints.exists() and not self.node_rank:  # the model is saved: its checkpoints are no longer needed
             shutil.rmtree(checkpoints, ignore_errors=True)
             with contextlib.suppress(OSError):
                 checkpoints.parent.rmdir()  # only when no other stage's checkpoints are left
@@ -256,6 +266,8 @@ class Pipeline:
     def _stage(self, stage: str, label: str, key: str, total: int | None,
                work: Callable[[Path, Callable[[int], None]], tuple[str | list[str], dict]]) -> Path:
         kind = stage.split("-", 1)[0]
+        if self.node_rank:
+            return self._join(stage, label, key, total, work)
         forced = STAGES.index(kind) >= self.force_from
         done = self.rundir.done(stage)
         finished = done is not None and done.get("key") == key and not done.get("record", {}).get("incomplete")
@@ -282,6 +294,28 @@ class Pipeline:
         self.ui.done(label, parts, seconds)
         self._notify("on_stage_end", stage=stage, summary=summary, seconds=seconds, skipped=False)
         return folder
+
+    def _join(self, stage: str, label: str, key: str, total: int | None,
+              work: Callable[[Path, Callable[[int], None]], tuple[str | list[str], dict]]) -> Path:
+        """Another node: a train stage is joined (its work run into a node-local folder, nothing committed); any
+        other stage is node 0's, waited for until its output carries this key."""
+        if stage.startswith("train-"):
+            out = self.rundir.root / f"node-{self.node_rank}" / stage
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            with self.ui.stage(f"{label} (node {self.node_rank})", total) as progress:
+                work(out, progress)
+            self.ui.done(f"{label} (node {self.node_rank})", ["joined"], 0.0)
+            return out
+        deadline = time.monotonic() + self.wait
+        with self.ui.stage(f"{label}: waiting for node 0", None):
+            while (self.rundir.done(stage) or {}).get("key") != key:
+                if time.monotonic() > deadline:
+                    raise RunError(f"node {self.node_rank}: node 0 did not finish the {stage} stage of this recipe "
+                                   f"within {self.wait:.0f} s; start `harness run` on node 0 with the same recipe "
+                                   f"and --set options, on a shared run folder")
+                time.sleep(1.0)
+        return self.rundir.path(stage)
 
     def _notify(self, hook: str, **kwargs: Any) -> None:
         """Tell observer plugins; one that raises is named in a warning and the run goes on."""
