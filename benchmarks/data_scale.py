@@ -8,11 +8,11 @@ stage, as the run's manifest records it). Sizes: 10k, 100k and 1M questions (40k
 long-trace case: 5,000 questions x 4 rationales padded to 4,000 words each (``teacher.trace_words``: 20,000
 traces of about 4,000 tokens with the word tokenizer, R1-style lengths).
 
-Tokenization: the 100k run's training pairs (``build-diverse_reasoning/train.arrow``) with its trained tokenizer,
-encoded by the harness (``TokenStore``: chunks in 2 worker processes, written to disk) and by
-``datasets.map(batched=True, num_proc=2)`` preparing the same rows as TRL's SFT trainer does for
-prompt-completion data (prompt and completion tokenized, ``input_ids`` + ``completion_mask``), each in a fresh
-process; pairs per second and peak memory.
+Tokenization (also on its own: ``--tokenization-only RUN_FOLDER``): the 100k run's training pairs
+(``build-diverse_reasoning/train.arrow``) with its trained tokenizer, encoded by the harness (``TokenStore``:
+chunks in 2 worker processes, written to disk) and by ``datasets.map(batched=True, num_proc=2)`` preparing the
+same rows as TRL's SFT trainer does for prompt-completion data (prompt and completion tokenized, ``input_ids`` +
+``completion_mask``), each in a fresh process; pairs per second and peak memory.
 
 Growth exponents: ``log(x_1M / x_100k) / log(10)`` per stage for time and peak memory (1: linear, 0: flat).
 
@@ -124,8 +124,9 @@ if mode == "harness":
     rows, tokens = len(store), int(store.lengths.sum())
 else:  # datasets.map as TRL's SFTTrainer prepares prompt-completion rows
     import datasets
+    import pyarrow as pa
     datasets.disable_progress_bars()
-    ds = datasets.Dataset.from_file(str(train))
+    ds = datasets.Dataset(pa.ipc.open_file(pa.memory_map(str(train))).read_all())  # memory-mapped, no copy
     eos = tok.eos_token
     def tokenize(batch):
         prompts = tok(batch["prompt"], add_special_tokens=False)["input_ids"]
@@ -189,7 +190,18 @@ def main() -> int:
     p.add_argument("--long-words", type=int, default=4_000)
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary one, removed)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "data_scale.json"))
+    p.add_argument("--tokenization-only", metavar="RUN", help="only compare tokenization on a finished run folder, "
+                   "updating the JSON's tokenization entry")
     args = p.parse_args()
+    if args.tokenization_only:
+        out = Path(args.out)
+        report = json.loads(out.read_text()) if out.exists() else {}
+        scratch = Path(tempfile.mkdtemp(prefix="data-scale-"))
+        report["tokenization"] = tokenization(scratch, Path(args.tokenization_only))
+        shutil.rmtree(scratch, ignore_errors=True)
+        print(json.dumps(report["tokenization"], indent=2))
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        return 0
     work = Path(args.work or tempfile.mkdtemp(prefix="data-scale-"))
     report: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                                 "python": platform.python_version()}, "runs": {}}

@@ -196,6 +196,10 @@ class Teacher:
         and before the first stage of ``harness run``. Return problems, never raise."""
         return []
 
+    def close(self) -> None:
+        """Called once the teach stage is over (finished or failed): stop what ``generate`` started and kept for
+        its later calls (a server, a loaded model). ``generate`` is called once per chunk of questions."""
+
 
 class Strategy:
     """Turns teacher output into training data, and says how the trained student is prompted and read."""
@@ -344,7 +348,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {"task": ("load",), "teacher": ("generate
                                         "strategy": ("build", "prompt"), "sink": ("publish",)}
 _OPTIONAL: dict[str, tuple[str, ...]] = {
     "task": ("answer", "hub_dataset", "source"),
-    "teacher": ("estimate", "usage", "preflight", "signals", "vocabulary", "scorer"),
+    "teacher": ("estimate", "usage", "preflight", "signals", "vocabulary", "scorer", "close"),
     "student": ("preflight", "chat", "supports", "vocabulary"),
     "strategy": ("uses_teacher", "prediction_prefix", "multi_call", "setup", "stop", "roles", "budget_shares",
                  "objective", "max_gen_toks", "lm_eval_model", "stats"),

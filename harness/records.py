@@ -2,10 +2,10 @@
 holds a whole dataset in memory, whatever its size.
 
 Why Arrow IPC files (not Parquet, not JSON Lines): a record batch is read straight into Arrow's columnar memory
-with no decoding step (Parquet decompresses and decodes every page), any batch can be reached without reading the
-ones before it (the file's footer indexes them), so a sequence backed by a file supports ``len`` and random
-access, and the format is the one ``datasets`` keeps its caches in (``datasets.Dataset.from_file`` opens these
-files as they are). Parquet is what ``harness export`` writes for sharing: compressed, and read by every tool.
+with no decoding step (Parquet decompresses and decodes every page), and any batch can be reached without reading
+the ones before it (the file format's footer indexes them), so a sequence backed by a file supports ``len`` and
+random access. Any Arrow reader, ``datasets`` included, takes these files memory-mapped (docs/data.md). Parquet
+is what ``harness export`` writes for sharing: compressed, and read by every tool.
 
 Four kinds of record travel between stages, each with its schema: ``EXAMPLES`` (a task's split), ``GENERATIONS``
 (what the teacher wrote), ``GRADES`` (the filter's verdicts, row for row beside the generations: no copy of the

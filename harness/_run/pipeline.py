@@ -127,7 +127,10 @@ class Pipeline:
         asks only those again (the others come from the teacher's cache)."""
 
         def work(out: Path, progress) -> tuple[list[str], dict]:
-            return stages.teach(teacher, self.recipe.teacher.kind, task, train, out, progress)
+            try:
+                return stages.teach(teacher, self.recipe.teacher.kind, task, train, out, progress)
+            finally:
+                teacher.close()  # a server it started for the chunks is stopped
 
         self._stage("teach", f"teach ({self.recipe.teacher.kind})", key, len(train), work)
         return (self.rundir.done("teach") or {}).get("record", {}).get("digest", "")

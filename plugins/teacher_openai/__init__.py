@@ -18,6 +18,7 @@ one holds the teacher and its direct requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 from collections.abc import Sequence
@@ -56,6 +57,8 @@ class OpenAITeacher(Teacher):
         self._batch_tokens = [0, 0]
         self._exemplars = ""
         self._tok = None
+        self._stack: contextlib.ExitStack | None = None
+        self._server: str | None = None
         self._endpoint = f"served:{config.model}" if config.serve else config.base_url
         """What the cache keys name: the URL, or for a server the teacher starts (a new port each time) the model."""
 
@@ -70,11 +73,24 @@ class OpenAITeacher(Teacher):
         with JsonlCache(self._cache_path()) as cache:
             if c.batch:
                 progress = fill_cache(self, examples, trigger, cache, progress, folder / "batches")
-            if not c.serve:
-                return asyncio.run(self._generate_all(examples, trigger, cache, progress, c.base_url))
+            return asyncio.run(self._generate_all(examples, trigger, cache, progress, self._base_url(folder)))
+
+    def _base_url(self, folder: Path) -> str:
+        """The recipe's server, or the one the teacher starts (``serve``): started by the first call that needs
+        it and kept for the next chunks, stopped by ``close``."""
+        c = self.config
+        if not c.serve:
+            return c.base_url
+        if self._server is None:
             log = folder / "serve" / (content_key(model=c.model)[:16] + ".log")
-            with serve.managed_server(c.serve, c.model, log) as base_url:
-                return asyncio.run(self._generate_all(examples, trigger, cache, progress, base_url))
+            self._stack = contextlib.ExitStack()
+            self._server = self._stack.enter_context(serve.managed_server(c.serve, c.model, log))
+        return self._server
+
+    def close(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack, self._server = None, None
 
     def estimate(self, examples: Sequence[Example], task) -> TeacherEstimate:
         """What ``generate`` would send and cost, minus the cache (``estimate.estimate``)."""
