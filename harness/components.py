@@ -58,6 +58,9 @@ class TeacherUsage:
     """The ids of the batches those came from."""
     placement: dict[str, str] = field(default_factory=dict)
     """Where a local model teacher ran (``{"device": "cuda:0", "dtype": "bfloat16"}``); empty for API teachers."""
+    endpoints: list[dict[str, Any]] = field(default_factory=list)
+    """With several servers: ``{"base_url", "answered", "failed", "dead"}`` for each (``dead``: it stopped
+    answering and its requests went to the others)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

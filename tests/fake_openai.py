@@ -259,9 +259,11 @@ class FakeOpenAI:
         return self
 
     def stop(self) -> None:
+        """Stop serving (a second call does nothing: a test may kill a server mid-run)."""
         if self._loop:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            loop, self._loop = self._loop, None
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
             self._thread.join(10)
 
     @property

@@ -323,3 +323,42 @@ def test_a_server_the_teacher_starts_and_always_stops(tmp_path):
     assert Config(**{**options, "serve": "nonexistent-program {model}"}).check() == [
         ("serve", "the command must contain {port} (the harness fills it in)"),
         ("serve", "'nonexistent-program' is not an executable file or a program on PATH")]
+
+
+def test_several_servers_share_the_work_and_one_that_dies_is_left(tmp_path):
+    """Two local servers of the same model, the second killed mid-run: every question is answered, each
+    completion cached once, the retries of the dead server's requests go to the live one, and the usage names
+    the server that stopped."""
+    import json
+    import threading
+
+    examples = SyntheticArithmetic(TaskConfig(train_size=60, validation_size=0, test_size=1)).load()["train"]
+    with FakeOpenAI(latency=0.03) as a, FakeOpenAI(latency=0.03) as b:
+        def kill_b() -> None:
+            while b.requests < 10:
+                time.sleep(0.005)
+            b.stop()
+
+        killer = threading.Thread(target=kill_b)
+        killer.start()
+        t = teacher(a, tmp_path, concurrency=4, endpoints=[{"base_url": b.base_url, "concurrency": 4}],
+                    max_attempts=8)
+        out = t.generate(list(examples), TASK, lambda n: None)
+        killer.join(10)
+        answered = len(a.prompts) + len(b.prompts)
+    assert all(not g.meta.get("error") and g.answer_text == "42." for (g,) in out)
+    assert len(b.prompts) >= 5 and len(a.prompts) > len(b.prompts)  # both took work; a took over the rest
+    assert answered - 120 <= 4  # at most what was in flight at b when it died was answered twice
+    usage = t.usage()
+    (dead,) = [e for e in usage.endpoints if e["dead"]]
+    assert dead["base_url"] == b.base_url and not [e for e in usage.endpoints if e["base_url"] == a.base_url][0]["dead"]
+    keys = [json.loads(line)["key"] for f in (tmp_path / "teacher").glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 120  # 60 rationales + 60 answers, each cached once
+
+
+def test_endpoints_are_checked_in_the_recipe():
+    bad = Config(model="m", endpoints=[{"url": "x"}, {"base_url": "http://h/v1", "concurrency": 0},
+                                       {"base_url": "http://u:p@h/v1"}]).check()
+    assert ("endpoints[0]", "needs base_url, e.g. { base_url = \"http://gpu2:8000/v1\", concurrency = 32 }") in bad
+    assert ("endpoints[1].concurrency", "must be a whole number of at least 1") in bad
+    assert any(k == "endpoints[2].base_url" for k, _ in bad)

@@ -128,7 +128,13 @@ def teach(teacher: Teacher, kind: str, task: Task, train: RecordTable[Example], 
             text += f", {usage.deduplicated} answered by identical requests in flight"
         if usage.cost:
             text += f", ${usage.cost:.4f}"
+        if usage.endpoints:
+            text += f", over {len(usage.endpoints)} servers"
         parts.append(text)
+        for e in usage.endpoints:
+            if e.get("dead"):
+                parts.append(Trouble(f"{e['base_url']} stopped answering ({e['answered']} answered, {e['failed']} "
+                                     f"failed): its requests went to the other servers"))
     if failed:
         record["incomplete"] = True
         parts.append(Trouble(f"{failed} failed: they are left out of training, and the next run of this recipe asks "

@@ -44,6 +44,7 @@ from harness.models import tokenizer_vocabulary
 from .batch import fill_cache
 from .config import Config, Fatal
 from .estimate import estimate
+from .pool import Pool
 
 
 class OpenAITeacher(Teacher):
@@ -134,8 +135,11 @@ class OpenAITeacher(Teacher):
         if c.api_key_env and not c.serve and not key:
             raise BadInputError(f"teacher.api_key_env: the environment variable {c.api_key_env} is not set "
                                 "(set it, or api_key_env = \"\" for a server that needs no key)")
-        client = AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=c.timeout)
-        self._client, self._cache, self._gate = client, cache, asyncio.Semaphore(c.concurrency)
+        servers = [(base_url, c.concurrency)] + [(e["base_url"], e.get("concurrency", c.concurrency))
+                                                 for e in c.endpoints]
+        self._pool = Pool(servers, lambda url: AsyncOpenAI(base_url=url, api_key=key, max_retries=0,
+                                                           timeout=c.timeout))
+        self._cache = cache
         self._inflight: dict[str, asyncio.Future] = {}
         try:
             async with asyncio.TaskGroup() as group:
@@ -143,7 +147,9 @@ class OpenAITeacher(Teacher):
         except* Fatal as fatal:
             raise BadInputError(f"teacher: {fatal.exceptions[0]}") from None
         finally:
-            await client.close()
+            await self._pool.close()
+            if c.endpoints:
+                self._usage.endpoints = self._pool.summary()
         return [t.result() for t in tasks]
 
     async def _example(self, example: Example, trigger: str, progress) -> list[Generation]:
@@ -233,20 +239,27 @@ class OpenAITeacher(Teacher):
         params, extra_body = self._params(n, temperature, max_tokens, index, top)
         params["extra_body"] = extra_body or None
         last: Exception = RunError("no attempt made")
+        moved = False
         for attempt in range(c.max_attempts):
             if attempt:
                 self._usage.retries += 1
-                await asyncio.sleep(self._delay(attempt, last))
+                if not moved:  # the retry of a request whose server was given up goes at once to another one
+                    await asyncio.sleep(self._delay(attempt, last))
+            server = self._pool.pick()
             try:
-                async with self._gate:
+                async with server.gate:
+                    server.inflight += 1
                     self._usage.requests += 1
-                    if c.endpoint == "chat":
-                        r = await self._client.chat.completions.create(
-                            messages=[{"role": "user", "content": prompt}], **params)
-                        texts = [ch.message.content for ch in r.choices]
-                    else:
-                        r = await self._client.completions.create(prompt=prompt, **params)
-                        texts = [ch.text for ch in r.choices]
+                    try:
+                        if c.endpoint == "chat":
+                            r = await server.client.chat.completions.create(
+                                messages=[{"role": "user", "content": prompt}], **params)
+                            texts = [ch.message.content for ch in r.choices]
+                        else:
+                            r = await server.client.completions.create(prompt=prompt, **params)
+                            texts = [ch.text for ch in r.choices]
+                    finally:
+                        server.inflight -= 1
                 if not texts or any(not isinstance(t, str) for t in texts):
                     raise ValueError("response has no completion text")
                 records = [{"text": t} for t in texts]
@@ -256,12 +269,14 @@ class OpenAITeacher(Teacher):
                 if r.usage is not None:
                     self._usage.input_tokens += r.usage.prompt_tokens or 0
                     self._usage.output_tokens += r.usage.completion_tokens or 0
+                self._pool.answered(server)
                 return records
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError,
                     openai.BadRequestError, openai.UnprocessableEntityError) as exc:
-                raise Fatal(f"{type(exc).__name__} from {c.base_url} (model {c.model}): {_message(exc)}") from None
+                raise Fatal(f"{type(exc).__name__} from {server.url} (model {c.model}): {_message(exc)}") from None
             except (openai.APIError, ValueError, KeyError, TypeError) as exc:
                 last = exc  # 429, 5xx, timeouts, dropped connections, malformed bodies: retry
+                moved = self._pool.failed(server) or server.dead
         return RunError(f"gave up after {c.max_attempts} attempts: {type(last).__name__}: {_message(last)}")
 
     def _params(self, n: int, temperature: float, max_tokens: int, index: int, top: int) -> tuple[dict, dict]:

@@ -20,6 +20,10 @@ class Config(prompts.PromptOptions):
     use_n: bool = True
     """Ask for all samples in one request (``n``); false sends one request per sample."""
     concurrency: int = 32
+    endpoints: list[dict[str, Any]] = field(default_factory=list)
+    """More servers of the same model beside ``base_url``: ``[{base_url = "http://gpu2:8000/v1", concurrency =
+    64}, ...]`` (concurrency defaults to ``concurrency``). Each request goes to the live server with the most room;
+    one that stops answering is given up and its requests go to the others."""
     timeout: float = 60.0
     max_attempts: int = 6
     backoff_base: float = 0.5
@@ -62,6 +66,21 @@ class Config(prompts.PromptOptions):
                                          "key in the environment variable named by api_key_env"))
         problems += [(path, "looks like a secret: keys never go in a recipe; put it in the environment variable "
                             "named by api_key_env") for path in secrets.secret_keys(self.extra_body, "extra_body")]
+        for i, e in enumerate(self.endpoints):
+            where = f"endpoints[{i}]"
+            if not isinstance(e, dict) or not isinstance(e.get("base_url"), str) or not e.get("base_url"):
+                problems.append((where, "needs base_url, e.g. { base_url = \"http://gpu2:8000/v1\", "
+                                        "concurrency = 32 }"))
+                continue
+            unknown = [k for k in e if k not in ("base_url", "concurrency")]
+            if unknown:
+                problems.append((f"{where}.{unknown[0]}", "unknown key; an endpoint has base_url and concurrency"))
+            if not isinstance(e.get("concurrency", 1), int) or e.get("concurrency", 1) < 1:
+                problems.append((f"{where}.concurrency", "must be a whole number of at least 1"))
+            if secrets.url_has_credentials(e["base_url"]):
+                problems.append((f"{where}.base_url", "holds credentials (user:password@); remove them from the URL"))
+        if self.endpoints and (self.serve or self.batch):
+            problems.append(("endpoints", "several servers are for direct requests; leave out serve and batch"))
         if self.serve:
             problems += serve.command_problems(self.serve, "serve")
         if self.batch and self.serve:
