@@ -189,6 +189,18 @@ class RecordWriter(Generic[T]):
             self.abort()
 
 
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Any iterable in lists of ``size`` (the last one shorter), read as it goes."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def write_records(path: Path, kind: Kind[T], records: Iterable[T]) -> int:
     """Write every record to ``path``; returns how many."""
     with RecordWriter(path, kind) as out:
@@ -254,15 +266,7 @@ class RecordTable(Sequence[T]):
 
     def chunks(self, size: int) -> Iterator[list[T]]:
         """The records in lists of ``size`` (the last one shorter)."""
-        chunk: list[T] = []
-        for batch in self.batches():
-            for record in batch:
-                chunk.append(record)
-                if len(chunk) >= size:
-                    yield chunk
-                    chunk = []
-        if chunk:
-            yield chunk
+        return chunked(self, size)
 
     def column(self, name: str) -> Iterator[list[Any]]:
         """One column's plain values, batch by batch (no records built)."""

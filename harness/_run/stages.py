@@ -20,7 +20,7 @@ from harness._run.ui import Trouble
 from harness.components import Strategy, Task, Teacher
 from harness.errors import RunError
 from harness.io import atomic_write_json
-from harness.records import EXAMPLES, GENERATIONS, GRADES, TRAINING, Grade, RecordTable, RecordWriter
+from harness.records import EXAMPLES, GENERATIONS, GRADES, TRAINING, Grade, RecordTable, RecordWriter, chunked
 from harness.types import Example, Generation, GradedGeneration
 
 CHUNK = 8192
@@ -60,7 +60,7 @@ def write_splits(task: Task, kind: str, out: Path) -> tuple[Parts, dict[str, Any
     sizes: dict[str, int] = {}
     for name in order:
         with RecordWriter(out / f"{name}.arrow", EXAMPLES) as writer:
-            for chunk in _chunked(splits[name], CHUNK):
+            for chunk in chunked(splits[name], CHUNK):
                 writer.write(chunk)
                 if name == "test":
                     test_questions.update((answers.normalise_question(e.question), e.id) for e in chunk)
@@ -74,17 +74,6 @@ def write_splits(task: Task, kind: str, out: Path) -> tuple[Parts, dict[str, Any
     if ordered_overlap:
         parts.append(Trouble(f"{len(ordered_overlap)} test questions also in train/validation"))
     return parts, {"sizes": sizes, "source": task.source(), "test_overlap": ordered_overlap}
-
-
-def _chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 # teach ------------------------------------------------------------------------------------------------------
