@@ -151,3 +151,27 @@ def test_export_writes_parquet_a_datasets_folder_and_a_card(streamed, cli, tmp_p
     assert pushed.code == 2 and "no [[sink]] with kind = \"hub\"" in pushed.err
     missing = cli("export", tmp_path / "nowhere")
     assert missing.code == 2 and "not a run folder" in missing.err
+
+
+def test_export_push_goes_where_the_recipes_hub_sink_says(streamed, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from harness._run.export import export, push
+
+    from .test_results import FakeHub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    out = tmp_path / "export"
+    export(streamed[0] / "runs" / "stream", out)
+    hub = FakeHub()
+    try:
+        repo = push(out, {"sink": [{"kind": "hub", "config": {"org": "me", "endpoint": hub.url}}]}, "stream")
+    finally:
+        hub.close()
+    assert repo == "me/stream-rationales" and hub.unknown == []
+    assert hub.repos == [{"name": "stream-rationales", "organization": "me", "type": "dataset",
+                          "visibility": "private"}]
+    assert hub.files["data.parquet"] == (out / "data.parquet").read_bytes() and "README.md" in hub.files
+    assert hub.validated and "task_categories" in hub.validated[0]  # the card's metadata went through the check
+    assert "hf_test_token" not in "".join(v.decode(errors="replace") for v in hub.files.values())

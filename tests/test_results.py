@@ -292,6 +292,7 @@ class FakeHub:
         self.files: dict[str, bytes] = {}
         self.repos: list[dict] = []
         self.unknown: list[str] = []
+        self.validated: list[str] = []
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -317,6 +318,9 @@ class FakeHub:
                     hub.repos.append(json.loads(body))
                     repo = json.loads(body)
                     return self._reply(200, {"url": f"{hub.url}/datasets/{repo['organization']}/{repo['name']}"})
+                if self.path == "/api/validate-yaml":  # the Hub checks a dataset card's metadata before a commit
+                    hub.validated.append(json.loads(body).get("content", ""))
+                    return self._reply(200, {"errors": [], "warnings": []})
                 if self.path.endswith("/preupload/main"):
                     files = json.loads(body)["files"]
                     return self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular",

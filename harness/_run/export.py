@@ -139,15 +139,15 @@ def push(out: Path, recipe: dict[str, Any], name: str) -> str:
     if not token:
         raise BadInputError(f"--push: the environment variable {c.get('token_env', 'HF_TOKEN')} is not set; the "
                             f"export stays in {out}")
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi(endpoint=c.get("endpoint") or None, token=token)
     repo_id = f"{c['org']}/{name}-rationales"
     try:
         api.create_repo(repo_id, repo_type="dataset", private=not c.get("public", False), exist_ok=True)
-        api.upload_folder(folder_path=str(out), repo_id=repo_id, repo_type="dataset",
-                          allow_patterns=["data.parquet", "README.md"],
-                          commit_message="harness export: teacher rationales")
+        api.create_commit(repo_id, repo_type="dataset", commit_message="harness export: teacher rationales",
+                          operations=[CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(out / f))
+                                      for f in ("data.parquet", "README.md")])
     except Exception as exc:
         raise BadInputError(f"--push: the Hub refused or could not be reached ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''}); the export stays in {out}") from None
