@@ -49,8 +49,8 @@ def test_all_problems_reported_at_once(tmp_path, registry):
         f"{f}: training.max_stepz: unknown key. Did you mean 'max_steps'? Allowed: " + ", ".join([
             "max_steps", "max_tokens", "batch_size", "learning_rate", "weight_decay", "warmup_ratio", "lr_scheduler",
             "min_lr_ratio", "adam_beta2", "max_grad_norm", "max_length", "seed", "threads", "deepspeed_stage",
-            "deepspeed_offload", "bf16", "logging_steps", "micro_batch_size", "processes", "launcher",
-            "deepspeed_config", "checkpoint_steps", "keep_checkpoints", "select_every", "select_examples"]),
+            "deepspeed_offload", "bf16", "logging_steps", "micro_batch_size", "processes", "launcher", "nodes",
+            "master_addr", "master_port", "rdzv_endpoint", "hostfile", "deepspeed_config", "checkpoint_steps", "keep_checkpoints", "select_every", "select_examples"]),
         f"{f}: evaluation.limit: must be at least 1",
         f"{f}: task.train_size: expected an integer, got string 'many'",
         f"{f}: strategy[0].kind: unknown strategy 'vanila'. Did you mean 'vanilla'? Available: diverse_reasoning, "

@@ -262,6 +262,7 @@ def test_transformers_serve(transformers_server, tmp_path, endpoint):
     assert u.requests + u.deduplicated == 3 * (2 + 2) and u.input_tokens > 0
     again = OpenAITeacher(Config(**config))
     assert again.generate(EXAMPLES[:3], TASK, lambda n: None) == out and again.usage().requests == 0
+    again.close()
 
 
 @pytest.mark.parametrize("endpoint", ["completions", "chat"])
@@ -301,8 +302,9 @@ def test_a_server_without_logprobs_is_a_clear_error_not_silent_zeros(tmp_path):
 
 
 def test_a_server_the_teacher_starts_and_always_stops(tmp_path):
-    """teacher.serve: the command is started on a free port, waited for, used, and stopped; the cache keys name
-    the model, not the port, so a second run (another port) asks nothing again."""
+    """teacher.serve: the command is started on a free port, waited for, used by every chunk of the teach stage
+    (one server, not one per generate call), and stopped by close; the cache keys name the model, not the port,
+    so a second run (another port) asks nothing again."""
     import socket
     import sys
 
@@ -312,14 +314,21 @@ def test_a_server_the_teacher_starts_and_always_stops(tmp_path):
     options = dict(model="local-model", base_url="http://unused.invalid/v1", api_key_env="OPENAI_API_KEY",
                    cache_dir=str(tmp_path), serve=command)
     t = OpenAITeacher(Config(**options))
-    out = t.generate(EXAMPLES[:3], TASK, lambda n: None)
-    assert [g.answer_text for (g,) in out] == ["42."] * 3 and t.usage().requests == 6
+    out = t.generate(EXAMPLES[:2], TASK, lambda n: None)
     log = next((tmp_path / "serve").glob("*.log")).read_text()
     port = int(log.split("127.0.0.1:")[1].split("/")[0])
+    with socket.socket() as s:  # kept for the next chunk
+        assert s.connect_ex(("127.0.0.1", port)) == 0
+    out += t.generate(EXAMPLES[2:3], TASK, lambda n: None)
+    assert [g.answer_text for (g,) in out] == ["42."] * 3 and t.usage().requests == 6
+    assert len(list((tmp_path / "serve").glob("*.log"))) == 1 and next((tmp_path / "serve").glob("*.log")).read_text(
+    ).count("listening on") == 1  # one server for both calls
+    t.close()
     with socket.socket() as s:  # stopped: nothing listens on its port any more
         assert s.connect_ex(("127.0.0.1", port)) != 0
     again = OpenAITeacher(Config(**options))
     assert again.generate(EXAMPLES[:3], TASK, lambda n: None) == out and again.usage().requests == 0
+    again.close()
     assert Config(**{**options, "serve": "nonexistent-program {model}"}).check() == [
         ("serve", "the command must contain {port} (the harness fills it in)"),
         ("serve", "'nonexistent-program' is not an executable file or a program on PATH")]

@@ -125,7 +125,7 @@ class TransformersStudent(Student):
     def train(self, train: Sequence[TrainingExample], settings: TrainingSettings, out_dir: Path,
               corpus: Sequence[str], progress, context: TrainingContext | None = None) -> dict[str, Any]:
         context = context or TrainingContext()
-        if settings.processes > 1 and "WORLD_SIZE" not in os.environ:
+        if settings.world_size() > 1 and "WORLD_SIZE" not in os.environ:
             return launch(self.config, train, settings, out_dir, corpus, progress, context)
         try:
             return self._train_here(train, settings, out_dir, corpus, progress, context)
