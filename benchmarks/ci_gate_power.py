@@ -2,7 +2,7 @@
 large a drop does it catch?
 
 Runs ``recipes/ci_regression.toml`` under conditions of known effect, several seeds each, then replays the gate
-(``harness.results.compare``, the code ``harness compare`` runs) on every baseline/candidate split of those runs:
+(``harness._results.gate.compare``, the code ``harness compare`` runs) on every baseline/candidate split of those runs:
 
 - ``none-t2``: no change, 2 threads (the baseline's own setting), seeds 0-9;
 - ``none-t1``: no change, 1 thread: other numerics, as on another machine, seeds 0-3;
