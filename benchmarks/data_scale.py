@@ -110,40 +110,48 @@ def run_size(work: Path, label: str, n: int, trace_words: int = 0) -> dict:
 
 
 TOKENIZE = r"""
-import json, resource, sys, time
+import json, resource, sys, tempfile, time
 from pathlib import Path
-mode, train, model = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-from transformers import AutoTokenizer
-tok = AutoTokenizer.from_pretrained(str(model))
-started = time.perf_counter()
-if mode == "harness":
-    from harness.records import TRAINING, RecordTable
-    from harness_builtins.student_transformers.tokens import build_store
-    table = RecordTable(train, TRAINING)
-    store = build_store(table, tok, 256, False, None, Path(sys.argv[4]) / "store", processes=2)
-    rows, tokens = len(store), int(store.lengths.sum())
-else:  # datasets.map as TRL's SFTTrainer prepares prompt-completion rows
-    import datasets
-    import pyarrow as pa
-    datasets.disable_progress_bars()
-    ds = datasets.Dataset(pa.ipc.open_file(pa.memory_map(str(train))).read_all())  # memory-mapped, no copy
-    eos = tok.eos_token
-    def tokenize(batch):
-        prompts = tok(batch["prompt"], add_special_tokens=False)["input_ids"]
-        texts = [p + c + eos for p, c in zip(batch["prompt"], batch["target"])]
-        full = tok(texts, add_special_tokens=False)["input_ids"]
-        return {"input_ids": [f[:256] for f in full],
-                "completion_mask": [([0] * len(p) + [1] * (len(f) - len(p)))[:256] for p, f in zip(prompts, full)]}
-    out = ds.map(tokenize, batched=True, num_proc=2, remove_columns=ds.column_names,
-                 cache_file_name=str(Path(sys.argv[4]) / "mapped.arrow"))
-    rows = len(out)
-    tokens = sum(len(x) for batch in out.iter(batch_size=10000) for x in batch["input_ids"])
-seconds = time.perf_counter() - started
-kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-print(json.dumps({"rows": rows, "tokens": tokens, "seconds": round(seconds, 2),
-                  "rows_per_second": round(rows / seconds), "tokens_per_second": round(tokens / seconds),
-                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                  "peak_worker_rss_mb": round(kids, 1)}))
+
+
+def main():
+    mode, train, model = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    scratch = Path(tempfile.mkdtemp(dir=sys.argv[4]))  # a fresh folder each run: nothing reused
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(model))
+    started = time.perf_counter()
+    if mode == "harness":
+        from harness.records import TRAINING, RecordTable
+        from harness_builtins.student_transformers.tokens import build_store
+        table = RecordTable(train, TRAINING)
+        store = build_store(table, tok, 256, False, None, scratch / "store", processes=2)
+        rows, tokens = len(store), int(store.lengths.sum())
+    else:  # datasets.map as TRL's SFTTrainer prepares prompt-completion rows
+        import datasets
+        import pyarrow as pa
+        datasets.disable_progress_bars()
+        ds = datasets.Dataset(pa.ipc.open_file(pa.memory_map(str(train))).read_all())  # memory-mapped, no copy
+        eos = tok.eos_token
+        def tokenize(batch):
+            prompts = tok(batch["prompt"], add_special_tokens=False)["input_ids"]
+            texts = [p + c + eos for p, c in zip(batch["prompt"], batch["target"])]
+            full = tok(texts, add_special_tokens=False)["input_ids"]
+            masks = [([0] * len(p) + [1] * (len(f) - len(p)))[:256] for p, f in zip(prompts, full)]
+            return {"input_ids": [f[:256] for f in full], "completion_mask": masks}
+        out = ds.map(tokenize, batched=True, num_proc=2, remove_columns=ds.column_names,
+                     cache_file_name=str(scratch / "mapped.arrow"))
+        rows = len(out)
+        tokens = sum(len(x) for batch in out.iter(batch_size=10000) for x in batch["input_ids"])
+    seconds = time.perf_counter() - started
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"rows": rows, "tokens": tokens, "seconds": round(seconds, 2),
+                      "rows_per_second": round(rows / seconds), "tokens_per_second": round(tokens / seconds),
+                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                      "peak_worker_rss_mb": round(kids, 1)}))
+
+
+if __name__ == "__main__":  # the harness's worker processes are spawned: they import this module
+    main()
 """
 
 

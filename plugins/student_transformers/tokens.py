@@ -17,6 +17,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -141,9 +142,14 @@ def build_store(train: Sequence[Any], tokenizer: Any, max_length: int, encoder_d
     if processes > 1 and isinstance(train, RecordTable) and len(spans) > 1:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the workers are the parallelism
         jobs = [(str(train.path), a, b, tokenizer, max_length, encoder_decoder, chat) for a, b in spans]
-        with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-            for rows in pool.map(_encode_chunk, jobs):
-                add(rows)
+        try:
+            with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
+                for rows in pool.map(_encode_chunk, jobs):
+                    add(rows)
+        except BrokenProcessPool:  # a worker could not start (a calling script without a __main__ guard...)
+            for handle in files.values():
+                handle.close()
+            return build_store(train, tokenizer, max_length, encoder_decoder, chat, folder, processes=1)
     else:
         for a, b in spans:
             add(encode(tokenizer, train[a:b], max_length, encoder_decoder, chat))
