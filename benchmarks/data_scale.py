@@ -214,7 +214,7 @@ def main() -> int:
     report: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                                 "python": platform.python_version()}, "runs": {}}
     for n in args.sizes:
-        label = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
+        label = str(n) if n < 1000 else f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
         print(f"running {label} ({n:,} questions, {4 * n:,} rationales) ...", flush=True)
         report["runs"][label] = r = run_size(work, label, n)
         print(f"  {label}: data stages {r['data_stage_seconds']} s, peak RSS {r['peak_rss_mb']} MB, "
