@@ -289,7 +289,7 @@ def test_kill_9_mid_training_then_resume_ends_like_an_uninterrupted_run(tmp_path
     checkpoints = tmp_path / "runs" / "killed" / "checkpoints"
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
-        if list(checkpoints.glob("train-*/checkpoint-80/trainer_state.json")):
+        if list(checkpoints.glob("train-*/checkpoint-80/harness-complete.json")):  # the checkpoint is whole
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the run ended before it could be killed"
