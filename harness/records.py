@@ -189,6 +189,15 @@ class RecordWriter(Generic[T]):
             self.abort()
 
 
+def file_digest(path: Path) -> str:
+    """A short content hash of a file, read 1 MiB at a time."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Any iterable in lists of ``size`` (the last one shorter), read as it goes."""
     chunk: list[T] = []
@@ -228,11 +237,7 @@ class RecordTable(Sequence[T]):
     def digest(self) -> str:
         """A content hash of the file (what a cache of something made from these records is keyed by)."""
         if self._digest is None:
-            h = hashlib.sha256()
-            with self.path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            self._digest = h.hexdigest()[:16]
+            self._digest = file_digest(self.path)
         return self._digest
 
     def _batch(self, index: int) -> list[T]:

@@ -9,7 +9,6 @@ row beside the teach file, no copy of the text) and ``build-<strategy>/train.arr
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -20,7 +19,17 @@ from harness._run.ui import Trouble
 from harness.components import Strategy, Task, Teacher
 from harness.errors import RunError
 from harness.io import atomic_write_json
-from harness.records import EXAMPLES, GENERATIONS, GRADES, TRAINING, Grade, RecordTable, RecordWriter, chunked
+from harness.records import (
+    EXAMPLES,
+    GENERATIONS,
+    GRADES,
+    TRAINING,
+    Grade,
+    RecordTable,
+    RecordWriter,
+    chunked,
+    file_digest,
+)
 from harness.types import Example, Generation, GradedGeneration
 
 CHUNK = 8192
@@ -28,15 +37,6 @@ CHUNK = 8192
 
 Progress = Callable[[int], None]
 Parts = list[str]
-
-
-def file_digest(path: Path) -> str:
-    """A short content hash of a file."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def split_paths(folder: Path) -> dict[str, RecordTable[Example]]:

@@ -18,10 +18,11 @@ others from ``harness train RECIPE --node-rank K``, meeting at node 0's address 
     python -m deepspeed.launcher.runner --hostfile HOSTFILE --num_nodes M --master_addr HOST0 --master_port P \\
         --no_local_rank --module harness_builtins.student_transformers.worker JOB/job.json   # node 0 only
 
-Each worker reads ``job.json`` (the student's config, the training settings, where to write), ``rows.arrow``
-(the training pairs, ``harness.records``) and, when it is not the pairs' own text, ``corpus.jsonl``; rank 0
-writes ``status.json`` (the step reached, for the progress bar) and ``result.json`` (the training summary). All
-output goes to ``launch.log``, whose tail a failure reports.
+Each worker reads ``job.json`` (the student's config, the training settings, where to write), the training
+pairs (``harness.records``: the build stage's file, or ``rows.arrow`` written for pairs held in memory) and,
+when it is not the pairs' own text, ``corpus.jsonl``; rank 0 writes ``status.json`` (the step reached, for the
+progress bar) and ``result.json`` (the training summary). All output goes to ``launch.log``, whose tail a failure
+reports.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import BadInputError, RunError, TrainingContext, TrainingSettings
-from harness.records import TRAINING, TextView, write_records
+from harness.records import TRAINING, RecordTable, TextView, write_records
 
 from .config import Config
 from .trainer import OOM_HINT
@@ -56,12 +57,16 @@ def launch(config: Config, train, settings: TrainingSettings, out_dir: Path, cor
     if settings.nodes > 1:  # each node its own job folder (the run folder is shared)
         job = job / f"node-{rank}"
     job.mkdir(parents=True, exist_ok=True)
-    write_records(job / "rows.arrow", TRAINING, train)  # streamed in batches, read back the same way
+    if isinstance(train, RecordTable):  # already a file the workers can read: no copy
+        rows_file = train.path
+    else:
+        rows_file = job / "rows.arrow"
+        write_records(rows_file, TRAINING, train)  # streamed in batches, read back the same way
     own_text = isinstance(corpus, TextView) and corpus.pairs is train  # the usual case: the rows' own text
     if not own_text:
         with (job / "corpus.jsonl").open("w") as f:
             f.writelines(json.dumps(text) + "\n" for text in corpus)
-    spec = {"config": asdict(config), "settings": asdict(settings), "out_dir": str(out_dir),
+    spec = {"config": asdict(config), "settings": asdict(settings), "out_dir": str(out_dir), "rows": str(rows_file),
             "corpus": None if own_text else str(job / "corpus.jsonl"),
             "cache_dir": str(context.cache_dir) if context.cache_dir else None,
             "checkpoint_dir": str(context.checkpoint_dir) if context.checkpoint_dir else None,

@@ -21,12 +21,11 @@ def main(job_file: str) -> None:
     """One launched training process (torchrun / deepspeed launcher): train, and on rank 0 report progress and
     the result."""
     job = json.loads(Path(job_file).read_text())
-    folder = Path(job_file).parent
     rank0 = int(os.environ.get("RANK", "0")) == 0
     settings = TrainingSettings(**job["settings"])
 
     student = TransformersStudent(Config(**job["config"]))
-    rows = RecordTable(folder / "rows.arrow", TRAINING)
+    rows = RecordTable(Path(job["rows"]), TRAINING)
     corpus = TextView(rows) if job.get("corpus") is None else [d for d in read_jsonl(Path(job["corpus"]))]
     step = [0]
 
