@@ -8,12 +8,10 @@ Loss per target token, averaged over the target tokens (DistillKit's sparse KD, 
 
     loss = alpha * CE(student, teacher's token) + (1 - alpha) * tau^2 * D(teacher_k || student)
 
-- ``forward`` (default): ``sum_k p_t(k) * (log p_t(k) - log q_s(k))``, with ``p_t`` the teacher's top-k
-  log-probabilities at temperature ``tau`` renormalised over the k tokens and ``q_s`` the student's softmax over
-  the whole vocabulary at ``tau``, read at those k tokens;
-- ``reverse``: ``sum_k q'_s(k) * (log q'_s(k) - log p_t(k))``, ``q'_s`` the student renormalised over the k tokens;
-- ``jsd``: the generalised Jensen-Shannon divergence of GKD (Agarwal et al. 2024),
-  ``beta * KL(p_t || m) + (1 - beta) * KL(q'_s || m)`` with ``m = beta * p_t + (1 - beta) * q'_s``.
+Both distributions are taken over k + 1 buckets, the teacher's k tokens and the tail (every other token),
+so the student's mass outside the teacher's top-k counts (``buckets``); ``forward`` (default) is KL(teacher ||
+student), ``reverse`` KL(student || teacher), ``jsd`` the generalised Jensen-Shannon divergence of GKD (Agarwal et
+al. 2024). With the whole vocabulary as the top-k they are TRL's ``generalized_jsd_loss`` (docs/strategies.md).
 
 With ``alpha = 1`` it is Fine-tune-CoT on the teacher's own tokens. Samples are filtered for correctness as
 Fine-tune-CoT filters them. Teacher and student must share a tokenizer (checked before any teacher call).
@@ -28,6 +26,7 @@ generalised JSD. The train record reports the tokens sampled and the seconds spe
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -71,31 +70,77 @@ class Config:
         return problems
 
 
-def divergence(logits: Any, topk_ids: Any, topk_logprobs: Any, tau: float, kind: str, beta: float) -> Any:
-    """Per position [batch, length]: the divergence between the teacher's top-k distribution and the student's
-    ``logits`` (same positions, [batch, length, vocab]). Positions without a teacher signal give 0."""
+ZERO_LOG = math.log(1e-8)
+"""Where a divergence needs the logarithm of a teacher probability that is 0 (a -inf log-probability, or no tail
+left), it uses log 1e-8: a student putting mass there pays a large, finite price."""
+TAIL_ROUNDING = 1e-6
+"""A teacher tail smaller than this is rounding (4-decimal log-probabilities that sum to 1): no tail."""
+
+
+def buckets(logits: Any, topk_ids: Any, topk_logprobs: Any, tau: float) -> tuple[Any, Any, Any]:
+    """The teacher's and the student's log-probabilities over k + 1 buckets per position: the teacher's k tokens,
+    then the tail (every other token of the vocabulary together), both at temperature ``tau``; and the positions
+    that have a teacher signal.
+
+    Teacher: its recorded top-k log-probabilities (at temperature 1) and the tail ``1 - sum p_k`` (0 when under
+    ``TAIL_ROUNDING``), each divided by ``tau`` and renormalised over the k + 1 buckets (at tau = 1 nothing
+    changes). Student: its softmax over the whole vocabulary at ``tau``, read at the k ids, and its remaining
+    mass ``logsumexp(others) - logsumexp(all)``: exact, however much of it lies outside the teacher's top-k.
+    Slots with id -1 are empty (probability 0 on both sides); a teacher log-probability of -inf is probability 0.
+    """
     import torch
 
-    valid = topk_ids >= 0
+    present = topk_ids >= 0
+    signal = present.any(-1)
     ids = topk_ids.clamp(min=0)
-    teacher = torch.where(valid, topk_logprobs.float() / tau, torch.full_like(topk_logprobs.float(), -1e9))
-    t_log = torch.log_softmax(teacher, dim=-1)  # the teacher renormalised over its k tokens
-    t_p = torch.where(valid, t_log.exp(), torch.zeros_like(t_log))
+    neg_inf = torch.tensor(float("-inf"), device=logits.device)
+    t_k = torch.where(present, topk_logprobs.double(), neg_inf.double())
+    mass = torch.logsumexp(t_k, dim=-1).exp().clamp(max=1.0)
+    tail = 1.0 - mass
+    t_tail = torch.where(tail > TAIL_ROUNDING, torch.log(tail.clamp(min=1e-300)), neg_inf.double())
+    teacher = torch.cat([t_k, t_tail.unsqueeze(-1)], dim=-1) / tau
+    empty = torch.isneginf(teacher).all(-1, keepdim=True)  # no signal at this position: any finite placeholder
+    teacher = torch.log_softmax(torch.where(empty, torch.zeros_like(teacher), teacher), dim=-1).float()
+
     scaled = logits.float() / tau
+    total = torch.logsumexp(scaled, dim=-1, keepdim=True)
+    s_k = torch.where(present, scaled.gather(-1, ids) - total, neg_inf)
+    in_top = torch.zeros_like(scaled).scatter_add_(-1, ids, present.float()) > 0
+    s_tail = torch.logsumexp(scaled.masked_fill(in_top, float("-inf")), dim=-1, keepdim=True) - total
+    student = torch.cat([s_k, s_tail], dim=-1)
+    return teacher, student, signal
+
+
+def divergence(logits: Any, topk_ids: Any, topk_logprobs: Any, tau: float, kind: str, beta: float) -> Any:
+    """Per position [batch, length]: the divergence between the teacher's top-k distribution (with its tail
+    bucket) and the student's ``logits`` (same positions, [batch, length, vocab]) over the same k + 1 buckets
+    (``buckets``). Positions without a teacher signal give 0.
+
+    - ``forward``: KL(teacher || student) = sum p (log p - log q);
+    - ``reverse``: KL(student || teacher) = sum q (log q - log p), log 0 read as ``ZERO_LOG`` for the teacher;
+    - ``jsd``: beta KL(teacher || m) + (1 - beta) KL(student || m), m = beta p + (1 - beta) q (GKD's generalised
+      JSD, as TRL computes it).
+
+    When the k ids cover the whole vocabulary (no tail on either side), these are the full-vocabulary divergences
+    TRL's ``generalized_jsd_loss`` computes from the same logits."""
+    import torch
+
+    t_log, s_log, signal = buckets(logits, topk_ids, topk_logprobs, tau)
+    t_p, s_p = t_log.exp(), s_log.exp()
+    t_has, s_has = t_p > 0, s_p > 0
+    # logs of zero probabilities are replaced before any product (0 * -inf would be NaN, and so its gradient)
+    t_safe = torch.where(t_has, t_log, torch.zeros_like(t_log))
+    s_safe = torch.where(s_has, s_log, torch.zeros_like(s_log))
     if kind == "forward":
-        s_log = torch.log_softmax(scaled, dim=-1).gather(-1, ids)
-        terms = t_p * (t_log - s_log)
+        terms = torch.where(t_has, t_p * (t_safe - s_log.clamp(min=-1e4)), torch.zeros_like(t_p))
+    elif kind == "reverse":
+        terms = torch.where(s_has, s_p * (s_safe - t_log.clamp(min=ZERO_LOG)), torch.zeros_like(s_p))
     else:
-        raw = torch.where(valid, scaled.gather(-1, ids), torch.full_like(t_log, -1e9))
-        s_log = torch.log_softmax(raw, dim=-1)  # the student renormalised over the teacher's k tokens
-        s_p = torch.where(valid, s_log.exp(), torch.zeros_like(s_log))
-        if kind == "reverse":
-            terms = s_p * (s_log - t_log)
-        else:
-            m_log = torch.log((beta * t_p + (1 - beta) * s_p).clamp(min=1e-30))
-            terms = beta * t_p * (t_log - m_log) + (1 - beta) * s_p * (s_log - m_log)
-    terms = torch.where(valid, terms, torch.zeros_like(terms))
-    return terms.sum(-1) * valid.any(-1)
+        m_log = torch.logaddexp(t_log + math.log(beta), s_log + math.log(1 - beta))
+        m_safe = torch.where(t_has | s_has, m_log, torch.zeros_like(m_log))
+        terms = torch.where(t_has, beta * t_p * (t_safe - m_safe), torch.zeros_like(t_p)) + \
+            torch.where(s_has, (1 - beta) * s_p * (s_safe - m_safe), torch.zeros_like(s_p))
+    return terms.sum(-1) * signal
 
 
 class KDLoss(Objective):

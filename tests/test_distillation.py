@@ -37,27 +37,89 @@ def test_kd_loss_equals_a_hand_computation_on_a_tiny_vocabulary():
     logits = torch.tensor([[[2.0, 0.5, -1.0, 1.0, 0.0]]])  # one position, a vocabulary of 5
     ids = torch.tensor([[[3, 0, -1]]])  # the teacher's top-2 (a third slot unused)
     lps = torch.tensor([[[math.log(0.6), math.log(0.3), float("-inf")]]])
-    student = torch.log_softmax(logits[0, 0], -1)
-    p = torch.tensor([0.6, 0.3]) / 0.9  # the teacher renormalised over its top-k
-    forward = float((p * (p.log() - student[[3, 0]])).sum())
+    s = torch.softmax(logits[0, 0], -1)
+    p = torch.tensor([0.6, 0.3, 0.1])  # the teacher's top-2 and its tail bucket
+    q = torch.stack([s[3], s[0], s[[1, 2, 4]].sum()])  # the student on the same ids, and all the rest
+    forward = float((p * (p.log() - q.log())).sum())
     assert float(divergence(logits, ids, lps, 1.0, "forward", 0.5)) == pytest.approx(forward, abs=1e-6)
-    q = torch.softmax(logits[0, 0, [3, 0]], -1)  # the student renormalised over the teacher's tokens
     reverse = float((q * (q.log() - p.log())).sum())
     assert float(divergence(logits, ids, lps, 1.0, "reverse", 0.5)) == pytest.approx(reverse, abs=1e-6)
     m = 0.3 * p + 0.7 * q
     jsd = float(0.3 * (p * (p.log() - m.log())).sum() + 0.7 * (q * (q.log() - m.log())).sum())
     assert float(divergence(logits, ids, lps, 1.0, "jsd", 0.3)) == pytest.approx(jsd, abs=1e-6)
-    # temperature 2: both softened, the teacher's log-probabilities divided by tau before renormalising
-    p2 = torch.softmax(torch.tensor([math.log(0.6), math.log(0.3)]) / 2, -1)
-    s2 = torch.log_softmax(logits[0, 0] / 2, -1)[[3, 0]]
+    # temperature 2: the teacher's buckets' log-probabilities divided by tau and renormalised; the student's
+    # softmax at tau read at the same buckets
+    p2 = torch.softmax(p.log() / 2, -1)
+    s2 = torch.softmax(logits[0, 0] / 2, -1)
+    q2 = torch.stack([s2[3], s2[0], s2[[1, 2, 4]].sum()])
     assert float(divergence(logits, ids, lps, 2.0, "forward", 0.5)) == pytest.approx(
-        float((p2 * (p2.log() - s2)).sum()), abs=1e-6)
+        float((p2 * (p2.log() - q2.log())).sum()), abs=1e-6)
     # the whole loss: alpha * CE + (1 - alpha) * tau^2 * mean divergence over the target tokens
     outputs = SimpleNamespace(loss=torch.tensor(1.5), logits=torch.cat([logits, logits], dim=1))
     labels = torch.tensor([[-100, 3]])  # the target token sits at position 1, predicted by position 0
     batch = {"topk_ids": torch.cat([ids, ids], 1), "topk_logprobs": torch.cat([lps, lps], 1), "num_items": 1}
     assert float(KDLoss(0.25, 1.0, "forward", 0.5).loss(outputs, labels, batch)) == pytest.approx(
         0.25 * 1.5 + 0.75 * forward, abs=1e-6)
+
+
+def test_top_k_divergences_see_the_student_mass_outside_the_teacher_top_k():
+    """A student with the teacher's order inside its top-4 but 97.6% of its mass on another token: renormalising
+    the student over the teacher's 4 tokens would call that a perfect match (loss 0) for reverse KL and JSD."""
+    teacher = torch.tensor([0.5, 0.3, 0.1, 0.05])  # tail 0.05
+    inside = teacher / teacher.sum() * 0.024  # the teacher's order and ratios, 2.4% of the student's mass
+    probs = torch.cat([inside, torch.tensor([0.976])])
+    logits = probs.log().view(1, 1, 5)
+    ids, lps = torch.tensor([[[0, 1, 2, 3]]]), teacher.log().view(1, 1, 4)
+    assert float(torch.softmax(logits[0, 0], -1)[4]) == pytest.approx(0.976, abs=1e-6)
+    p = torch.cat([teacher, torch.tensor([0.05])])
+    expected = {"forward": float((p * (p.log() - probs.log())).sum()),
+                "reverse": float((probs * (probs.log() - p.log())).sum())}
+    m = 0.5 * p + 0.5 * probs
+    expected["jsd"] = float(0.5 * (p * (p.log() - m.log())).sum() + 0.5 * (probs * (probs.log() - m.log())).sum())
+    for kind, value in expected.items():
+        got = float(divergence(logits, ids, lps, 1.0, kind, 0.5))
+        assert got == pytest.approx(value, abs=1e-5), kind
+        assert got > 0.3, kind  # far from "a perfect match"
+    # and the same student with its mass back inside the top-4 scores (near) zero
+    matched = torch.cat([teacher, torch.tensor([0.05])]).log().view(1, 1, 5)
+    for kind in expected:
+        assert float(divergence(matched, ids, lps, 1.0, kind, 0.5)) == pytest.approx(0.0, abs=1e-6), kind
+
+
+def test_zero_and_empty_teacher_probabilities_give_finite_losses_and_gradients():
+    logits = torch.randn(1, 2, 6, requires_grad=True)
+    ids = torch.tensor([[[1, 2, -1], [0, 5, 3]]])
+    lps = torch.tensor([[[-0.1, float("-inf"), float("-inf")], [-0.5, -1.5, float("-inf")]]])  # -inf: probability 0
+    for kind in ("forward", "reverse", "jsd"):
+        loss = divergence(logits, ids, lps, 1.0, kind, 0.5).sum()
+        logits.grad = None
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(logits.grad).all(), kind
+    # a position with no signal at all (every slot -1) gives 0
+    none = divergence(logits, torch.full((1, 2, 3), -1), torch.full((1, 2, 3), float("-inf")), 1.0, "jsd", 0.5)
+    assert none.abs().sum() == 0
+
+
+@pytest.mark.parametrize("tau", [1.0, 2.0])
+def test_full_vocabulary_divergences_equal_trl_generalized_jsd(tau, monkeypatch):
+    """With k = the whole vocabulary, each divergence is TRL's generalized JSD loss (beta 0: forward KL, beta 1:
+    reverse KL) on the same logits, token by token."""
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    trl = pytest.importorskip("trl", reason="TRL is not installed (pip install -e '.[test]' installs it)")
+    from trl.experimental.gkd import GKDTrainer
+
+    torch.manual_seed(0)
+    vocab = 48
+    student, teacher = torch.randn(2, 5, vocab) * 2, torch.randn(2, 5, vocab) * 2
+    labels = torch.randint(0, vocab, (2, 5))
+    labels[0, :2] = -100
+    # the teacher's record: every token of the vocabulary, best first, log-probabilities at temperature 1
+    lps, ids = torch.log_softmax(teacher, -1).sort(-1, descending=True)
+    for kind, beta in (("forward", 0.0), ("reverse", 1.0), ("jsd", 0.5), ("jsd", 0.3)):
+        ours = divergence(student, ids, lps, tau, kind, beta if kind == "jsd" else 0.5)[labels != -100]
+        theirs = GKDTrainer.generalized_jsd_loss(student, teacher, labels=labels, beta=beta, temperature=tau,
+                                                 reduction="none").sum(-1)
+        assert torch.allclose(ours, theirs, atol=1e-5), (kind, beta, trl.__version__, ours - theirs)
 
 
 def _rows(tok, texts, k=3):
