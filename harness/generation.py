@@ -9,7 +9,8 @@ fit the model's positions (a long transcript keeps its latest turns).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from harness.models import is_encoder_decoder  # re-exported: generation callers used to import it from here
@@ -145,3 +146,32 @@ def generation_lm(answer: Callable[[list[str]], list[str]], name: str = "harness
             raise NotImplementedError(f"{name} generates only (generate_until)")
 
     return GenerationLM()
+
+
+def signal_problem(signals: Mapping[str, Any], vocabulary_size: int | None = None) -> str | None:
+    """What makes a generation's token-level signals (``Generation.meta["signals"]``) unusable for training, or
+    None: ``target_ids`` that are not token ids, ``topk_ids`` / ``topk_logprobs`` not one list per target token of
+    the same length, a log-probability that is NaN or +inf (or above 0 by more than rounding), or an id outside
+    ``[0, vocabulary_size)``. -inf is a probability of 0 and id -1 an empty slot: both are fine.
+    Teachers call it on what a server returned, and the teach stage on every teacher's generations."""
+    limit = vocabulary_size if vocabulary_size else math.inf
+    size = f"({vocabulary_size or '?'} tokens)"
+    target = signals.get("target_ids")
+    if target is not None:
+        for i, t in enumerate(target):
+            if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < limit:
+                return f"target_ids[{i}] = {t!r} is not a token id of the vocabulary {size}"
+    ids, lps = signals.get("topk_ids"), signals.get("topk_logprobs")
+    if ids is None and lps is None:
+        return None
+    if ids is None or lps is None or len(ids) != len(lps) or (target is not None and len(ids) != len(target)):
+        return "topk_ids and topk_logprobs must both be there, one list per target token"
+    for i, (row_ids, row_lps) in enumerate(zip(ids, lps)):
+        if len(row_ids) != len(row_lps):
+            return f"topk_ids[{i}] and topk_logprobs[{i}] differ in length"
+        for j, (t, lp) in enumerate(zip(row_ids, row_lps)):
+            if not isinstance(t, int) or isinstance(t, bool) or not -1 <= t < limit:
+                return f"topk_ids[{i}][{j}] = {t!r} is not a token id of the vocabulary {size}"
+            if not isinstance(lp, (int, float)) or isinstance(lp, bool) or math.isnan(lp) or lp > 1e-3:
+                return f"topk_logprobs[{i}][{j}] = {lp!r} is not a log-probability (NaN, +inf or above 0)"
+    return None

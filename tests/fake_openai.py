@@ -36,7 +36,8 @@ class FakeOpenAI:
                  fault_kinds: tuple[str, ...] = FAULTS, seed: int = 0, api_key: str | None = None,
                  models: tuple[str, ...] = (), max_n: int | None = None, retry_after: float = 0.05,
                  hang: float = 5.0, poison: str | None = None, logprobs: bool = True, batch_seconds: float = 0.5,
-                 batch_outcome: str = "completed", batch_missing: int = 0):
+                 batch_outcome: str = "completed", batch_missing: int = 0,
+                 signal_fault: tuple[str, str] | None = None):
         self.latency, self.faults, self.fault_rate, self.fault_kinds = latency, dict(faults or {}), fault_rate, fault_kinds
         self.rng = random.Random(seed)
         self.api_key, self.models, self.max_n = api_key, models, max_n
@@ -46,6 +47,9 @@ class FakeOpenAI:
         self.logprobs = logprobs
         """Answer ``logprobs`` requests (false: ignore them, as servers without support do)."""
         self.batch_seconds, self.batch_outcome, self.batch_missing = batch_seconds, batch_outcome, batch_missing
+        self.signal_fault = signal_fault
+        """(text, kind): prompts containing ``text`` get top-k log-probabilities broken by ``kind``: ``nan``,
+        ``inf`` (+inf), ``-inf`` (a legitimate probability 0) or ``oov`` (a token id far outside any vocabulary)."""
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
         self.batches_created = 0
@@ -98,6 +102,8 @@ class FakeOpenAI:
         if self.logprobs and k:
             for choice, text in zip(payload["choices"], texts):
                 choice["logprobs"] = self.token_logprobs(text, k, chat, bool(body.get("return_tokens_as_token_ids")))
+                if self.signal_fault and self.signal_fault[0] in prompt:
+                    self.break_logprobs(choice["logprobs"], self.signal_fault[1], chat)
         if fault == "truncated":
             raw = json.dumps(payload)
             return web.Response(text=raw[: len(raw) // 2], content_type="application/json")
@@ -128,6 +134,24 @@ class FakeOpenAI:
                                 for i, top in zip(ids, tops)]}
         return {"tokens": [name(i) for i in ids], "token_logprobs": [-0.1] * len(ids),
                 "top_logprobs": [dict(top) for top in tops], "text_offset": list(range(len(ids)))}
+
+    @staticmethod
+    def break_logprobs(logprobs: dict, kind: str, chat: bool) -> None:
+        """The second alternative of the first token made NaN, +inf, -inf or an out-of-vocabulary id."""
+        value = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}.get(kind)
+        if chat:
+            alternative = logprobs["content"][0]["top_logprobs"][1]
+            if value is None:
+                alternative["token"] = "token_id:9999999"
+            else:
+                alternative["logprob"] = value
+        else:
+            top = logprobs["top_logprobs"][0]
+            name = list(top)[1]
+            if value is None:
+                top["token_id:9999999"] = top.pop(name)
+            else:
+                top[name] = value
 
     @staticmethod
     def payload(model: str, texts: list[str], chat: bool, prompt: str) -> dict:

@@ -156,6 +156,40 @@ def test_alpha_1_trains_exactly_like_fine_tune_cot(tmp_path, teacher_dir):
     assert mixed["losses"] != ftc["losses"] and all(math.isfinite(x) for x in mixed["losses"])
 
 
+def test_a_non_finite_loss_stops_training_and_saves_no_model(tmp_path, teacher_dir):
+    from harness import Objective, RunError
+
+    class Broken(Objective):
+        signals = ("topk",)
+
+        def loss(self, outputs, labels, batch):
+            return outputs.loss * float("nan")
+
+    tok = _tokenizer(teacher_dir)
+    with pytest.raises(RunError, match=r"the loss is nan at step 1, so training stopped and no model was saved"):
+        _train(tmp_path, _rows(tok, TEXTS[:8]), Broken(), teacher_dir, "nan")
+    assert not [f for f in (tmp_path / "nan").rglob("*") if f.is_file()]  # no weights anywhere
+
+
+def test_a_teacher_token_id_outside_the_student_vocabulary_is_a_clear_error(tmp_path, teacher_dir):
+    from harness import BadInputError
+
+    tok = _tokenizer(teacher_dir)
+    rows = _rows(tok, TEXTS[:8])
+    bad = dict(rows[3].signals)
+    bad["topk_ids"] = [[len(tok) + 5, *top[1:]] for top in bad["topk_ids"]]
+    rows[3] = TrainingExample(rows[3].example_id, rows[3].prompt, rows[3].target, signals=bad)
+    with pytest.raises(BadInputError, match=rf"training pair '3' carries the teacher's token id {len(tok) + 5}, "
+                                            rf"outside the student's vocabulary \({len(tok)} tokens\)"):
+        _train(tmp_path, rows, KDLoss(0.5, 1.0, "forward", 0.5), teacher_dir, "oov")
+
+
+def _tokenizer(folder):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
 def _kd_recipe(tmp_path: Path, teacher_dir: Path, student_tokenizer: str, **teacher) -> Path:
     options = {"top_logprobs": 4, "prompt": '"fine_tune_cot"', "samples": 2, "temperature": 1.0,
                "max_tokens": 24, "cache_dir": f'"{tmp_path / "cache"}"', **teacher}
@@ -430,3 +464,18 @@ def test_a_strategy_loss_is_refused_where_launched_processes_would_drop_it(tmp_p
     result = cli("validate", recipe, "--set", "training.processes=2", "--set", 'training.launcher="torchrun"')
     assert result.code == 2
     assert "which launched training processes do not carry yet" in result.err and "training.processes = 1" in result.err
+
+
+def test_signal_problem_names_what_is_unusable():
+    from harness.generation import signal_problem
+
+    good = {"target_ids": [5, 2], "topk_ids": [[5, 7, -1], [2, 1, 0]],
+            "topk_logprobs": [[-0.1, -2.5, float("-inf")], [0.0, -3.0, -4.0]]}
+    assert signal_problem(good, 10) is None
+    nan = {**good, "topk_logprobs": [[-0.1, float("nan"), -3.0], [0.0, -3.0, -4.0]]}
+    assert signal_problem(nan) == "topk_logprobs[0][1] = nan is not a log-probability (NaN, +inf or above 0)"
+    inf = {**good, "topk_logprobs": [[-0.1, -2.0, -3.0], [float("inf"), -3.0, -4.0]]}
+    assert signal_problem(inf).startswith("topk_logprobs[1][0] = inf")
+    assert signal_problem(good, 6) == "topk_ids[0][1] = 7 is not a token id of the vocabulary (6 tokens)"
+    assert signal_problem({**good, "target_ids": [5]}) == ("topk_ids and topk_logprobs must both be there, one list "
+                                                           "per target token")

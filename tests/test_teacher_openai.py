@@ -289,6 +289,40 @@ def test_top_logprobs_come_with_the_text_in_one_cache_entry(tmp_path, endpoint):
         assert again.generate(EXAMPLES[:3], TASK, lambda n: None) == out and server.requests == before
 
 
+@pytest.mark.parametrize("kind", ["nan", "inf", "oov"])
+def test_non_finite_or_out_of_vocabulary_top_k_is_refused_at_teach_time_and_never_paid_twice(tmp_path, kind):
+    """A server answering NaN or +inf log-probabilities, or a token id outside the vocabulary, for one question:
+    the teach stage stops (exit 2) naming the question and its cache entry; every other answer is cached, and
+    the re-run pays for nothing twice and stops the same way."""
+    from harness.errors import BadInputError
+
+    from .conftest import tiny_causal_lm
+
+    tok_dir = tiny_causal_lm(tmp_path / "tok", ["Rationale 0 for abc. --> 42"])
+    with FakeOpenAI(signal_fault=(EXAMPLES[1].question, kind)) as server:
+        options = dict(prompt="fine_tune_cot", top_logprobs=3, tokenizer=str(tok_dir), endpoint="chat")
+        t = teacher(server, tmp_path, **options)
+        with pytest.raises(BadInputError, match=rf"unusable top-k signals for 1 requests: question {EXAMPLES[1].id} "
+                                                r"sample 0 \(cache entry [0-9a-f]{16}\.\.\.\): topk_"):
+            t.generate(EXAMPLES[:4], TASK, lambda n: None)
+        paid = server.requests
+        assert paid == 4  # one request per question, the broken one included: all cached
+        again = teacher(server, tmp_path, **options)
+        with pytest.raises(BadInputError, match="a re-run pays for nothing twice"):
+            again.generate(EXAMPLES[:4], TASK, lambda n: None)
+        assert server.requests == paid
+
+
+def test_a_minus_inf_log_probability_is_a_probability_of_zero_not_an_error(tmp_path):
+    from .conftest import tiny_causal_lm
+
+    tok_dir = tiny_causal_lm(tmp_path / "tok", ["Rationale 0 for abc. --> 42"])
+    with FakeOpenAI(signal_fault=(EXAMPLES[0].question, "-inf")) as server:
+        t = teacher(server, tmp_path, prompt="fine_tune_cot", top_logprobs=3, tokenizer=str(tok_dir))
+        out = t.generate(EXAMPLES[:2], TASK, lambda n: None)
+    assert float("-inf") in out[0][0].meta["signals"]["topk_logprobs"][0]
+
+
 def test_a_server_without_logprobs_is_a_clear_error_not_silent_zeros(tmp_path):
     from harness.errors import BadInputError
 

@@ -17,7 +17,8 @@ from typing import Any
 from harness import answers
 from harness._run.ui import Trouble
 from harness.components import Strategy, Task, Teacher
-from harness.errors import RunError
+from harness.errors import BadInputError, RunError
+from harness.generation import signal_problem
 from harness.io import atomic_write_json
 from harness.records import (
     EXAMPLES,
@@ -83,6 +84,7 @@ def teach(teacher: Teacher, kind: str, task: Task, train: RecordTable[Example], 
     """The teacher asked chunk by chunk (a list of questions per ``generate`` call, as the contract says); its
     answers written as they come, grouped by question in question order."""
     questions = generations = failed = signal_size = signal_tokens = 0
+    unusable: list[str] = []
     with RecordWriter(out / "generations.arrow", GENERATIONS) as writer:
         for chunk in train.chunks(CHUNK):
             samples = teacher.generate(chunk, task, progress)
@@ -94,10 +96,18 @@ def teach(teacher: Teacher, kind: str, task: Task, train: RecordTable[Example], 
                 for g in gens:
                     failed += bool(g.meta.get("error"))
                     signals = g.meta.get("signals")
+                    if signals and (problem := signal_problem(signals)):
+                        unusable.append(f"question {g.example_id} sample {g.sample_index}: {problem}")
                     if signals and signals.get("target_ids"):  # token-level signals beside the text
                         signal_size += len(json.dumps(signals))
                         signal_tokens += len(signals["target_ids"])
             questions += len(chunk)
+            if unusable:  # the teacher has answered (and cached) this chunk: stop before paying for more
+                raise BadInputError(
+                    f"teacher '{kind}': {len(unusable)} generations carry unusable top-k signals, which would "
+                    f"train a broken student: " + "; ".join(unusable[:5]) + (" ..." if len(unusable) > 5 else "")
+                    + ". Fix the teacher (or its server), or set teacher.top_logprobs = 0 to train on text only; "
+                      "what it answered is kept in its cache")
     summary = f"{generations} rationales for {questions} questions"
     record: dict[str, Any] = {"questions": questions, "generations": generations, "failed": failed,
                               "digest": file_digest(out / "generations.arrow")}

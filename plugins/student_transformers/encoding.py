@@ -61,9 +61,12 @@ def encode(tokenizer, examples: Sequence[TrainingExample], max_length: int,
     piece_ids = iter(tokenizer(pieces, add_special_tokens=False)["input_ids"] if pieces else [])
     eos = tokenizer.eos_token_id
     weighted = any(e.weight != 1.0 for e in examples)
+    vocabulary = len(tokenizer)
     rows = []
     for p, t, e in zip(prompts, targets, examples):
         signals = e.signals or {}
+        if signals:
+            _check_ids(e, signals, vocabulary)
         if encoder_decoder:
             ids, labels = p[:max_length], (t + [eos])[:max_length]
         elif "target_ids" in signals:  # the teacher's own tokens (EOS included), not a re-tokenized text
@@ -85,6 +88,17 @@ def encode(tokenizer, examples: Sequence[TrainingExample], max_length: int,
                                                             for x in signals["topk_logprobs"]])[:len(ids)]
         rows.append(row)
     return rows
+
+
+def _check_ids(example: TrainingExample, signals, vocabulary: int) -> None:
+    """Token ids in a pair's signals must be the student's: an id past its vocabulary would fail deep inside
+    training (an IndexError in the embedding), after the teacher was paid."""
+    top = max((max(row) for row in signals.get("topk_ids") or () if row), default=-1)
+    target = max(signals.get("target_ids") or (), default=-1)
+    if max(top, target) >= vocabulary:
+        raise BadInputError(f"strategy: training pair {example.example_id!r} carries the teacher's token id "
+                            f"{max(top, target)}, outside the student's vocabulary ({vocabulary} tokens); the "
+                            f"student needs the teacher's tokenizer (student.tokenizer = \"<the teacher's folder>\")")
 
 
 def _encode_chat(tokenizer, examples: Sequence[TrainingExample], max_length: int, chat: Any) -> list[dict]:

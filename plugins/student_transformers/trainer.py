@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness import BadInputError, TrainingSettings
+from harness import BadInputError, RunError, TrainingSettings
 from harness.deepspeed import build_config as build_deepspeed_config
 from harness.deepspeed import load_config as load_deepspeed_config
 from harness.io import atomic_write_json
@@ -127,15 +127,28 @@ def weighted_trainer():
                 labels = inputs["labels"]
                 items = num_items_in_batch if counted else (labels[:, 1:] != -100).sum()
                 batch = {**inputs, **signals, "num_items": items}
-                loss = self.objective.loss(outputs, labels, batch)
+                loss = self._finite(self.objective.loss(outputs, labels, batch))
                 return (loss, outputs) if return_outputs else loss
             weights = inputs.pop("weights", None)
             if weights is None:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                found = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                self._finite(found[0] if return_outputs else found)
+                return found
             outputs = model(**inputs)  # encoder-decoder models need the labels for their decoder inputs
             shift = not is_encoder_decoder(model)
-            loss = weighted_loss(outputs.logits, inputs["labels"], weights, shift=shift)
+            loss = self._finite(weighted_loss(outputs.logits, inputs["labels"], weights, shift=shift))
             return (loss, outputs) if return_outputs else loss
+
+        def _finite(self, loss):
+            """The loss, or a stop: a NaN or infinite loss would train (and publish) a model of NaN weights."""
+            import torch
+
+            if not bool(torch.isfinite(loss.detach()).all()):
+                raise RunError(f"training: the loss is {float(loss.detach().float().sum())} at step "
+                               f"{self.state.global_step + 1}, so training stopped and no model was saved. Usual "
+                               f"causes: a learning rate too high (training.learning_rate), bf16 overflow "
+                               f"(training.bf16 = false), or a strategy loss given broken signals")
+            return loss
 
     return WeightedTrainer
 

@@ -39,6 +39,7 @@ from harness import (
 )
 from harness.cache import JsonlCache, content_key, default_cache_dir
 from harness.errors import RunError
+from harness.generation import signal_problem
 from harness.models import tokenizer_vocabulary
 
 from .batch import fill_cache
@@ -141,6 +142,7 @@ class OpenAITeacher(Teacher):
                                                            timeout=c.timeout))
         self._cache = cache
         self._inflight: dict[str, asyncio.Future] = {}
+        self._unusable: list[str] = []
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._example(e, trigger, progress)) for e in examples]
@@ -150,12 +152,27 @@ class OpenAITeacher(Teacher):
             await self._pool.close()
             if c.endpoints:
                 self._usage.endpoints = self._pool.summary()
+        if self._unusable:  # every other answer is in the cache: a re-run asks for nothing already paid
+            bad = self._unusable
+            raise BadInputError(
+                f"teacher.top_logprobs: {c.base_url} (model {c.model}) returned unusable top-k signals for "
+                f"{len(bad)} requests: " + "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else "") +
+                f". Their responses are kept in the teacher cache {cache.path} under those entries, so a re-run "
+                f"pays for nothing twice and stops here again: fix the server, then delete those entries' lines "
+                f"from the cache to ask them again (or set teacher.top_logprobs = 0 to train on text only)")
         return [t.result() for t in tasks]
 
     async def _example(self, example: Example, trigger: str, progress) -> list[Generation]:
         c = self.config
         prompt = prompts.first_prompt(c.prompt, example.question, self._exemplars)
         first = await self._samples(prompt, c.samples, c.temperature, c.max_tokens, c.top_logprobs)
+        for i, record in enumerate(first):
+            if isinstance(record, dict) and len(record) > 1:  # top-k signals beside the text
+                problem = signal_problem({k: v for k, v in record.items() if k != "text"}, self._vocabulary_size())
+                if problem:
+                    key = self._key(prompt, c.temperature, c.max_tokens, i, c.top_logprobs)
+                    self._unusable.append(f"question {example.id} sample {i} (cache entry {key[:16]}...): {problem}")
+                    first[i] = RunError(f"unusable top-k signals: {problem}")
         out = await asyncio.gather(*(self._finish(example, i, r, trigger) for i, r in enumerate(first)))
         progress(1)
         return list(out)
@@ -315,6 +332,9 @@ class OpenAITeacher(Teacher):
                 (not ids or ids[-1] != eos):  # the server drops the EOS it stopped on; the student learns it
             ids, top_ids, top_lps = ids + [eos], top_ids + [[eos]], top_lps + [[0.0]]
         return {"target_ids": ids, "topk_ids": top_ids, "topk_logprobs": top_lps}
+
+    def _vocabulary_size(self) -> int | None:
+        return len(self._tokenizer()) if self.config.tokenizer else None
 
     def _tokenizer(self) -> Any:
         if self._tok is None:
