@@ -383,3 +383,14 @@ def create(kind: str, name: str, **options: Any) -> Any:
     from harness._run.registry import load_registry
 
     return load_registry().create(kind, name, options)
+
+
+def build_objective(source: Mapping[str, Any]) -> Objective | None:
+    """A strategy's objective rebuilt from ``TrainingContext.objective_source`` (in another process: a launched
+    training process builds the same strategy, and the same teacher for its scorer, through the registry)."""
+    strategy = source["strategy"]
+    objective = create("strategy", strategy["kind"], **strategy["config"]).objective()
+    if objective is not None and "scores" in objective.signals and source.get("teacher"):
+        teacher = source["teacher"]
+        objective.scorer = create("teacher", teacher["kind"], **teacher["config"]).scorer()
+    return objective

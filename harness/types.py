@@ -239,6 +239,10 @@ class TrainingContext:
     """Scores ``(model, tokenizer)`` on the validation sample (accuracy in [0, 1]) for model selection."""
     objective: Any = None
     """The strategy's own loss (a ``harness.components.Objective``), or None for cross-entropy on the targets."""
+    objective_source: Mapping[str, Any] | None = None
+    """How another process builds the same ``objective``: ``{"strategy": {"kind", "config"}, "teacher": {"kind",
+    "config"} or None}`` (plain values, JSON-safe). A student that trains in processes it starts passes it on, and
+    each of them calls ``harness.components.build_objective(source)``."""
     node_rank: int = 0
     """Which node this process is when ``training.nodes`` > 1 (0: the one that saves the model)."""
     cache_dir: Path | None = None

@@ -134,12 +134,13 @@ def _rows(tok, texts, k=3):
     return rows
 
 
-def _train(tmp_path, rows, objective, teacher_dir, name):
+def _train(tmp_path, rows, objective, teacher_dir, name, source=None, **settings):
     student = TransformersStudent(StudentConfig(architecture={"model_type": "gpt2", "n_layer": 1, "n_embd": 32,
                                                               "n_head": 2, "n_positions": 128},
                                                 tokenizer=str(teacher_dir)))
-    info = student.train(rows, TrainingSettings(max_steps=6, batch_size=4, logging_steps=1, threads=1),
-                         tmp_path / name, [], lambda n: None, TrainingContext(objective=objective))
+    knobs = {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "threads": 1, **settings}
+    info = student.train(rows, TrainingSettings(**knobs), tmp_path / name, [], lambda n: None,
+                         TrainingContext(objective=objective, objective_source=source))
     return info
 
 
@@ -459,11 +460,31 @@ def test_served_teacher_through_vllm_gives_the_same_top_k_and_trains_logit_kd(tm
     assert train["steps"] == 4 and math.isfinite(train["train_loss"])
 
 
-def test_a_strategy_loss_is_refused_where_launched_processes_would_drop_it(tmp_path, teacher_dir, cli):
-    recipe = _kd_recipe(tmp_path, teacher_dir, str(teacher_dir))
-    result = cli("validate", recipe, "--set", "training.processes=2", "--set", 'training.launcher="torchrun"')
-    assert result.code == 2
-    assert "which launched training processes do not carry yet" in result.err and "training.processes = 1" in result.err
+@pytest.mark.slow
+def test_logit_kd_in_two_launched_processes_follows_the_one_process_loss_curve(tmp_path, teacher_dir):
+    """The strategy's loss travels to every launched process (rebuilt from the strategy's kind and config): two
+    torchrun processes with the same global batch give the one-process KD curve, not cross-entropy's."""
+    from harness.components import build_objective
+
+    rows = _rows(_tokenizer(teacher_dir), TEXTS[:16])
+    source = {"strategy": {"kind": "logit_kd", "config": {"alpha": 0.3, "temperature": 2.0}}, "teacher": None}
+    one = _train(tmp_path, rows, build_objective(source), teacher_dir, "one", source)
+    two = _train(tmp_path, rows, build_objective(source), teacher_dir, "two", source, processes=2,
+                 launcher="torchrun")
+    ce = _train(tmp_path, [TrainingExample(r.example_id, r.prompt, r.target, signals={"target_ids":
+                r.signals["target_ids"]}) for r in rows], None, teacher_dir, "ce")
+    assert two["processes"] == 2 and two["batch"]["total"] == 4
+    assert two["losses"] == pytest.approx(one["losses"], rel=0.02)
+    assert all(abs(a - b) > 0.05 for a, b in zip(two["losses"], ce["losses"]))  # the KD term is in it
+
+
+def test_a_strategy_loss_without_a_source_is_refused_before_launching(tmp_path, teacher_dir):
+    from harness import BadInputError
+
+    rows = _rows(_tokenizer(teacher_dir), TEXTS[:8])
+    with pytest.raises(BadInputError, match="cannot be rebuilt in launched training processes"):
+        _train(tmp_path, rows, KDLoss(0.5, 1.0, "forward", 0.5), teacher_dir, "x", None, processes=2,
+               launcher="torchrun")
 
 
 def test_signal_problem_names_what_is_unusable():

@@ -43,12 +43,17 @@ def assemble(recipe: Recipe, registry: Registry) -> Assembly:
         sinks=[build(registry, "sink", s) for s in recipe.sinks])
 
 
-def bound_objective(strategy: Strategy, teacher: Teacher) -> Objective | None:
-    """The strategy's own loss, with the teacher's scorer bound when it scores new text during training."""
+def bound_objective(strategy: Strategy, teacher: Teacher, recipe: Recipe,
+                    spec: ComponentSpec) -> tuple[Objective | None, dict | None]:
+    """The strategy's own loss, with the teacher's scorer bound when it scores new text during training; and its
+    source (``TrainingContext.objective_source``), from which a launched process builds the same."""
     objective = strategy.objective()
-    if objective is not None and "scores" in objective.signals:
+    if objective is None:
+        return None, None
+    scores = "scores" in objective.signals
+    if scores:
         objective.scorer = teacher.scorer()
-    return objective
+    return objective, {"strategy": spec.plain(), "teacher": recipe.teacher.plain() if scores else None}
 
 
 def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Student],
@@ -73,10 +78,11 @@ def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Stu
             out.append(f"{recipe.path}: teacher.kind: strategy[{j}] ('{spec.name}') trains on the teacher's "
                        f"{', '.join(missing)} signals, which this teacher does not record; with the hf or openai "
                        f"teacher set teacher.top_logprobs = 8 and teacher.prompt = \"fine_tune_cot\"")
-        if recipe.training.world_size() > 1:
-            out.append(f"{recipe.path}: training.processes: strategy[{j}] ('{spec.name}') trains with its own loss, "
-                       f"which launched training processes do not carry yet (they would train with cross-entropy); "
-                       f"set training.processes = 1 and training.nodes = 1 for it")
+        if recipe.training.world_size() > 1 and "scores" in objective.signals and teacher.signals() and \
+                "scores" in teacher.signals() and getattr(recipe.teacher.config, "serve", ""):
+            out.append(f"{recipe.path}: training.processes: strategy[{j}] ('{spec.name}') has the teacher score "
+                       f"text during training, and a served teacher would start one server per training process; "
+                       f"set training.processes = 1 and training.nodes = 1 for it (or use the hf teacher)")
         token_level = "topk" in objective.signals
         teacher_vocab = teacher.vocabulary() if token_level else None
         for i, student_spec in enumerate(recipe.students):

@@ -94,8 +94,8 @@ class Pipeline:
             for student_spec in r.students:
                 run_name = spec.name if len(r.students) == 1 else f"{spec.name}+{student_spec.name}"
                 student = students[student_spec.name]
-                model_dirs, train_keys = self.train_roles(run_name, strategy, student, student_spec, train_rows,
-                                                          build_key, task, splits)
+                model_dirs, train_keys = self.train_roles(run_name, strategy, spec, student, student_spec,
+                                                          train_rows, build_key, task, splits)
                 if self.node_rank:  # another node: training was its part
                     continue
                 eval_key = self.keys.evaluate(train_keys, task_key, spec)
@@ -156,7 +156,8 @@ class Pipeline:
         folder = self._stage(f"build-{name}", f"build {name}", key, len(train), work)
         return RecordTable(folder / "train.arrow", TRAINING)
 
-    def train_roles(self, run_name: str, strategy: Strategy, student: Student, student_spec: ComponentSpec,
+    def train_roles(self, run_name: str, strategy: Strategy, strategy_spec: ComponentSpec, student: Student,
+                    student_spec: ComponentSpec,
                     train_rows: list, build_key: str, task: Task | None = None,
                     splits: dict[str, list[Example]] | None = None) -> tuple[dict[str, Path], list[str]]:
         """One model per role of the strategy (e.g. Socratic's decomposer and solver; most strategies have one).
@@ -176,10 +177,10 @@ class Pipeline:
             key = self.keys.train(build_key, role, student_spec, settings)
             validate = selection_validator(settings, self.recipe.evaluation, strategy, task,
                                            (splits or {}).get("validation"), roles) if settings.select_every else None
-            objective = bound_objective(strategy, self.teacher)
+            objective, source = bound_objective(strategy, self.teacher, self.recipe, strategy_spec)
             try:
                 model_dirs[role] = self.train(f"{run_name}-{role}" if len(roles) > 1 else run_name, student, rows,
-                                              key, settings, validate, objective)
+                                              key, settings, validate, objective, source)
             finally:
                 if objective is not None:
                     objective.close()
@@ -187,7 +188,8 @@ class Pipeline:
         return model_dirs, keys
 
     def train(self, run_name: str, student: Student, rows: list, key: str, settings: TrainingSettings,
-              validate: Validator | None = None, objective: Objective | None = None) -> Path:
+              validate: Validator | None = None, objective: Objective | None = None,
+              objective_source: dict | None = None) -> Path:
         stage = f"train-{run_name}"
         # Checkpoints live outside the stage folder (which restarts empty) so that a killed run resumes.
         checkpoints = self.rundir.root / "checkpoints" / f"{stage}-{key[:12]}"
@@ -195,8 +197,8 @@ class Pipeline:
         def work(out: Path, progress) -> tuple[str, dict]:
             corpus = TextView(rows)
             context = TrainingContext(checkpoint_dir=checkpoints if settings.checkpoint_steps else None,
-                                      validate=validate, objective=objective, cache_dir=self.rundir.root / "cache",
-                                      node_rank=self.node_rank)
+                                      validate=validate, objective=objective, objective_source=objective_source,
+                                      cache_dir=self.rundir.root / "cache", node_rank=self.node_rank)
             info = student.train(rows, settings, out / "model", corpus, progress, context=context)
             io.atomic_write_json(out / "train.json", info)
             summary = (f"{info.get('steps')} steps, loss {info.get('final_loss') or info.get('train_loss'):.3f}, "

@@ -18,7 +18,8 @@ others from ``harness train RECIPE --node-rank K``, meeting at node 0's address 
     python -m deepspeed.launcher.runner --hostfile HOSTFILE --num_nodes M --master_addr HOST0 --master_port P \\
         --no_local_rank --module harness_builtins.student_transformers.worker JOB/job.json   # node 0 only
 
-Each worker reads ``job.json`` (the student's config, the training settings, where to write), the training
+Each worker reads ``job.json`` (the student's config, the training settings, where to write, and where a strategy
+has its own loss, the strategy (and teacher) to build it from, as ``TrainingContext.objective_source``), the training
 pairs (``harness.records``: the build stage's file, or ``rows.arrow`` written for pairs held in memory) and,
 when it is not the pairs' own text, ``corpus.jsonl``; rank 0 writes ``status.json`` (the step reached, for the
 progress bar) and ``result.json`` (the training summary). All output goes to ``launch.log``, whose tail a failure
@@ -66,7 +67,12 @@ def launch(config: Config, train, settings: TrainingSettings, out_dir: Path, cor
     if not own_text:
         with (job / "corpus.jsonl").open("w") as f:
             f.writelines(json.dumps(text) + "\n" for text in corpus)
+    if context.objective is not None and context.objective_source is None:
+        raise BadInputError("training.processes: this strategy's loss cannot be rebuilt in launched training "
+                            "processes (the context gives no objective_source); set training.processes = 1 and "
+                            "training.nodes = 1")
     spec = {"config": asdict(config), "settings": asdict(settings), "out_dir": str(out_dir), "rows": str(rows_file),
+            "objective": context.objective_source if context.objective is not None else None,
             "corpus": None if own_text else str(job / "corpus.jsonl"),
             "cache_dir": str(context.cache_dir) if context.cache_dir else None,
             "checkpoint_dir": str(context.checkpoint_dir) if context.checkpoint_dir else None,

@@ -119,7 +119,7 @@ def weighted_trainer():
                     # the rows changed, so the Trainer's count of target tokens no longer holds: count this
                     # micro-batch's, as if the others of the accumulated batch were the same size
                     own = (inputs["labels"][:, 1:] != -100).sum()
-                    num_items_in_batch = own * self.args.gradient_accumulation_steps
+                    num_items_in_batch = own * self.args.gradient_accumulation_steps * max(1, self.args.world_size)
                 # outputs.loss is the cross-entropy exactly as the default objective computes it (summed over the
                 # target tokens of the whole accumulated batch and divided by their number, num_items_in_batch)
                 counted = num_items_in_batch is not None and self.model_accepts_loss_kwargs
@@ -127,7 +127,12 @@ def weighted_trainer():
                 labels = inputs["labels"]
                 items = num_items_in_batch if counted else (labels[:, 1:] != -100).sum()
                 batch = {**inputs, **signals, "num_items": items}
-                loss = self._finite(self.objective.loss(outputs, labels, batch))
+                loss = self.objective.loss(outputs, labels, batch)
+                if counted and self.args.average_tokens_across_devices and self.args.world_size > 1:
+                    # num_items counts the target tokens of every process, and the processes' gradients are
+                    # averaged: scaled back to a sum over processes (as the Trainer does for its own loss)
+                    loss = loss * self.accelerator.num_processes
+                loss = self._finite(loss)
                 return (loss, outputs) if return_outputs else loss
             weights = inputs.pop("weights", None)
             if weights is None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from harness import TrainingContext, TrainingSettings
+from harness.components import build_objective
 from harness.io import atomic_write_json, read_jsonl
 from harness.records import TRAINING, RecordTable, TextView
 
@@ -35,9 +36,16 @@ def main(job_file: str) -> None:
             atomic_write_json(Path(job["status"]), {"step": step[0]}, durable=False)  # every step: no fsync
 
     checkpoint_dir = Path(job["checkpoint_dir"]) if job["checkpoint_dir"] else None
-    info = student.train(rows, settings, Path(job["out_dir"]), corpus, progress,
-                         TrainingContext(checkpoint_dir=checkpoint_dir,
-                                         cache_dir=Path(job["cache_dir"]) if job.get("cache_dir") else None))
+    source = job.get("objective")
+    objective = build_objective(source) if source else None  # the strategy's own loss, built here as in the parent
+    try:
+        info = student.train(rows, settings, Path(job["out_dir"]), corpus, progress,
+                             TrainingContext(checkpoint_dir=checkpoint_dir, objective=objective,
+                                             objective_source=source,
+                                             cache_dir=Path(job["cache_dir"]) if job.get("cache_dir") else None))
+    finally:
+        if objective is not None:
+            objective.close()
     if rank0:
         atomic_write_json(Path(job["result"]), info)
     import torch.distributed as dist
