@@ -64,6 +64,43 @@ def test_new_plugin_template_installs_and_its_test_passes(tmp_path, kind, cli):
     assert any(c["name"] == f"my_{kind}" and c["distribution"] == f"harness-my-{kind}" for c in listed)
 
 
+@pytest.mark.slow
+def test_a_new_plugin_version_re_runs_its_stages_and_results_name_it(tmp_path, cli):
+    """A third party changes its strategy and bumps its version: the stages that ran its code run again (never
+    "up to date" with the old code), the ones above it do not, and the published result names plugin and version."""
+    assert cli("new-plugin", "my_strategy", "--kind", "strategy", "--dir", tmp_path).code == 0
+    root = tmp_path / "harness-my-strategy"
+    env = install(root, tmp_path / "site")
+    recipe = tiny_recipe(tmp_path, 'kind = "my_strategy"', steps=4, path=tmp_path / "r.toml")
+    first = harness_cli(env, "run", recipe)
+    assert first.returncode == 0, first.stderr
+
+    def results() -> dict:
+        found = max((tmp_path / "results").rglob("results_*.json"), key=lambda f: f.stat().st_mtime)  # the latest
+        return json.loads(found.read_text())["harness"]
+
+    assert results()["plugins"]["strategy"] == {"plugin": "my_strategy", "distribution": "harness-my-strategy",
+                                                "version": "0.1.0", "source": results()["plugins"]["strategy"]["source"]}
+
+    def line(out: str, label: str) -> str:
+        (found,) = [x for x in out.splitlines() if x[2:].startswith(f"{label} ")]  # stage lines go to stderr
+        return found
+
+    same = harness_cli(env, "run", recipe)
+    assert "up to date" in line(same.stderr, "build my_strategy")
+    module = root / "harness_my_strategy" / "__init__.py"
+    module.write_text(module.read_text() + "\n# a changed loss\n")
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('version = "0.1.0"', 'version = "0.2.0"'))
+    env = install(root, tmp_path / "site-upgraded")  # as pip upgrades in an environment: the old version gone
+    second = harness_cli(env, "run", recipe)
+    assert second.returncode == 0, second.stderr
+    for stage in ("build my_strategy", "train my_strategy", "evaluate my_strategy"):
+        assert "up to date" not in line(second.stderr, stage), second.stderr
+    assert "up to date" in line(second.stderr, "task"), second.stderr  # its code did not run there
+    assert results()["plugins"]["strategy"]["version"] == "0.2.0"
+
+
 def test_new_plugin_refuses_bad_names_and_existing_folders(tmp_path, cli):
     assert cli("new-plugin", "Bad-Name", "--kind", "sink", "--dir", tmp_path).code == 2
     assert cli("new-plugin", "ok", "--kind", "sink", "--dir", tmp_path).code == 0

@@ -14,6 +14,12 @@ RECORDS_FORMAT = "arrow-1"
 another format is re-made rather than misread (teacher answers come from the teacher's cache)."""
 
 
+def code(spec: ComponentSpec) -> dict[str, str]:
+    """The plugin code a stage runs (distribution, version, source hash): a changed plugin re-runs its stages
+    and the ones below (the strategy's code reaches training and evaluation through the build key)."""
+    return dict(spec.code)
+
+
 class Keys:
     """The content key of every stage: a hash of the recipe fields it reads and of the keys of the stages it reads
     from. A stage whose finished output carries the same key is skipped; a changed field re-runs exactly the
@@ -23,10 +29,10 @@ class Keys:
         self.r = recipe
 
     def task(self) -> str:
-        return stable_hash(["task", self.r.task.plain(), RECORDS_FORMAT])
+        return stable_hash(["task", self.r.task.plain(), RECORDS_FORMAT, code(self.r.task)])
 
     def teach(self, task_key: str) -> str:
-        return stable_hash(["teach", task_key, self.r.teacher.plain()])
+        return stable_hash(["teach", task_key, self.r.teacher.plain(), code(self.r.teacher)])
 
     def filter(self, teach_key: str, teach_digest: str) -> str:
         """The digest of what the teacher answered: a re-run that filled in failed requests re-grades."""
@@ -34,17 +40,17 @@ class Keys:
 
     def build(self, upstream: str, strategy: ComponentSpec) -> str:
         """``upstream``: the filter's key, or the task's for strategies that use no teacher."""
-        return stable_hash(["build", upstream, strategy.plain()])
+        return stable_hash(["build", upstream, strategy.plain(), code(strategy)])
 
     def train(self, build_key: str, role: str, student: ComponentSpec, settings: TrainingSettings) -> str:
-        return stable_hash(["train", build_key, role, student.plain(),
+        return stable_hash(["train", build_key, role, student.plain(), code(student),
                             training_key(settings, self.r.evaluation.max_gen_toks)])
 
     def evaluate(self, train_keys: list[str], task_key: str, strategy: ComponentSpec) -> str:
         return stable_hash(["evaluate", train_keys, task_key, strategy.plain(), as_plain(self.r.evaluation)])
 
     def publish(self, eval_key: str) -> str:
-        return stable_hash(["publish", eval_key, [s.plain() for s in self.r.sinks]])
+        return stable_hash(["publish", eval_key, [s.plain() for s in self.r.sinks], [code(s) for s in self.r.sinks]])
 
 
 OPERATIONAL = ("threads", "checkpoint_steps", "keep_checkpoints", "logging_steps", "master_addr", "master_port",

@@ -340,4 +340,7 @@ class Pipeline:
             versions=rundir.versions(), git_commit=rundir.git_commit(Path(__file__).resolve().parent),
             plugins=[{"kind": c.kind, "name": c.name, "plugin": c.plugin, "distribution": c.distribution,
                       "version": c.version} for c in self.registry.all()],
+            components={"task": dict(r.task.code), "teacher": dict(r.teacher.code),
+                        **{f"{kind}.{spec.name}": dict(spec.code) for kind, specs in
+                           (("strategy", r.strategies), ("student", r.students), ("sink", r.sinks)) for spec in specs}},
             started=time.strftime("%Y-%m-%dT%H:%M:%S"))

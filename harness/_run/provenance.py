@@ -30,6 +30,8 @@ def provenance(recipe: Recipe, manifest: dict[str, Any], run_name: str, eval_key
             "student": {"name": student.name, **student.plain()}, "student_parameters": parameters or None,
             "teacher_accuracy": teacher_report.get("teacher_accuracy"),
             "teacher_cost": teacher_usage.get("cost") or None,
+            "plugins": {"task": dict(r.task.code), "teacher": dict(r.teacher.code), "strategy": dict(strategy.code),
+                        "student": dict(student.code)},
             "training": asdict(r.training), "evaluation": evaluation or {}, "git_commit": manifest.get("git_commit"),
             "versions": manifest.get("versions"), "machine": machine_facts()}
 

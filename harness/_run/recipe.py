@@ -11,7 +11,7 @@ import json
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,9 @@ class ComponentSpec:
     name: str
     config: Any
     plugin: str
+    code: Mapping[str, str] = field(default_factory=dict)
+    """The plugin behind it (``Component.code``: plugin, distribution, version, source hash): part of the content
+    key of every stage it runs in, and recorded with every result."""
 
     def plain(self) -> dict[str, Any]:
         return {"kind": self.kind, "config": cfg.as_plain(self.config)}
@@ -246,7 +249,7 @@ def _component(kind_name: str, key: str, table: Mapping[str, Any], registry: Reg
     if not isinstance(name, str) or not _NAME.match(name):
         problems.append(f"{file}: {key}.name: must be a string of letters, digits, '_', '-', '.'")
         name = bare
-    return ComponentSpec(kind=kind, name=name, config=config, plugin=component.plugin)
+    return ComponentSpec(kind=kind, name=name, config=config, plugin=component.plugin, code=component.code())
 
 
 def load_recipe(path: str | Path, registry: Registry, overrides: Sequence[str] = ()) -> Recipe:

@@ -44,6 +44,42 @@ class Component:
     plugin: str
     distribution: str
     version: str
+    module: Any = field(default=None, compare=False, repr=False)
+    """The plugin's module (its entry point) or in-process object, whose source ``code`` hashes."""
+
+    def code(self) -> dict[str, str]:
+        """What identifies the code behind this component: its plugin, distribution and version, and a hash of the
+        plugin's source (an editable install or a plugin registered in-process changes without a new version).
+        Part of the content key of every stage the component runs in, and of every published result."""
+        out = {"plugin": self.plugin, "distribution": self.distribution, "version": self.version}
+        source = source_hash(self.module if self.module is not None else self.factory)
+        if source:
+            out["source"] = source
+        return out
+
+
+def source_hash(obj: Any) -> str:
+    """A hash of a plugin's source files: every ``.py`` file of a package, the file of a module, or the module
+    that defines an object; empty when there is no file to read. Read each time a recipe is loaded (a few files:
+    an edited plugin counts at once)."""
+    import hashlib
+    import inspect
+    from pathlib import Path
+
+    module = obj if isinstance(obj, ModuleType) else inspect.getmodule(obj)
+    path = getattr(module, "__file__", None)
+    if not path:
+        return ""
+    folders = [Path(p) for p in getattr(module, "__path__", ())]  # a package: all of it
+    files = sorted((str(f.relative_to(d)), f) for d in folders for f in d.rglob("*.py")) if folders else \
+        [(Path(path).name, Path(path))]
+    digest = hashlib.sha256()
+    for name, f in files:
+        try:
+            digest.update(name.encode() + b"\0" + f.read_bytes() + b"\0")
+        except OSError:
+            continue
+    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -143,7 +179,7 @@ def load_registry(extra_plugins: Iterable[ModuleType | object] = (), autoload: b
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     registry = Registry(manager=pm)
-    origin: dict[str, tuple[str, str]] = {}
+    origin: dict[str, tuple[str, str, Any]] = {}
 
     if autoload is None:
         autoload = not os.environ.get(AUTOLOAD_ENV)
@@ -165,24 +201,25 @@ def load_registry(extra_plugins: Iterable[ModuleType | object] = (), autoload: b
             if pm.is_registered(module):
                 continue
             pm.register(module, name=ep.name)
-            origin[ep.name] = (dist, version)
+            origin[ep.name] = (dist, version, module)
     for plugin in [*EXTRA_PLUGINS, *extra_plugins]:
         if pm.is_registered(plugin):  # also installed: its entry point registered the same module already
             continue
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
         pm.register(plugin, name=name)
-        origin[name] = ("(registered in-process)", "")
+        origin[name] = ("(registered in-process)", "", plugin)
 
     for kind in KINDS:
         hook = getattr(pm.hook, _HOOKS[kind])
         for impl in hook.get_hookimpls():  # in registration order
             plugin_name = impl.plugin_name
-            dist, version = origin.get(plugin_name, ("?", "?"))
+            dist, version, module = origin.get(plugin_name, ("?", "?", None))
 
-            def register(name: str, factory: Any, *, _kind=kind, _plugin=plugin_name, _d=dist, _v=version) -> None:
+            def register(name: str, factory: Any, *, _kind=kind, _plugin=plugin_name, _d=dist, _v=version,
+                         _m=module) -> None:
                 if not isinstance(name, str) or not name:
                     raise PluginError(f"register() needs a non-empty string name, got {name!r}")
-                component = Component(_kind, name, factory, _plugin, _d, _v)
+                component = Component(_kind, name, factory, _plugin, _d, _v, _m)
                 existing = registry.components[_kind].get(name)
                 if existing is None:
                     registry.components[_kind][name] = component
