@@ -245,6 +245,9 @@ class TrainingContext:
     each of them calls ``harness.components.build_objective(source)``."""
     node_rank: int = 0
     """Which node this process is when ``training.nodes`` > 1 (0: the one that saves the model)."""
+    init_dir: Path | None = None
+    """Start from the model in this folder (another strategy's trained student: a strategy's ``init_from``)
+    instead of the student's own initial model; its tokenizer comes with it. A student must honour it or refuse."""
     cache_dir: Path | None = None
     """A folder of the run's that survives stage restarts, for what the student makes from its data and can
     reuse (the transformers student keeps its token ids there, by content key)."""

@@ -189,6 +189,35 @@ def test_two_students_side_by_side(tmp_path, tiny_recipe, cli):
     assert "vanilla+deep" in result.out and "vanilla+wide" in result.out
 
 
+def test_a_strategy_starts_from_an_earlier_strategy_trained_student(tmp_path, tiny_recipe, cli):
+    """init_from: the second strategy trains on top of the first one's model (GKD's supervised-then-on-policy
+    recipe); its key follows the first's training, and a name that is not an earlier strategy is refused."""
+    text = tiny_recipe.read_text().replace('[[strategy]]\nkind = "fine_tune_cot"\n',
+                                           '[[strategy]]\nkind = "fine_tune_cot"\n\n[[strategy]]\nkind = "fine_tune_cot"'
+                                           '\nname = "warm"\ninit_from = "fine_tune_cot"\n')
+    tiny_recipe.write_text(text)
+    args = ("--set", "training.max_steps=4", "--set", "training.logging_steps=1", "--set", "evaluation.limit=2")
+    result = cli("run", tiny_recipe, *args)
+    assert result.code == 0, result.err
+    runs = tmp_path / "runs" / "tiny"
+    warm = json.loads((runs / "train-warm" / "done.json").read_text())["record"]
+    assert warm["initialized_from"] == str(runs / "train-fine_tune_cot" / "model")
+    # the same data and steps, but from a trained model: it starts (and ends) lower
+    cold = json.loads((runs / "train-fine_tune_cot" / "train.json").read_text())["losses"]
+    first_warm = json.loads((runs / "train-warm" / "train.json").read_text())["losses"][0]
+    assert first_warm < cold[0] and abs(first_warm - cold[-1]) < abs(first_warm - cold[0])  # goes on from there
+    # training the first one differently trains the second again
+    again = cli("run", tiny_recipe, *args, "--set", "strategy[1].max_samples=1")
+    assert again.code == 0, again.err
+    assert "up to date" not in next(x for x in again.err.splitlines() if x[2:].startswith("train warm "))
+    # refused before anything runs: a later strategy, or itself
+    tiny_recipe.write_text(text.replace('init_from = "fine_tune_cot"', 'init_from = "warm"'))
+    bad = cli("validate", tiny_recipe)
+    assert bad.code == 2
+    assert ("strategy[2].init_from: 'warm' is not an earlier strategy of this recipe; it starts from another "
+            "strategy's trained student, so name one listed above it: 'vanilla', 'fine_tune_cot'") in bad.err
+
+
 def test_observer_that_raises_is_named_and_the_run_goes_on(first_run, capsys):
     tmp_path, recipe, _ = first_run
     from rich.console import Console

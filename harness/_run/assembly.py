@@ -70,6 +70,11 @@ def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Stu
     if out:
         return out
     for j, spec in enumerate(recipe.strategies):
+        if spec.init_from and (len(list(strategies[spec.name].roles())) != 1
+                               or len(list(strategies[spec.init_from].roles())) != 1):
+            out.append(f"{recipe.path}: strategy[{j}].init_from: '{spec.name}' and '{spec.init_from}' must each "
+                       f"train one model (strategies with several roles cannot start from another's student)")
+    for j, spec in enumerate(recipe.strategies):
         objective = strategies[spec.name].objective()
         if objective is None:
             continue

@@ -42,9 +42,12 @@ class Keys:
         """``upstream``: the filter's key, or the task's for strategies that use no teacher."""
         return stable_hash(["build", upstream, strategy.plain(), code(strategy)])
 
-    def train(self, build_key: str, role: str, student: ComponentSpec, settings: TrainingSettings) -> str:
+    def train(self, build_key: str, role: str, student: ComponentSpec, settings: TrainingSettings,
+              init_key: str | None = None) -> str:
+        """``init_key``: the train key of the model it starts from (a strategy's ``init_from``)."""
         return stable_hash(["train", build_key, role, student.plain(), code(student),
-                            training_key(settings, self.r.evaluation.max_gen_toks)])
+                            training_key(settings, self.r.evaluation.max_gen_toks),
+                            *([init_key] if init_key else [])])
 
     def evaluate(self, train_keys: list[str], task_key: str, strategy: ComponentSpec) -> str:
         return stable_hash(["evaluate", train_keys, task_key, strategy.plain(), as_plain(self.r.evaluation)])

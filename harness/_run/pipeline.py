@@ -85,6 +85,7 @@ class Pipeline:
             graded = self.grade(task, splits["train"], filter_key)
 
         results: dict[str, dict[str, Any]] = {}
+        trained: dict[tuple[str, str], tuple[dict[str, Path], list[str]]] = {}  # (strategy, student): models, keys
         for spec in r.strategies:
             strategy = strategies[spec.name]
             upstream = filter_key if strategy.uses_teacher else task_key
@@ -94,8 +95,16 @@ class Pipeline:
             for student_spec in r.students:
                 run_name = spec.name if len(r.students) == 1 else f"{spec.name}+{student_spec.name}"
                 student = students[student_spec.name]
+                init = None
+                if spec.init_from:  # start from an earlier strategy's trained student (same student)
+                    before_dirs, before_keys = trained[(spec.init_from, student_spec.name)]
+                    if len(before_dirs) != 1 or len(list(strategy.roles())) != 1:
+                        raise BadInputError(f"{r.path}: strategy.init_from: '{spec.name}' starts from "
+                                            f"'{spec.init_from}', which needs both to train one model (no roles)")
+                    init = (next(iter(before_dirs.values())), before_keys[0])
                 model_dirs, train_keys = self.train_roles(run_name, strategy, spec, student, student_spec,
-                                                          train_rows, build_key, task, splits)
+                                                          train_rows, build_key, task, splits, init)
+                trained[(spec.name, student_spec.name)] = (model_dirs, train_keys)
                 if self.node_rank:  # another node: training was its part
                     continue
                 eval_key = self.keys.evaluate(train_keys, task_key, spec)
@@ -159,7 +168,8 @@ class Pipeline:
     def train_roles(self, run_name: str, strategy: Strategy, strategy_spec: ComponentSpec, student: Student,
                     student_spec: ComponentSpec,
                     train_rows: list, build_key: str, task: Task | None = None,
-                    splits: dict[str, list[Example]] | None = None) -> tuple[dict[str, Path], list[str]]:
+                    splits: dict[str, list[Example]] | None = None,
+                    init: tuple[Path, str] | None = None) -> tuple[dict[str, Path], list[str]]:
         """One model per role of the strategy (e.g. Socratic's decomposer and solver; most strategies have one).
         A token budget is shared by the roles' models as the strategy says (``budget_shares()``), else in
         proportion to their data."""
@@ -174,13 +184,13 @@ class Pipeline:
                 shares = (strategy.budget_shares() or {r: sum(len(t.text()) for t in train_rows if t.role == r)
                                                        / total_chars for r in roles})
                 settings = replace(settings, max_tokens=max(1, round(settings.max_tokens * shares[role])))
-            key = self.keys.train(build_key, role, student_spec, settings)
+            key = self.keys.train(build_key, role, student_spec, settings, init[1] if init else None)
             validate = selection_validator(settings, self.recipe.evaluation, strategy, task,
                                            (splits or {}).get("validation"), roles) if settings.select_every else None
             objective, source = bound_objective(strategy, self.teacher, self.recipe, strategy_spec)
             try:
                 model_dirs[role] = self.train(f"{run_name}-{role}" if len(roles) > 1 else run_name, student, rows,
-                                              key, settings, validate, objective, source)
+                                              key, settings, validate, objective, source, init[0] if init else None)
             finally:
                 if objective is not None:
                     objective.close()
@@ -189,7 +199,7 @@ class Pipeline:
 
     def train(self, run_name: str, student: Student, rows: list, key: str, settings: TrainingSettings,
               validate: Validator | None = None, objective: Objective | None = None,
-              objective_source: dict | None = None) -> Path:
+              objective_source: dict | None = None, init_dir: Path | None = None) -> Path:
         stage = f"train-{run_name}"
         # Checkpoints live outside the stage folder (which restarts empty) so that a killed run resumes.
         checkpoints = self.rundir.root / "checkpoints" / f"{stage}-{key[:12]}"
@@ -198,7 +208,8 @@ class Pipeline:
             corpus = TextView(rows)
             context = TrainingContext(checkpoint_dir=checkpoints if settings.checkpoint_steps else None,
                                       validate=validate, objective=objective, objective_source=objective_source,
-                                      cache_dir=self.rundir.root / "cache", node_rank=self.node_rank)
+                                      cache_dir=self.rundir.root / "cache", node_rank=self.node_rank,
+                                      init_dir=init_dir)
             info = student.train(rows, settings, out / "model", corpus, progress, context=context)
             io.atomic_write_json(out / "train.json", info)
             summary = (f"{info.get('steps')} steps, loss {info.get('final_loss') or info.get('train_loss'):.3f}, "

@@ -115,9 +115,13 @@ class ComponentSpec:
     code: Mapping[str, str] = field(default_factory=dict)
     """The plugin behind it (``Component.code``: plugin, distribution, version, source hash): part of the content
     key of every stage it runs in, and recorded with every result."""
+    init_from: str = ""
+    """Strategies only: the name of an earlier strategy of the recipe whose trained student this one starts from
+    (GKD's recipe: supervised first, then on-policy); empty: the student's own initial model."""
 
     def plain(self) -> dict[str, Any]:
-        return {"kind": self.kind, "config": cfg.as_plain(self.config)}
+        return {"kind": self.kind, "config": cfg.as_plain(self.config),
+                **({"init_from": self.init_from} if self.init_from else {})}
 
 
 @dataclass(frozen=True)
@@ -242,14 +246,20 @@ def _component(kind_name: str, key: str, table: Mapping[str, Any], registry: Reg
         problems.append(f"{file}: {key}.kind: {exc.message}")
         return None
     local: list[str] = []
-    config = registry.config(kind_name, kind, table, key, local, ignore=("kind", "name"))
+    engine_keys = ("kind", "name", "init_from") if kind_name == "strategy" else ("kind", "name")
+    config = registry.config(kind_name, kind, table, key, local, ignore=engine_keys)
     problems.extend(f"{file}: {p}" for p in local)
     bare = kind.rpartition(":")[2]  # kind = "distribution:name" picks one of two plugins with the same name
     name = table.get("name", bare)
     if not isinstance(name, str) or not _NAME.match(name):
         problems.append(f"{file}: {key}.name: must be a string of letters, digits, '_', '-', '.'")
         name = bare
-    return ComponentSpec(kind=kind, name=name, config=config, plugin=component.plugin, code=component.code())
+    init_from = table.get("init_from", "") if kind_name == "strategy" else ""
+    if not isinstance(init_from, str):
+        problems.append(f"{file}: {key}.init_from: must be the name of an earlier strategy (a string)")
+        init_from = ""
+    return ComponentSpec(kind=kind, name=name, config=config, plugin=component.plugin, code=component.code(),
+                         init_from=init_from)
 
 
 def load_recipe(path: str | Path, registry: Registry, overrides: Sequence[str] = ()) -> Recipe:
@@ -327,6 +337,15 @@ def recipe_from_dict(data: Mapping[str, Any], path: Path, registry: Registry) ->
     task = one("task", "task")
     teacher = one("teacher", "teacher")
     strategies = many("strategy", "strategy")
+    for i, spec in enumerate(strategies):
+        if not spec.init_from:
+            continue
+        earlier = [s.name for s in strategies[:i]]
+        if spec.init_from not in earlier:
+            choices = ", ".join(f"'{n}'" for n in earlier) or "none (it is the first)"
+            problems.append(f"{file}: strategy[{i}].init_from: '{spec.init_from}' is not an earlier strategy of "
+                            f"this recipe; it starts from another strategy's trained student, so name one listed "
+                            f"above it: {choices}")
     students = many("student", "student")
     sinks = many("sink", "sink", default=[{"kind": "local"}])
     if problems:

@@ -75,6 +75,7 @@ def launch(config: Config, train, settings: TrainingSettings, out_dir: Path, cor
             "objective": context.objective_source if context.objective is not None else None,
             "corpus": None if own_text else str(job / "corpus.jsonl"),
             "cache_dir": str(context.cache_dir) if context.cache_dir else None,
+            "init_dir": str(context.init_dir) if context.init_dir else None,
             "checkpoint_dir": str(context.checkpoint_dir) if context.checkpoint_dir else None,
             "status": str(job / "status.json"), "result": str(job / "result.json")}
     (job / "job.json").write_text(json.dumps(spec))

@@ -76,11 +76,19 @@ class TransformersStudent(Student):
 
     # Model --------------------------------------------------------------------------------------------------
 
-    def _initial(self, corpus: Sequence[str], seed: int):
+    def _initial(self, corpus: Sequence[str], seed: int, init_dir: Path | None = None):
         import torch
         from transformers import AutoConfig, AutoTokenizer
 
         c = self.config
+        if init_dir is not None:  # another strategy's trained student, with its tokenizer
+            if not (Path(init_dir) / "config.json").is_file():
+                raise BadInputError(f"strategy.init_from: no trained model in {init_dir}")
+            tokenizer = AutoTokenizer.from_pretrained(str(init_dir))
+            model = auto_class(AutoConfig.from_pretrained(str(init_dir))).from_pretrained(str(init_dir))
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            return _with_loss_type(model), tokenizer
         if c.model:
             try:
                 tokenizer = AutoTokenizer.from_pretrained(c.model)
@@ -146,7 +154,7 @@ class TransformersStudent(Student):
             torch.set_num_threads(settings.threads)
         if not torch.cuda.is_available():
             os.environ.setdefault("DS_ACCELERATOR", "cpu")  # else DeepSpeed prints a warning to stdout
-        model, tokenizer = self._initial(corpus, settings.seed)
+        model, tokenizer = self._initial(corpus, settings.seed, context.init_dir)
         parameters = sum(p.numel() for p in model.parameters())
         encoder_decoder = is_encoder_decoder(model)
         model = self._with_lora(model)
@@ -250,6 +258,7 @@ class TransformersStudent(Student):
                       "total": settings.batch_size},
             **({"selection": selection.summary()} if selection else {}),
             **({"objective": dict(context.objective.stats())} if context.objective is not None else {}),
+            **({"initialized_from": str(context.init_dir)} if context.init_dir is not None else {}),
         }
 
     def _save(self, trainer, out_dir: Path, chosen: Path | None) -> None:

@@ -42,6 +42,7 @@ def main(job_file: str) -> None:
         info = student.train(rows, settings, Path(job["out_dir"]), corpus, progress,
                              TrainingContext(checkpoint_dir=checkpoint_dir, objective=objective,
                                              objective_source=source,
+                                             init_dir=Path(job["init_dir"]) if job.get("init_dir") else None,
                                              cache_dir=Path(job["cache_dir"]) if job.get("cache_dir") else None))
     finally:
         if objective is not None:
