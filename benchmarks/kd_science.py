@@ -7,11 +7,18 @@ an equal token budget, and does a student surpass its teacher?
    accuracy comes from its own evaluation.
 2. One teach pass with that model through the ``hf`` teacher: 4 samples per training question at temperature
    1.0, in the student's format, with the top-8 log-probabilities of every token (one cache serves every
-   strategy). The filter stage reports its sampled accuracy and how many samples pass.
-3. Students of the quickstart's size (0.85M, the teacher's tokenizer), each trained on the same budget of
-   training tokens, several seeds: vanilla, Fine-tune-CoT on the teacher's samples (D = 1 and D = 4, filtered),
-   ``logit_kd`` (alpha 0.5, forward KL, D = 1) and ``on_policy`` (half of each batch sampled by the student,
-   JSD beta 0.5). Scored by lm-eval on the same 300 test problems; accuracy by number of steps too.
+   strategy and student). The filter stage reports its sampled accuracy and how many samples pass.
+3. Students of the quickstart's size (0.85M, the teacher's tokenizer), each trained on the same budget of training
+   tokens, several seeds: vanilla; Fine-tune-CoT on one teacher sample per question (filtered); ``logit_kd``
+   (alpha 0.5) with the forward and with the reverse KL over the teacher's top-8 and its tail; and GKD's recipe,
+   ``on_policy`` (half of each batch sampled by the student, JSD beta 0.5) started from the Fine-tune-CoT
+   student (``init_from``) with a second budget, beside its control: Fine-tune-CoT continued from the same
+   student for the same second budget.
+4. A student as large as the teacher (same architecture, from scratch), with Fine-tune-CoT and forward
+   ``logit_kd``: can a student learning from the teacher's samples end up better than the teacher?
+
+Every student is scored by lm-eval on the same 300 test problems; accuracy by number of steps too. A question is
+answered yes only when the lead is larger than the seed spread (the larger of the two standard deviations).
 
     python benchmarks/kd_science.py [--seeds 0 1 2] [--budget-tokens 1000000] [--quick]
                                     [--workdir runs/kd_science] [--out results/kd_science]
@@ -38,11 +45,21 @@ STUDENT = {"model_type": "gpt2", "n_layer": 4, "n_embd": 128, "n_head": 4, "n_po
 TEACHER = {**STUDENT, "n_embd": 256, "n_head": 8}
 STRATEGIES = [
     {"kind": "vanilla"},
-    {"kind": "fine_tune_cot", "name": "ftc_D1", "max_samples": 1},
-    {"kind": "diverse_reasoning", "name": "ftc_D4", "samples": 4},
-    {"kind": "logit_kd", "max_samples": 1, "alpha": 0.5},
-    {"kind": "on_policy", "max_samples": 1, "fraction": 0.5, "beta": 0.5, "max_new_tokens": 64},
+    {"kind": "fine_tune_cot", "name": "ftc", "max_samples": 1},
+    {"kind": "logit_kd", "name": "kd_forward", "max_samples": 1, "alpha": 0.5, "divergence": "forward"},
+    {"kind": "logit_kd", "name": "kd_reverse", "max_samples": 1, "alpha": 0.5, "divergence": "reverse"},
+    {"kind": "fine_tune_cot", "name": "ftc_then_ftc", "max_samples": 1, "init_from": "ftc"},
+    {"kind": "on_policy", "name": "ftc_then_on_policy", "max_samples": 1, "fraction": 0.5, "beta": 0.5,
+     "max_new_tokens": 64, "init_from": "ftc"},
 ]
+LARGE_STRATEGIES = [STRATEGIES[1], STRATEGIES[2]]
+"""For the student as large as the teacher."""
+
+
+def lead(summary: dict, a: str, b: str) -> bool:
+    """Whether ``a`` beats ``b`` by more than the seed spread (the larger of the two standard deviations)."""
+    spread = max(summary[a]["sd"] or 0.0, summary[b]["sd"] or 0.0)
+    return summary[a]["mean"] - summary[b]["mean"] > spread
 
 
 def run(recipe: dict, name: str) -> tuple[dict, Path]:
@@ -69,16 +86,16 @@ def teacher_recipe(work: Path, steps: int, train_size: int) -> dict:
 
 
 def student_recipe(work: Path, seed: int, teacher_dir: Path, budget: int, train_size: int,
-                   strategies: list[dict]) -> dict:
+                   strategies: list[dict], name: str = "kd", architecture: dict | None = None) -> dict:
     return {
-        "run": {"name": f"kd_seed{seed}", "seed": seed, "output_dir": str(work)},
+        "run": {"name": f"{name}_seed{seed}", "seed": seed, "output_dir": str(work)},
         "task": {"kind": "synthetic_arithmetic", "train_size": train_size, "validation_size": 200, "test_size": 300},
         "teacher": {"kind": "hf", "model": str(teacher_dir), "prompt": "fine_tune_cot", "samples": 4,
                     "temperature": 1.0, "top_logprobs": 8, "max_tokens": 96, "batch_size": 32, "seed": 0,
                     "cache_dir": str(work / "cache")},
         "strategy": strategies,
-        "student": [{"kind": "transformers", "name": "gpt2-0.85M", "tokenizer": str(teacher_dir),
-                     "architecture": STUDENT}],
+        "student": [{"kind": "transformers", "name": "gpt2-large" if architecture else "gpt2-0.85M",
+                     "tokenizer": str(teacher_dir), "architecture": architecture or STUDENT}],
         "training": {"max_tokens": budget, "batch_size": 16, "learning_rate": 2e-3, "threads": 2},
         "evaluation": {"batch_size": 100, "max_gen_toks": 96},
         "sink": [{"kind": "local", "dir": str(work / "results")}],
@@ -109,19 +126,23 @@ def main() -> int:
 
     per_seed: dict[str, list[dict]] = {}
     report: dict = {}
+    groups = [("kd", STRATEGIES, None, ""), ("kd_large", LARGE_STRATEGIES, TEACHER, "large_")]
     for seed in args.seeds:
-        results, run_dir = run(student_recipe(work, seed, teacher_dir, args.budget_tokens, args.train_size,
-                                              STRATEGIES), f"kd_seed{seed}")
-        if not report:
-            report = json.loads((run_dir / "filter" / "teacher_report.json").read_text())
-        for name, m in results.items():
-            done = json.loads((run_dir / f"train-{name}" / "done.json").read_text())
-            rec = done["record"]
-            per_seed.setdefault(name, []).append({
-                "seed": seed, "acc": m["acc"], "by_steps": by_steps(run_dir, name), "train_seconds": done["seconds"],
-                "train_tokens": rec["tokens"], "steps": rec["steps"], **({"objective": rec["objective"]}
-                                                                        if "objective" in rec else {})})
-        print(f"seed {seed}: " + ", ".join(f"{n} {100 * m['acc']:.1f}%" for n, m in results.items()), flush=True)
+        for group, strategies, architecture, prefix in groups:
+            results, run_dir = run(student_recipe(work, seed, teacher_dir, args.budget_tokens, args.train_size,
+                                                  strategies, group, architecture), f"{group}_seed{seed}")
+            if not report:
+                report = json.loads((run_dir / "filter" / "teacher_report.json").read_text())
+            for name, m in results.items():
+                done = json.loads((run_dir / f"train-{name}" / "done.json").read_text())
+                rec = done["record"]
+                per_seed.setdefault(prefix + name, []).append({
+                    "seed": seed, "acc": m["acc"], "by_steps": by_steps(run_dir, name),
+                    "train_seconds": done["seconds"], "train_tokens": rec["tokens"], "steps": rec["steps"],
+                    "parameters": rec["parameters"], "final_loss": rec.get("final_loss"),
+                    **({"objective": rec["objective"]} if "objective" in rec else {})})
+            print(f"seed {seed} {group}: " + ", ".join(f"{n} {100 * m['acc']:.1f}%" for n, m in results.items()),
+                  flush=True)
 
     summary = {}
     for name, runs in per_seed.items():
@@ -129,16 +150,19 @@ def main() -> int:
         steps_keys = sorted({k for r in runs for k in r["by_steps"]})
         summary[name] = {"mean": round(statistics.fmean(accs), 1),
                          "sd": round(statistics.stdev(accs), 1) if len(accs) > 1 else None,
-                         "per_seed": [round(a, 1) for a in accs],
+                         "per_seed": [round(a, 1) for a in accs], "parameters": runs[0]["parameters"],
                          "by_steps": {k: round(100 * statistics.fmean(r["by_steps"].get(k, 0) for r in runs), 1)
                                       for k in steps_keys},
                          "surpasses_teacher_in_seeds": sum(a > 100 * teacher_greedy for a in accs)}
-    best_ftc = max(summary["ftc_D1"]["mean"], summary["ftc_D4"]["mean"])
+    teacher_row = {"mean": round(100 * teacher_greedy, 1), "sd": 0.0}
     answers = {
-        "logit_kd_beats_fine_tune_cot": summary["logit_kd"]["mean"] > best_ftc,
-        "on_policy_helps_over_logit_kd": summary["on_policy"]["mean"] > summary["logit_kd"]["mean"],
-        "a_student_surpasses_its_teacher": any(s["mean"] > 100 * teacher_greedy for s in summary.values()),
-        "diverse_sampling_helps": summary["ftc_D4"]["mean"] > summary["ftc_D1"]["mean"],
+        "logit_kd_forward_beats_fine_tune_cot": lead(summary, "kd_forward", "ftc"),
+        "logit_kd_reverse_beats_fine_tune_cot": lead(summary, "kd_reverse", "ftc"),
+        "reverse_kl_beats_forward_kl": lead(summary, "kd_reverse", "kd_forward"),
+        "on_policy_after_ftc_beats_ftc_continued": lead(summary, "ftc_then_on_policy", "ftc_then_ftc"),
+        "a_student_surpasses_its_teacher": any(lead({**summary, "teacher": teacher_row}, name, "teacher")
+                                               for name in summary),
+        "the_large_student_beats_the_small_one_with_logit_kd": lead(summary, "large_kd_forward", "kd_forward"),
     }
     out = {"teacher": {"parameters": teacher_params, "architecture": TEACHER, "steps": args.teacher_steps,
                        "greedy_test_accuracy": round(100 * teacher_greedy, 1),
@@ -146,7 +170,9 @@ def main() -> int:
                        "samples": report.get("samples"), "samples_passing_filter": report.get("correct_samples"),
                        "questions_without_correct_sample": report.get("questions_without_correct")},
            "budget_tokens": args.budget_tokens, "train_questions": args.train_size, "seeds": args.seeds,
-           "strategies": STRATEGIES, "summary": summary, "runs": per_seed, "answers": answers,
+           "strategies": STRATEGIES, "large_student": {"architecture": TEACHER, "strategies": LARGE_STRATEGIES},
+           "answer_rule": "yes only when the lead is larger than the larger of the two seed standard deviations",
+           "summary": summary, "runs": per_seed, "answers": answers,
            "minutes": round((time.perf_counter() - started) / 60, 1)}
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,15 +181,18 @@ def main() -> int:
              f"{out['teacher']['greedy_test_accuracy']}%"
              f", sampled (T = 1.0) train accuracy {out['teacher']['sampled_train_accuracy']}% "
              f"({report.get('correct_samples')}/{report.get('samples')} samples pass the filter).", "",
-             f"| strategy | test accuracy (mean ± sd, {len(args.seeds)} seeds) | per seed | "
+             f"| strategy | parameters | test accuracy (mean ± sd, {len(args.seeds)} seeds) | per seed | "
              + " | ".join(f"{k} steps" for k in sorted(summary["vanilla"]["by_steps"])) + " |",
-             "|---|---|---|" + "---|" * len(summary["vanilla"]["by_steps"])]
+             "|---|---|---|---|" + "---|" * len(summary["vanilla"]["by_steps"])]
     for name, s in summary.items():
         sd = f" ± {s['sd']}" if s["sd"] is not None else ""
-        lines.append(f"| {name} | **{s['mean']}**{sd} | {' / '.join(map(str, s['per_seed']))} | "
+        lines.append(f"| {name} | {s['parameters']:,} | **{s['mean']}**{sd} | {' / '.join(map(str, s['per_seed']))} | "
                      + " | ".join(str(v) for v in s["by_steps"].values()) + " |")
     lines += ["", f"{out['minutes']} minutes on this machine; budget {args.budget_tokens:,} training tokens per "
-                  "student. Answers: " + json.dumps(answers)]
+                  "student (the two `ftc_then_*` rows: a second budget on top of `ftc`'s student; `large_*`: a "
+                  f"student of the teacher's size, {summary['large_ftc']['parameters']:,} parameters).", "",
+              "Answers (yes only when the lead is larger than the seed spread):", ""]
+    lines += [f"- {question.replace('_', ' ')}: **{'yes' if yes else 'no'}**" for question, yes in answers.items()]
     out_path.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
