@@ -96,6 +96,25 @@ class Objective:
     and that the teacher gives them (``Teacher.signals``) before any teacher call."""
     scorer: Any = None
     """For ``"scores"``: set by the harness before training to ``Teacher.scorer()``."""
+    tokenizer: Any = None
+    """Set by the student before training: the tokenizer of the model being trained."""
+    step: int = 0
+    """Set by the student before each optimizer step: the optimizer steps done so far (0 during the first)."""
+    max_steps: int = 0
+    """Set by the student before training: the optimizer steps this training takes."""
+
+    def log(self, name: str, value: float) -> None:
+        """Record a scalar for this micro-batch (a loss component, a share of tokens...). The student averages each
+        name over every logging step (``training.logging_steps``) and writes the series into the train record
+        (``objective_log``: ``[{"step": 10, "kd": 0.52, ...}, ...]``)."""
+        logged = self.__dict__.setdefault("_logged", {})
+        logged.setdefault(name, []).append(float(value))
+
+    def logged(self) -> dict[str, float]:
+        """The mean of each scalar ``log`` recorded since the last call, and forget them (the student calls it at
+        each logging step)."""
+        logged = self.__dict__.pop("_logged", {})
+        return {name: sum(values) / len(values) for name, values in logged.items() if values}
 
     def prepare(self, model: Any, batch: dict[str, Any]) -> dict[str, Any]:
         """Called before the forward pass of each micro-batch with the model being trained; may replace rows

@@ -3,8 +3,9 @@
 - ``plugin_registered(module)`` registers a plugin for the duration of a ``with`` block, so ``harness`` commands
   run in-process (``harness.cli.main([...])``) and pipelines see it without installing a package. It works the
   same when the module is also installed through its entry point (it is then registered once).
-- Inside that block the teacher ``fake`` (``FakeTeacher``) is registered too, so a recipe can use
-  ``[teacher] kind = "fake"``.
+- Inside that block the teachers ``fake`` (``FakeTeacher``: a fixed rationale and the gold answer) and
+  ``fake_topk`` (``FakeTopKTeacher``: the same with top-k log-probabilities at every token, for token-level
+  strategies and objectives) are registered too, so a recipe can use ``[teacher] kind = "fake"``.
 - ``tiny_recipe(folder, ...)`` gives a recipe that runs end to end in seconds (a 1-layer GPT-2 on 200 synthetic
   problems); with ``path`` it writes the file, and ``overrides`` change any key as ``harness run --set`` does.
 
@@ -72,12 +73,84 @@ class FakeTeacher(Teacher):
         return out
 
 
+@dataclass(frozen=True)
+class FakeTopKConfig:
+    tokenizer: str = ""
+    """The teacher's tokenizer (a folder or hub id); a token-level student must use the same one."""
+    rationale: str = "Because."
+    answer: str = ""
+    """Empty: the gold answer."""
+    target: str = " {rationale} --> {answer}"
+    """The text the teacher writes, as the student will learn it (``{rationale}``, ``{answer}``): Fine-tune-CoT's
+    token format by default; give a strategy's own format to test it."""
+    top_k: int = 4
+    samples: int = 1
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = [] if self.tokenizer else [("tokenizer", "required: the folder or hub id of a tokenizer")]
+        if self.top_k < 1:
+            problems.append(("top_k", "must be at least 1"))
+        if self.samples < 1:
+            problems.append(("samples", "must be at least 1"))
+        return problems
+
+
+class FakeTopKTeacher(Teacher):
+    """A teacher with token-level signals and no model, for testing token-level strategies and objectives: it
+    writes ``target`` for every sample and records, at each of its tokens (EOS closing), the token itself with
+    probability 0.6 and ``top_k - 1`` other ids (the next ones in the vocabulary) sharing 0.3, so 0.1 is left
+    to the tail. In a recipe (inside ``plugin_registered``): ``[teacher] kind = "fake_topk"``,
+    ``tokenizer = "<folder>"``, with the student's ``tokenizer`` the same folder."""
+
+    Config = FakeTopKConfig
+
+    def __init__(self, config: FakeTopKConfig):
+        self.config = config
+        self._tok: Any = None
+
+    def signals(self) -> tuple[str, ...]:
+        return ("topk",)
+
+    def vocabulary(self) -> str | None:
+        from harness.models import tokenizer_vocabulary
+
+        return tokenizer_vocabulary(self.config.tokenizer)
+
+    def preflight(self) -> list[tuple[str, str]]:
+        from harness.models import model_problems
+
+        return model_problems(self.config.tokenizer, "tokenizer", config=False)
+
+    def generate(self, examples: Sequence[Example], task: Any, progress) -> list[list[Generation]]:
+        import math
+
+        from transformers import AutoTokenizer
+
+        c = self.config
+        if self._tok is None:
+            self._tok = AutoTokenizer.from_pretrained(c.tokenizer)
+        tok, size = self._tok, len(self._tok)
+        out = []
+        for e in examples:
+            answer = c.answer or e.answer
+            ids = tok(c.target.format(rationale=c.rationale, answer=answer), add_special_tokens=False)["input_ids"]
+            ids = [int(t) for t in ids] + ([tok.eos_token_id] if tok.eos_token_id is not None else [])
+            others = [math.log(0.3 / (c.top_k - 1))] * (c.top_k - 1)
+            signals = {"target_ids": ids, "topk_ids": [[t] + [(t + j) % size for j in range(1, c.top_k)] for t in ids],
+                       "topk_logprobs": [[round(math.log(0.6), 4)] + [round(x, 4) for x in others] for _ in ids]}
+            out.append([Generation(e.id, i, c.rationale, answer, meta={"signals": signals})
+                        for i in range(c.samples)])
+            progress(1)
+        return out
+
+
 class _TestingPlugin:
-    """Registers the helpers' own components (the ``fake`` teacher)."""
+    """Registers the helpers' own components (the ``fake`` and ``fake_topk`` teachers)."""
 
     @hookimpl
     def register_teachers(self, register):
         register("fake", FakeTeacher)
+        register("fake_topk", FakeTopKTeacher)
 
 
 TESTING_PLUGIN = _TestingPlugin()

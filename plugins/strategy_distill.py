@@ -144,7 +144,8 @@ def divergence(logits: Any, topk_ids: Any, topk_logprobs: Any, tau: float, kind:
 
 
 class KDLoss(Objective):
-    """alpha * cross-entropy + (1 - alpha) * tau^2 * divergence, per target token."""
+    """alpha * cross-entropy + (1 - alpha) * tau^2 * divergence, per target token (each token of a pair weighted by
+    the pair's ``weight``). Logs ``ce`` and ``kd`` (the train record's ``objective_log``)."""
 
     signals = ("topk",)
 
@@ -152,15 +153,35 @@ class KDLoss(Objective):
         self.alpha, self.tau, self.kind, self.beta = alpha, tau, kind, beta
 
     def loss(self, outputs: Any, labels: Any, batch: dict) -> Any:
-        if self.alpha >= 1:
+        import torch
+        import torch.nn.functional as F
+
+        weights = batch.get("weights")
+        weighted = weights is not None and bool((weights != 1).any())
+        if self.alpha >= 1 and not weighted:
             return outputs.loss
-        # logits at position i predict token i + 1; the teacher's top-k sit at the predicted token's position
-        per_position = divergence(outputs.logits[:, :-1], batch["topk_ids"][:, 1:], batch["topk_logprobs"][:, 1:],
-                                  self.tau, self.kind, self.beta)
         mask = labels[:, 1:] != -100
-        kd = (per_position * mask).sum() / batch["num_items"]
-        # with alpha = 0 the cross-entropy is left out of the graph (on-policy rows: the student's own tokens)
-        return (self.alpha * outputs.loss if self.alpha else 0.0) + (1 - self.alpha) * self.tau ** 2 * kd
+        # a pair's weight (TrainingExample.weight) multiplies each of its tokens' terms
+        row = weights.to(mask.device).float()[:, None] if weighted else torch.ones_like(mask, dtype=torch.float32)
+        total = 0.0
+        if self.alpha:
+            if weighted:
+                logits = outputs.logits[:, :-1].float()
+                per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                            ignore_index=-100, reduction="none").view(mask.shape)
+                ce = (per_token * mask * row).sum() / batch["num_items"]
+            else:
+                ce = outputs.loss  # the same sum over target tokens / num_items, as transformers computes it
+            self.log("ce", float(ce.detach()))
+            total = self.alpha * ce
+        if self.alpha < 1:
+            # logits at position i predict token i + 1; the teacher's top-k sit at the predicted token's position
+            per_position = divergence(outputs.logits[:, :-1], batch["topk_ids"][:, 1:], batch["topk_logprobs"][:, 1:],
+                                      self.tau, self.kind, self.beta)
+            kd = (per_position * mask * row).sum() / batch["num_items"]
+            self.log("kd", float(kd.detach()))
+            total = total + (1 - self.alpha) * self.tau ** 2 * kd
+        return total
 
 
 class LogitKD(FormattedStrategy):
@@ -339,8 +360,9 @@ def _pad(rows: list, batch: dict, pad: int, k: int) -> dict:
         n, kk = len(seq), tid.shape[-1]
         ids[i, :n], labels[i, :n], attention[i, :n] = seq, lab, 1
         top_ids[i, :n, :kk], top_lps[i, :n, :kk] = tid, tlp
-    return {**{k_: v for k_, v in batch.items() if k_ not in ("input_ids", "labels", "attention_mask", "topk_ids",
-                                                                 "topk_logprobs")},
+    # per-row values (the weights) keep their rows; per-token ones of other signals no longer fit the new rows
+    kept = {k_: v for k_, v in batch.items() if not hasattr(v, "dim") or v.dim() <= 1}
+    return {**kept,
             "input_ids": ids, "labels": labels, "attention_mask": attention, "topk_ids": top_ids,
             "topk_logprobs": top_lps}
 

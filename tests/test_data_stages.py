@@ -118,16 +118,20 @@ def test_the_token_store_gives_what_encoding_in_memory_gives(tmp_path):
     pairs = [TrainingExample(f"e{i}", f"q {i} ###", f" {i} + 1 = {i + 1} --> {i + 1}", weight=1.0 + (i == 7),
                              turns=((" and", " more"),) if i % 5 == 0 else ()) for i in range(40)]
     pairs.append(TrainingExample("kd", "q 1 ###", " x", signals={"target_ids": [5, 6], "topk_ids": [[5, 7], [6, 8]],
-                                                                 "topk_logprobs": [[-0.1, -2.0], [-0.2, -3.0]]}))
+                                                                 "topk_logprobs": [[-0.1, -2.0], [-0.2, -3.0]],
+                                                                 "half": [2.5, 3.0], "bonus": 2.0}))
+    pairs.append(TrainingExample("k3", "q 2 ###", " y", signals={"target_ids": [5], "topk_ids": [[5, 7, 9]],
+                                                                 "topk_logprobs": [[-0.1, -2.0, -4.0]]}))
     write_records(tmp_path / "t.arrow", TRAINING, pairs)
     table = RecordTable(tmp_path / "t.arrow", TRAINING)
     tok = train_word_tokenizer([p.text() for p in pairs])
     store = encoded(table, tok, 64, False, None, tmp_path / "cache")
     assert isinstance(store, TokenStore) and len(store) == len(pairs)
     expected = encode(tok, pairs, 64)
-    for row in expected:  # log-probabilities are kept as float32, what training turns them into anyway
-        if "topk_logprobs" in row:
-            row["topk_logprobs"] = np.asarray(row["topk_logprobs"], dtype=np.float32).tolist()
+    for row in expected:  # signal values are kept as float32, what training turns them into anyway
+        for name in ("topk_logprobs", "half"):
+            if name in row:
+                row[name] = np.asarray(row[name], dtype=np.float32).tolist()
     assert [store[i] for i in range(len(pairs))] == expected
     assert list(store.lengths) == [len(r["input_ids"]) for r in encode(tok, pairs, 64)]
 

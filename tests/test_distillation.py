@@ -500,3 +500,80 @@ def test_signal_problem_names_what_is_unusable():
     assert signal_problem(good, 6) == "topk_ids[0][1] = 7 is not a token id of the vocabulary (6 tokens)"
     assert signal_problem({**good, "target_ids": [5]}) == ("topk_ids and topk_logprobs must both be there, one list "
                                                            "per target token")
+
+
+def test_pair_weights_reach_a_strategy_loss():
+    """TrainingExample.weight with an Objective: each token of a pair is weighted by it (never dropped)."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 7)
+    labels = torch.tensor([[-100, 3, 4, 1], [-100, -100, 2, 5]])
+    ids = torch.randint(0, 7, (2, 4, 3))
+    lps = torch.log_softmax(torch.randn(2, 4, 3), -1) - 0.2
+    outputs = SimpleNamespace(logits=logits, loss=None)
+    loss = KDLoss(0.5, 1.0, "forward", 0.5)
+    one = [loss.loss(SimpleNamespace(logits=logits[i:i + 1], loss=None), labels[i:i + 1],
+                     {"topk_ids": ids[i:i + 1], "topk_logprobs": lps[i:i + 1], "num_items": 5,
+                      "weights": torch.tensor([3.0])}) for i in range(2)]
+    both = loss.loss(outputs, labels, {"topk_ids": ids, "topk_logprobs": lps, "num_items": 5,
+                                       "weights": torch.tensor([2.0, 0.5])})
+    assert float(both) == pytest.approx(float(2 / 3 * one[0] + 0.5 / 3 * one[1]), rel=1e-5)
+    assert set(loss.logged()) == {"ce", "kd"}
+
+
+def test_an_objective_gets_the_tokenizer_the_steps_and_its_own_signals_aligned_with_the_labels(tmp_path,
+                                                                                                 teacher_dir):
+    """Any per-token signal a strategy attaches reaches the loss at its token's position (the labels' position,
+    before the shift); numbers arrive per row; the objective knows the tokenizer and the steps and logs scalars."""
+    from harness import Objective
+
+    seen = []
+
+    class Probe(Objective):
+        def loss(self, outputs, labels, batch):
+            mask = labels != -100
+            # "half": 0.5 x the target token's id; "pair_ids": [id, id + 1] per token; "bonus": one number per row
+            assert torch.equal(batch["half"][mask], labels[mask].float() * 0.5)
+            assert torch.equal(batch["pair_ids"][mask][:, 1], labels[mask] + 1)
+            assert (batch["half"][~mask] == 0).all() and (batch["pair_ids"][~mask] == -1).all()
+            assert batch["bonus"].shape == (labels.shape[0],) and batch["weights"].shape == (labels.shape[0],)
+            seen.append((self.step, self.max_steps, self.tokenizer is not None))
+            self.log("bonus", float(batch["bonus"].mean()))
+            return outputs.loss
+
+    tok = _tokenizer(teacher_dir)
+    rows = []
+    for r in _rows(tok, TEXTS[:8]):
+        t = r.signals["target_ids"]
+        rows.append(TrainingExample(r.example_id, r.prompt, r.target, signals={
+            "target_ids": t, "half": [x * 0.5 for x in t], "pair_ids": [[x, x + 1] for x in t], "bonus": 2.0}))
+    info = _train(tmp_path, rows, Probe(), teacher_dir, "probe", logging_steps=2)
+    assert sorted({s for s, _, _ in seen}) == [0, 1, 2, 3, 4, 5] and all(m == 6 and t for _, m, t in seen)
+    assert info["objective_log"] == [{"step": 2, "bonus": 2.0}, {"step": 4, "bonus": 2.0}, {"step": 6, "bonus": 2.0}]
+
+
+def test_a_signal_that_cannot_reach_the_loss_is_refused_not_dropped(tmp_path, teacher_dir):
+    from harness import BadInputError
+
+    tok = _tokenizer(teacher_dir)
+    (r,) = _rows(tok, TEXTS[:1])
+    bad = TrainingExample(r.example_id, r.prompt, r.target, signals={**r.signals, "note": "a string"})
+    with pytest.raises(BadInputError, match=r"signals\['note'\] is neither a number nor one value per target token"):
+        _train(tmp_path, [bad] * 4, KDLoss(0.5, 1.0, "forward", 0.5), teacher_dir, "bad")
+
+
+def test_the_public_test_teacher_with_top_k_trains_logit_kd_end_to_end(tmp_path, teacher_dir, cli):
+    """harness.testing's fake_topk teacher: token-level signals without a model, for plugin authors' tests."""
+    from harness.testing import plugin_registered
+
+    recipe = _kd_recipe(tmp_path, teacher_dir, str(teacher_dir))
+    text = recipe.read_text()
+    teacher = text[text.index("[teacher]"):text.index("[[strategy]]")]
+    recipe.write_text(text.replace(teacher, f'[teacher]\nkind = "fake_topk"\ntokenizer = "{teacher_dir}"\n'
+                                            f'rationale = "1 + 1 = 2."\ntop_k = 3\n\n'))
+    with plugin_registered():
+        result = cli("run", recipe, "--set", "training.logging_steps=2")
+    assert result.code == 0, result.err
+    runs = tmp_path / "runs" / "kd"
+    train = json.loads((runs / "train-logit_kd" / "train.json").read_text())
+    assert [set(x) for x in train["objective_log"]] == [{"step", "ce", "kd"}] * 2
+    assert all(math.isfinite(x["kd"]) and x["kd"] > 0 for x in train["objective_log"])

@@ -214,7 +214,7 @@ class Pipeline:
             io.atomic_write_json(out / "train.json", info)
             summary = (f"{info.get('steps')} steps, loss {info.get('final_loss') or info.get('train_loss'):.3f}, "
                        f"{info.get('tokens_per_second') or 0:,.0f} tokens/s, {info.get('parameters', 0):,} params")
-            return summary, {k: v for k, v in info.items() if k != "losses"}
+            return summary, {k: v for k, v in info.items() if k not in ("losses", "objective_log")}  # in train.json
 
         folder = self._stage(stage, f"train {run_name}", key, None if settings.max_tokens else settings.max_steps,
                              work)

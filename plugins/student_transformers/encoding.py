@@ -79,15 +79,49 @@ def encode(tokenizer, examples: Sequence[TrainingExample], max_length: int,
                 ids, labels = ids + context + target, labels + [-100] * len(context) + target
             ids, labels = (ids + [eos])[:max_length], (labels + [eos])[:max_length]
         row: dict = {"input_ids": ids, "labels": labels, **({"weight": e.weight} if weighted else {})}
-        if "topk_ids" in signals and not encoder_decoder:  # aligned with the target tokens, after the prompt
-            k = max(len(x) for x in signals["topk_ids"]) if signals["topk_ids"] else 1
-            none_ids, none_lps = [-1] * k, [float("-inf")] * k
-            row["topk_ids"] = ([none_ids] * len(p) + [list(x) + none_ids[len(x):] for x in signals["topk_ids"]]
-                               )[:len(ids)]
-            row["topk_logprobs"] = ([none_lps] * len(p) + [list(x) + none_lps[len(x):]
-                                                            for x in signals["topk_logprobs"]])[:len(ids)]
+        if signals and not encoder_decoder:  # aligned with the target tokens, after the prompt
+            row.update(signal_fields(e, signals, len(p), len(ids)))
         rows.append(row)
     return rows
+
+
+RESERVED = ("input_ids", "labels", "attention_mask", "weight", "weights", "num_items")
+"""Batch keys of the harness's own: a strategy's signal may not use these names."""
+
+
+def pad_value(name: str) -> float:
+    """What fills a signal where it has no value (the prompt, padding, an unused top-k slot): -1 for token ids
+    (a name ending in ``_ids``), -inf for log-probabilities (a name ending in ``logprobs``), else 0."""
+    return -1 if name.endswith("_ids") else float("-inf") if name.endswith("logprobs") else 0.0
+
+
+def signal_fields(example: TrainingExample, signals, prompt_length: int, length: int) -> dict[str, Any]:
+    """A pair's signals as row fields: every per-token signal (one value, or one list of values, per token of
+    ``target_ids``) placed at its token's position after the prompt and cut to ``length``; every number as a
+    per-row value. Anything else cannot reach a loss and is refused, never dropped."""
+    target = signals.get("target_ids")
+    out: dict[str, Any] = {}
+    for name, value in signals.items():
+        if name == "target_ids":
+            continue
+        where = f"strategy: training pair {example.example_id!r}: signals[{name!r}]"
+        if name in RESERVED:
+            raise BadInputError(f"{where}: the name is the harness's own batch key; rename the signal")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+            continue
+        if not isinstance(value, (list, tuple)) or target is None or len(value) != len(target):
+            raise BadInputError(f"{where} is neither a number nor one value per target token (a per-token signal "
+                                f"needs target_ids, the tokens it is aligned with, and one entry for each); the "
+                                f"student cannot carry it into the loss")
+        pad = pad_value(name)
+        if value and isinstance(value[0], (list, tuple)):
+            width = max((len(x) for x in value), default=1) or 1
+            none = [pad] * width
+            out[name] = ([none] * prompt_length + [list(x) + none[len(x):] for x in value])[:length]
+        else:
+            out[name] = ([pad] * prompt_length + list(value))[:length]
+    return out
 
 
 def _check_ids(example: TrainingExample, signals, vocabulary: int) -> None:
@@ -120,19 +154,30 @@ def useful_tokens(row: dict[str, list[int]]) -> int:
     return n if len(row["labels"]) == n else n + len(row["labels"])
 
 
-def topk_tensors(rows: list[dict], width: int) -> dict:
-    """``topk_ids`` [batch, width, k] (-1 where a position has none) and ``topk_logprobs`` [batch, width, k]
-    (-inf there), from each row's per-position lists (``encode`` fills the positions without a signal)."""
+def signal_tensors(rows: list[dict], width: int) -> dict:
+    """Each signal of the rows as one tensor aligned with the batch's labels: a per-token list of lists ->
+    [batch, width, k] (``topk_ids``, ``topk_logprobs``), a per-token list -> [batch, width], a per-row number ->
+    [batch]; filled with ``pad_value`` where a row has none. Token ids (``*_ids``) are integers, the rest
+    float32."""
     import torch
 
-    k = max((len(r["topk_ids"][0]) for r in rows if r.get("topk_ids")), default=1)
-    none_ids, none_lps = [-1] * k, [float("-inf")] * k
-    ids, lps = [], []
-    for r in rows:
-        tid, tlp = r.get("topk_ids") or [], r.get("topk_logprobs") or []
-        ids.append([x[:k] + none_ids[len(x):] for x in tid] + [none_ids] * (width - len(tid)))
-        lps.append([x[:k] + none_lps[len(x):] for x in tlp] + [none_lps] * (width - len(tlp)))
-    return {"topk_ids": torch.tensor(ids, dtype=torch.long), "topk_logprobs": torch.tensor(lps, dtype=torch.float32)}
+    names = [n for n in dict.fromkeys(k for r in rows for k in r) if n not in ("input_ids", "labels", "weight")]
+    out = {}
+    for name in names:
+        pad = pad_value(name)
+        dtype = torch.long if name.endswith("_ids") else torch.float32
+        sample = next(r[name] for r in rows if name in r)
+        if isinstance(sample, (int, float)):
+            out[name] = torch.tensor([float(r.get(name, pad)) for r in rows], dtype=dtype)
+        elif sample and isinstance(sample[0], (list, tuple)):
+            k = max((len(x) for r in rows for x in r.get(name) or ()), default=1) or 1
+            none = [pad] * k
+            values = [[list(x) + none[len(x):] for x in r.get(name) or ()] for r in rows]
+            out[name] = torch.tensor([v + [none] * (width - len(v)) for v in values], dtype=dtype)
+        else:
+            values = [list(r.get(name) or ()) for r in rows]
+            out[name] = torch.tensor([v + [pad] * (width - len(v)) for v in values], dtype=dtype)
+    return out
 
 
 class Collator:
@@ -163,8 +208,7 @@ class Collator:
         batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
         if "weight" in rows[0]:
             batch["weights"] = torch.tensor([r["weight"] for r in rows], dtype=torch.float32)
-        if any("topk_ids" in r for r in rows):
-            batch.update(topk_tensors(rows, width))
+        batch.update(signal_tensors(rows, width))
         return batch
 
 

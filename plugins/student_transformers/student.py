@@ -180,15 +180,30 @@ class TransformersStudent(Student):
         selection = Selection(context.validate, settings.select_every, checkpoints or out_dir.parent / "selection",
                               tokenizer) if context.validate and settings.select_every else None
 
+        objective = context.objective
+        objective_log: list[dict[str, float]] = []
+        if objective is not None:
+            objective.tokenizer, objective.max_steps = tokenizer, max_steps
+
         class Report(TrainerCallback):
             def on_train_begin(self, args, state, control, **kwargs):
                 if state.global_step:
                     progress(state.global_step)  # resumed: the steps already done
 
+            def on_step_begin(self, args, state, control, **kwargs):
+                if objective is not None:
+                    objective.step = state.global_step
+
             def on_step_end(self, args, state, control, **kwargs):
                 progress(1)
                 if selection and state.global_step % settings.select_every == 0:
                     selection.score(kwargs["model"], state.global_step)
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if objective is not None and logs and "loss" in logs:
+                    scalars = objective.logged()
+                    if scalars:
+                        objective_log.append({"step": state.global_step, **scalars})
 
         ds = deepspeed_config(settings)
         args = dict(
@@ -258,6 +273,7 @@ class TransformersStudent(Student):
                       "total": settings.batch_size},
             **({"selection": selection.summary()} if selection else {}),
             **({"objective": dict(context.objective.stats())} if context.objective is not None else {}),
+            **({"objective_log": objective_log} if objective_log else {}),
             **({"initialized_from": str(context.init_dir)} if context.init_dir is not None else {}),
         }
 

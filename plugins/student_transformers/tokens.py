@@ -2,11 +2,13 @@
 settings), in parallel processes, and read memory-mapped while training, so a million pairs cost the trainer a few
 arrays of offsets rather than millions of Python lists.
 
-A store is a folder: for each field ``encode`` makes (``input_ids``, ``labels``, ``weight``, ``topk_ids``,
-``topk_logprobs``), ``<field>.bin`` (the values of every row, one after another; int32, or float32 for the weight
-and log-probabilities), ``<field>.off`` (int64 row offsets, n + 1 of them), and ``lengths.npy`` (the tokens each
-row puts through the model, for the length-grouped sampler). ``store.json`` is written last: a store without it
-is unfinished and is made again.
+A store is a folder: for each field ``encode`` makes (``input_ids``, ``labels``, ``weight`` and every signal:
+``topk_ids``, ``topk_logprobs``, a strategy's own), ``<field>.bin`` (the values of every row, one after another;
+int32 for token ids, float32 for the rest), ``<field>.off`` (int64 row offsets, n + 1 of them), and
+``lengths.npy`` (the tokens each row puts through the model, for the length-grouped sampler). ``store.json``
+(written last: a store without it is unfinished and is made again) says each field's layout: ``row`` (one
+number per row), ``token`` (one per position) or ``nested`` (a list per position, as wide as the row's values
+divided by its positions).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from harness.records import RecordTable
 
 from .encoding import encode, useful_tokens
 
-FLOATS = ("weight", "topk_logprobs")
 CHUNK = 4096
 """Pairs encoded per task sent to a worker process."""
 
@@ -40,7 +41,7 @@ def content_key(train: Sequence[Any], tokenizer: Any, max_length: int, encoder_d
         return None
     vocabulary = tokenizer_vocabulary(tokenizer)
     parts = [train.digest(), vocabulary, max_length, encoder_decoder, repr(chat), type(tokenizer).__name__,
-             tokenizer.eos_token_id, tokenizer.pad_token_id, "tokens-1"]
+             tokenizer.eos_token_id, tokenizer.pad_token_id, "tokens-2"]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
 
@@ -51,11 +52,11 @@ class TokenStore(Sequence[dict]):
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         meta = json.loads((self.folder / "store.json").read_text())
-        self.rows, self.fields, self.k = meta["rows"], meta["fields"], meta["k"]
+        self.rows, self.layout = meta["rows"], meta["layout"]
+        self.fields = list(self.layout)
         self.lengths = np.load(self.folder / "lengths.npy", mmap_mode="r")
-        self._values = {f: np.memmap(self.folder / f"{f}.bin", mode="r",
-                                     dtype=np.float32 if f in FLOATS else np.int32) if self._size(f) else
-                        np.zeros(0, dtype=np.int32) for f in self.fields}
+        self._values = {f: np.memmap(self.folder / f"{f}.bin", mode="r", dtype=_dtype(f)) if self._size(f) else
+                        np.zeros(0, dtype=_dtype(f)) for f in self.fields}
         self._offsets = {f: np.load(self.folder / f"{f}.off.npy", mmap_mode="r") for f in self.fields}
 
     def _size(self, field: str) -> int:
@@ -69,18 +70,29 @@ class TokenStore(Sequence[dict]):
         if not 0 <= i < self.rows:
             raise IndexError(i)
         row: dict[str, Any] = {}
-        for f in self.fields:
+        for f in self.fields:  # input_ids first: nested fields need the row's positions
             a, b = int(self._offsets[f][i]), int(self._offsets[f][i + 1])
-            if a == b and f.startswith("topk_"):
-                continue  # a pair without top-k signals
+            if a == b and f not in ("input_ids", "labels"):
+                continue  # a pair without this signal
             values = self._values[f][a:b]
-            if f == "weight":
+            layout = self.layout[f]
+            if layout == "row":
                 row[f] = float(values[0])
-            elif f.startswith("topk_"):
-                row[f] = values.reshape(-1, self.k).tolist()
+            elif layout == "nested":
+                row[f] = values.reshape(len(row["input_ids"]), -1).tolist()
             else:
                 row[f] = values.tolist()
         return row
+
+
+def _dtype(field: str) -> Any:
+    return np.int32 if field in ("input_ids", "labels") or field.endswith("_ids") else np.float32
+
+
+def _layout(value: Any) -> str:
+    if isinstance(value, (int, float)):
+        return "row"
+    return "nested" if value and isinstance(value[0], (list, tuple)) else "token"
 
 
 def _encode_chunk(job: tuple[str, int, int, Any, int, bool, Any]) -> list[dict]:
@@ -101,14 +113,14 @@ def build_store(train: Sequence[Any], tokenizer: Any, max_length: int, encoder_d
     weighted = any(w != 1.0 for batch in train.column("weight") for w in batch) if isinstance(train, RecordTable) \
         else any(t.weight != 1.0 for t in train)
     files: dict[str, Any] = {}
+    layout: dict[str, str] = {"input_ids": "token", "labels": "token"}
     counts: dict[str, list[np.ndarray]] = {}  # per field, per chunk: how many values each row has
     lengths: list[np.ndarray] = []
     done = 0  # rows written before the current chunk
-    k = 1
 
     def add(rows: list[dict]) -> None:
         """Append a chunk's rows; a field a row lacks (top-k signals on pairs without them) is empty there."""
-        nonlocal k, done
+        nonlocal done
         flats: dict[str, list] = {f: [] for f in files}
         sizes: dict[str, list[int]] = {f: [0] * len(rows) for f in files}
         chunk_lengths = []
@@ -123,17 +135,17 @@ def build_store(train: Sequence[Any], tokenizer: Any, max_length: int, encoder_d
                     files[f] = (tmp / f"{f}.bin").open("wb")
                     counts[f] = [np.zeros(done, dtype=np.int32)]
                     flats[f], sizes[f] = [], [0] * len(rows)
-                if f == "weight":
+                    layout.setdefault(f, _layout(value))
+                if layout[f] == "row":
                     flat = [value]
-                elif f.startswith("topk_"):
-                    k = len(value[0]) if value else k
+                elif layout[f] == "nested":
                     flat = [x for position in value for x in position]
                 else:
                     flat = value
                 flats[f].extend(flat)
                 sizes[f][r] = len(flat)
         for f, flat in flats.items():
-            files[f].write(np.asarray(flat, dtype=np.float32 if f in FLOATS else np.int32).tobytes())
+            files[f].write(np.asarray(flat, dtype=_dtype(f)).tobytes())
             counts[f].append(np.asarray(sizes[f], dtype=np.int32))
         lengths.append(np.asarray(chunk_lengths, dtype=np.int32))
         done += len(rows)
@@ -158,7 +170,8 @@ def build_store(train: Sequence[Any], tokenizer: Any, max_length: int, encoder_d
         offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts[f]), dtype=np.int64)])
         np.save(tmp / f"{f}.off.npy", offsets.astype(np.int64))
     np.save(tmp / "lengths.npy", np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32))
-    (tmp / "store.json").write_text(json.dumps({"rows": done, "fields": list(files), "k": k}))
+    ordered = {f: layout[f] for f in ("input_ids", "labels", *files) if f in files}  # input_ids first
+    (tmp / "store.json").write_text(json.dumps({"rows": done, "layout": ordered}))
     try:
         os.rename(tmp, folder)
     except OSError:  # another process finished the same store first: the same ids

@@ -88,7 +88,13 @@ def auto_class(config):
     return AutoModelForSeq2SeqLM if is_encoder_decoder(config) else AutoModelForCausalLM
 
 
+MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
+"""What goes into the model's forward pass; every other key of a batch is a signal (or the weights) for the
+objective."""
+
+
 def weighted_trainer():
+    import torch
     from transformers import Trainer
 
     class WeightedTrainer(Trainer):
@@ -108,13 +114,16 @@ def weighted_trainer():
         """A strategy's own loss (``harness.Objective``), set by the student."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            signals = {k: inputs.pop(k) for k in ("topk_ids", "topk_logprobs") if k in inputs}
+            signals = {k: inputs.pop(k) for k in list(inputs) if k not in MODEL_INPUTS and k != "weights"}
             if self.objective is not None:
-                inputs.pop("weights", None)
+                weights = inputs.pop("weights", None)
+                if weights is None:
+                    weights = inputs["labels"].new_ones(inputs["labels"].shape[0], dtype=torch.float32)
                 before = inputs["labels"]
-                prepared = self.objective.prepare(model, {**inputs, **signals})  # on-policy: may replace rows
-                signals = {k: prepared[k] for k in ("topk_ids", "topk_logprobs") if k in prepared}
-                inputs = {k: v for k, v in prepared.items() if k not in signals}
+                # on-policy: may replace rows
+                prepared = self.objective.prepare(model, {**inputs, **signals, "weights": weights})
+                inputs = {k: v for k, v in prepared.items() if k in MODEL_INPUTS}
+                signals = {k: v for k, v in prepared.items() if k not in MODEL_INPUTS}
                 if inputs["labels"] is not before and num_items_in_batch is not None:
                     # the rows changed, so the Trainer's count of target tokens no longer holds: count this
                     # micro-batch's, as if the others of the accumulated batch were the same size
