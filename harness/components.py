@@ -137,8 +137,10 @@ class Objective:
             outputs: the model's output for the batch (``outputs.logits`` [batch, length, vocab]; ``outputs.loss``:
                 the mean cross-entropy on the target tokens, as the default objective uses it).
             labels: [batch, length] target token ids, -100 where no loss applies (prompt, padding).
-            batch: the collated tensors: ``input_ids``, ``attention_mask`` and each signal, aligned with
-                ``labels`` (``topk_ids`` [batch, length, k] with -1 where there is none, ``topk_logprobs``), and
+            batch: the collated tensors: ``input_ids``, ``attention_mask``, ``weights`` [batch] (each pair's
+                ``TrainingExample.weight``), every signal of the pairs aligned with ``labels`` (``topk_ids``
+                [batch, length, k] with -1 where there is none, ``topk_logprobs`` with -inf there, a strategy's
+                own; ``batch[name][i, j]`` belongs to ``labels[i, j]``, which ``logits[i, j - 1]`` predicts), and
                 ``num_items``: the number of target tokens a per-token loss is averaged over (those of the whole
                 batch when gradients accumulate over micro-batches: divide a sum over this micro-batch by it).
         """

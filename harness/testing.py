@@ -6,6 +6,8 @@
 - Inside that block the teachers ``fake`` (``FakeTeacher``: a fixed rationale and the gold answer) and
   ``fake_topk`` (``FakeTopKTeacher``: the same with top-k log-probabilities at every token, for token-level
   strategies and objectives) are registered too, so a recipe can use ``[teacher] kind = "fake"``.
+- ``tiny_tokenizer(folder)`` saves a word-level tokenizer for that task: the ``tokenizer`` a token-level test
+  gives both ``fake_topk`` and the student.
 - ``tiny_recipe(folder, ...)`` gives a recipe that runs end to end in seconds (a 1-layer GPT-2 on 200 synthetic
   problems); with ``path`` it writes the file, and ``overrides`` change any key as ``harness run --set`` does.
 
@@ -142,6 +144,20 @@ class FakeTopKTeacher(Teacher):
                         for i in range(c.samples)])
             progress(1)
         return out
+
+
+def tiny_tokenizer(folder: str | Path, texts: Sequence[str] = ()) -> Path:
+    """A word-level tokenizer for ``tiny_recipe``'s task (its questions, answers and rationales, every number
+    0-99, and ``texts``), saved to ``folder`` and returned: what a token-level test needs, since the teacher
+    (``fake_topk``) and the student must share a tokenizer folder."""
+    from harness.components import create
+    from harness_builtins.student_transformers.encoding import train_word_tokenizer
+
+    splits = create("task", "synthetic_arithmetic", train_size=200, validation_size=0, test_size=8).load()
+    corpus = [f"{e.question} ### {e.rationale} --> {e.answer}" for split in splits.values() for e in split]
+    tokenizer = train_word_tokenizer([*corpus, *texts, "Because. -->"])
+    tokenizer.save_pretrained(str(folder))
+    return Path(folder)
 
 
 class _TestingPlugin:

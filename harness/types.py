@@ -93,11 +93,12 @@ class TrainingExample:
     multi-task strategy can set loss = alpha * task_a + (1 - alpha) * task_b."""
     turns: tuple[tuple[str, str], ...] = ()
     signals: Mapping[str, Any] = field(default_factory=dict)
-    """Teacher signals for a strategy's own objective (``Strategy.objective``), aligned with the target's tokens:
-    ``target_ids`` (the teacher's own tokens, EOS included: the student learns exactly these instead of the
-    tokenized ``target``), ``topk_ids`` and ``topk_logprobs`` (for each of those tokens, the teacher's k most
-    likely tokens at that position and their log-probabilities). Token-level signals need the teacher's
-    tokenizer on the student."""
+    """What a strategy's own objective (``Strategy.objective``) receives beside the text: ``target_ids`` (the
+    teacher's own tokens, EOS included: the student learns exactly these instead of the tokenized ``target``),
+    ``topk_ids`` and ``topk_logprobs`` (for each of those tokens, the teacher's k most likely tokens and their
+    log-probabilities), and any signal of the strategy's own: one value (or list of values) per token of
+    ``target_ids``, or one number per pair. Each reaches ``Objective.loss`` as a tensor aligned with the labels
+    (docs/plugins/README.md, "Objective"). Token-level signals need the teacher's tokenizer on the student."""
 
     def text(self) -> str:
         """The whole sequence as text: prompt, target and every turn."""

@@ -577,3 +577,16 @@ def test_the_public_test_teacher_with_top_k_trains_logit_kd_end_to_end(tmp_path,
     train = json.loads((runs / "train-logit_kd" / "train.json").read_text())
     assert [set(x) for x in train["objective_log"]] == [{"step", "ce", "kd"}] * 2
     assert all(math.isfinite(x["kd"]) and x["kd"] > 0 for x in train["objective_log"])
+
+
+def test_the_plugin_guide_s_token_level_test_works_as_written(tmp_path):
+    """The guide's example test for a KD loss, with logit_kd standing in for the reader's strategy."""
+    from harness.cli import main
+    from harness.testing import plugin_registered, tiny_recipe, tiny_tokenizer
+
+    tok = tiny_tokenizer(tmp_path / "tok")
+    recipe = tiny_recipe(tmp_path, 'kind = "logit_kd"', steps=5, path=tmp_path / "r.toml", overrides=[
+        f'teacher={{ kind = "fake_topk", tokenizer = "{tok}", rationale = "2 + 3 = 5." }}',
+        f'student.tokenizer="{tok}"', "evaluation.limit=4"])
+    with plugin_registered():
+        assert main(["run", str(recipe)]) == 0
