@@ -17,7 +17,8 @@ COT_TRIGGER = "Let's think step by step."
 
 @dataclass(frozen=True)
 class StudentFormat:
-    """How a student is prompted with a question and what it learns to write (REFERENCE.md section 1)."""
+    """How a student is prompted with a question and what it learns to write (the formats of Fine-tune-CoT, Ho et
+    al. 2023, and others)."""
 
     prompt: str
     """With ``{question}``."""
@@ -46,6 +47,43 @@ STUDENT_FORMATS = {
 ``think``, a reasoning model's form for chat students: the question as the user turn, the rationale in a
 ``<think>...</think>`` section, the answer read after it."""
 FEW_SHOT_ANSWER = "The answer is"
+
+
+def register_format(name: str, fmt: StudentFormat) -> None:
+    """Make a student format known by ``name``: to strategies that take a ``format``, and to prompting teachers
+    as ``teacher.prompt = "<name>"``, which then write in it (prompted with its ``prompt``, the answer read after
+    its ``prediction_prefix``). A strategy that learns a top-k teacher's own tokens needs the teacher to write
+    in exactly the format it trains: call this when your plugin module is imported. Registering another format
+    under a taken name is an error."""
+    existing = STUDENT_FORMATS.get(name)
+    if existing is not None and existing != fmt:
+        raise ValueError(f"student format {name!r} is registered already, differently")
+    STUDENT_FORMATS[name] = fmt
+
+
+def teacher_format(prompt: str) -> StudentFormat | None:
+    """The student format a teacher prompted with ``prompt`` writes in: ``fine_tune_cot`` is ``token``; a format's
+    name is that format; None for the prompting styles (Zero-shot-CoT, ...) whose text no student learns as is."""
+    return STUDENT_FORMATS["token"] if prompt == "fine_tune_cot" else STUDENT_FORMATS.get(prompt)
+
+
+def format_name(fmt: StudentFormat) -> str:
+    return next((name for name, f in STUDENT_FORMATS.items() if f == fmt), "?")
+
+
+def parse_formatted(fmt: StudentFormat, completion: str) -> tuple[str, str]:
+    """(rationale, answer text) of a completion written in ``fmt``: the target's text before ``{rationale}``
+    dropped, the answer after the marker between ``{rationale}`` and ``{answer}``, cut at the format's stops
+    (empty when the marker is missing)."""
+    head, _, rest = fmt.target.partition("{rationale}")
+    between = rest.partition("{answer}")[0].strip()
+    text = completion.lstrip()
+    if head.strip() and text.startswith(head.strip()):
+        text = text[len(head.strip()):]
+    rationale, found, answer = text.partition(between) if between else (text, "", "")
+    for stop in fmt.stop:
+        answer = answer.split(stop)[0]
+    return rationale.strip(), answer.strip() if found else ""
 
 
 def zero_shot_stage1(question: str) -> str:
@@ -116,7 +154,8 @@ def parse_decomposition(completion: str) -> tuple[tuple[SubStep, ...], str, str]
 
 PROMPT_KINDS = ("zero_shot_cot", "few_shot_cot", "decompose", "fine_tune_cot")
 """``fine_tune_cot`` prompts a teacher in the student's own format (``{question} ###``) and reads the answer after
-``-->``: for a teacher that is itself a Fine-tune-CoT model, whose tokens a student can then learn one by one."""
+``-->``: for a teacher that is itself a Fine-tune-CoT model, whose tokens a student can then learn one by one.
+The name of any student format (``STUDENT_FORMATS``, ``register_format``) does the same in that format."""
 
 
 def first_prompt(kind: str, question: str, exemplars: str = "") -> str:
@@ -127,9 +166,11 @@ def first_prompt(kind: str, question: str, exemplars: str = "") -> str:
         return few_shot(exemplars, question)
     if kind == "decompose":
         return decompose(question)
-    if kind == "fine_tune_cot":
-        return STUDENT_FORMATS["token"].render_prompt(question)
-    raise ValueError(f"unknown prompt kind {kind!r}; one of {', '.join(PROMPT_KINDS)}")
+    fmt = teacher_format(kind)
+    if fmt is not None:
+        return fmt.render_prompt(question)
+    raise ValueError(f"unknown prompt kind {kind!r}; one of {', '.join(PROMPT_KINDS)} or a student format "
+                     f"({', '.join(STUDENT_FORMATS)})")
 
 
 def parse_first(kind: str, completion: str) -> tuple[str, str | None, tuple[SubStep, ...]]:
@@ -141,9 +182,10 @@ def parse_first(kind: str, completion: str) -> tuple[str, str | None, tuple[SubS
     if kind == "decompose":
         steps, rationale, answer = parse_decomposition(completion)
         return rationale, answer, steps
-    if kind == "fine_tune_cot":
-        rationale, arrow, answer = completion.partition("-->")
-        return rationale.strip(), answer.split("###")[0].strip() if arrow else "", ()
+    fmt = teacher_format(kind)
+    if fmt is not None:
+        rationale, answer = parse_formatted(fmt, completion)
+        return rationale, answer, ()
     return completion.strip(), None, ()
 
 
@@ -152,18 +194,19 @@ def check_options(config: object, at_least_one: tuple[str, ...]) -> list[tuple[s
     and the counts named in ``at_least_one``), as ``(key, message)`` pairs for a ``Config.check``."""
     problems = []
     prompt = getattr(config, "prompt")
-    if prompt not in PROMPT_KINDS:
-        problems.append(("prompt", f"'{prompt}': choose from {', '.join(PROMPT_KINDS)}"))
+    if prompt not in PROMPT_KINDS and teacher_format(prompt) is None:
+        problems.append(("prompt", f"'{prompt}': choose from {', '.join(PROMPT_KINDS)}, or a student format the "
+                                   f"teacher should write in ({', '.join(STUDENT_FORMATS)})"))
     if prompt == "few_shot_cot" and not (getattr(config, "few_shot_file") and getattr(config, "few_shot_key")):
         problems.append(("few_shot_file", "few_shot_cot needs few_shot_file and few_shot_key"))
     problems += [(key, "must be at least 1") for key in at_least_one if getattr(config, key) < 1]
     top = getattr(config, "top_logprobs")
     if top < 0:
         problems.append(("top_logprobs", "must be 0 (off) or more"))
-    if top and prompt != "fine_tune_cot":
+    if top and teacher_format(prompt) is None:
         problems.append(("top_logprobs", "records the teacher's tokens for the student to learn one by one, so the "
                                          "teacher must write in the student's format: set prompt = "
-                                         "\"fine_tune_cot\""))
+                                         "\"fine_tune_cot\" (or the name of your strategy's student format)"))
     return problems
 
 

@@ -54,9 +54,14 @@ class Config:
     """Keep only samples whose answer is correct (the correctness filter)."""
     max_samples: int = 0
     """Use at most this many samples per question (0: all the teacher gave)."""
+    format: str = "token"
+    """The student format (``token``, ``natural``, ``think`` or one a plugin registers); the teacher must write in
+    it (``teacher.prompt`` = this name, or ``fine_tune_cot`` for ``token``)."""
 
     def check(self) -> list[tuple[str, str]]:
         problems = []
+        if self.format not in STUDENT_FORMATS:
+            problems.append(("format", f"'{self.format}': choose from {', '.join(STUDENT_FORMATS)}"))
         if not 0 <= self.alpha <= 1:
             problems.append(("alpha", "must be in [0, 1]"))
         if self.temperature <= 0:
@@ -191,7 +196,7 @@ class LogitKD(FormattedStrategy):
 
     def __init__(self, config: Config):
         self.config = config
-        self.format = STUDENT_FORMATS["token"]
+        self.format = STUDENT_FORMATS[config.format]
         self._stats: dict[str, int] = {}
 
     def objective(self) -> Objective:
@@ -240,9 +245,12 @@ class OnPolicyConfig:
     filter: bool = True
     max_samples: int = 0
     seed: int = 0
+    format: str = "token"
+    """As ``logit_kd``'s: the student format, which the teacher writes in."""
 
     def check(self) -> list[tuple[str, str]]:
-        problems = []
+        problems = [] if self.format in STUDENT_FORMATS else [
+            ("format", f"'{self.format}': choose from {', '.join(STUDENT_FORMATS)}")]
         for key in ("fraction", "beta", "alpha"):
             if not 0 <= getattr(self, key) <= 1:
                 problems.append((key, "must be in [0, 1]"))
@@ -375,7 +383,7 @@ class OnPolicy(LogitKD):
 
     def __init__(self, config: OnPolicyConfig):
         super().__init__(Config(alpha=config.alpha, temperature=config.temperature, filter=config.filter,
-                                max_samples=config.max_samples))
+                                max_samples=config.max_samples, format=config.format))
         self.on_policy = config
 
     def objective(self) -> Objective:

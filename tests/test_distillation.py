@@ -590,3 +590,14 @@ def test_the_plugin_guide_s_token_level_test_works_as_written(tmp_path):
         f'student.tokenizer="{tok}"', "evaluation.limit=4"])
     with plugin_registered():
         assert main(["run", str(recipe)]) == 0
+
+
+def test_a_token_level_strategy_s_own_format_is_the_teacher_s(tmp_path, teacher_dir, cli):
+    """logit_kd in another student format: the teacher must write in it (teacher.prompt = that format)."""
+    recipe = _kd_recipe(tmp_path, teacher_dir, str(teacher_dir))
+    recipe.write_text(recipe.read_text().replace('kind = "logit_kd"\n', 'kind = "logit_kd"\nformat = "natural"\n'))
+    refused = cli("validate", recipe)
+    assert refused.code == 2
+    assert ("teacher.prompt: strategy[0] ('logit_kd') learns the teacher's own tokens in its format 'natural', but "
+            "the teacher writes in 'token'; set teacher.prompt = \"natural\"") in refused.err
+    assert cli("validate", recipe, "--set", 'teacher.prompt="natural"').code == 0

@@ -46,4 +46,23 @@ def test_prompt_option_checks_shared_by_teachers():
     assert OpenAIConfig(model="m", prompt="few_shot_cot", concurrency=0).check() == [
         ("few_shot_file", "few_shot_cot needs few_shot_file and few_shot_key"), ("concurrency", "must be at least 1")]
     assert HFConfig(model="m", prompt="chain").check() == [
-        ("prompt", "'chain': choose from zero_shot_cot, few_shot_cot, decompose, fine_tune_cot")]
+        ("prompt", "'chain': choose from zero_shot_cot, few_shot_cot, decompose, fine_tune_cot, or a student format "
+                   "the teacher should write in (token, natural, think)")]
+
+
+def test_a_teacher_writes_in_any_student_format_and_is_read_back():
+    from harness.prompts import STUDENT_FORMATS, StudentFormat, first_prompt, parse_first, register_format
+
+    for name, fmt in STUDENT_FORMATS.items():
+        assert first_prompt(name, "What is 2 + 3?") == fmt.render_prompt("What is 2 + 3?")
+        completion = fmt.render_target("2 + 3 = 5.", "5") + (fmt.stop[0] + " next" if fmt.stop else "")
+        assert parse_first(name, completion) == ("2 + 3 = 5.", "5", ()), name
+    assert parse_first("fine_tune_cot", " 2 + 3 = 5. --> 5 ### Q") == ("2 + 3 = 5.", "5", ())
+    mine = StudentFormat("Problem: {question}\nWork:", " {rationale}\nAnswer: {answer}", "Answer:", ("\n\n",))
+    register_format("mine", mine)
+    try:
+        assert parse_first("mine", " 2 + 3 = 5.\nAnswer: 5\n\nProblem: x") == ("2 + 3 = 5.", "5", ())
+        with pytest.raises(ValueError, match="registered already, differently"):
+            register_format("mine", STUDENT_FORMATS["token"])
+    finally:
+        STUDENT_FORMATS.pop("mine")

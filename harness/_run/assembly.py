@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness import prompts
 from harness._evaluation.backends import BACKENDS
 from harness._run.recipe import ComponentSpec, Recipe
 from harness._run.registry import Registry
@@ -89,6 +90,14 @@ def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Stu
                        f"text during training, and a served teacher would start one server per training process; "
                        f"set training.processes = 1 and training.nodes = 1 for it (or use the hf teacher)")
         token_level = "topk" in objective.signals
+        written = prompts.teacher_format(str(getattr(recipe.teacher.config, "prompt", "")))
+        learned = getattr(strategies[spec.name], "format", None)
+        if token_level and not missing and written is not None and isinstance(learned, prompts.StudentFormat) \
+                and written != learned:
+            name = prompts.format_name(learned)
+            out.append(f"{recipe.path}: teacher.prompt: strategy[{j}] ('{spec.name}') learns the teacher's own "
+                       f"tokens in its format '{name}', but the teacher writes in "
+                       f"'{prompts.format_name(written)}'; set teacher.prompt = \"{name}\"")
         teacher_vocab = teacher.vocabulary() if token_level else None
         for i, student_spec in enumerate(recipe.students):
             student = students[student_spec.name]
