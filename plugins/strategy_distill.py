@@ -57,9 +57,12 @@ class Config:
     format: str = "token"
     """The student format (``token``, ``natural``, ``think`` or one a plugin registers); the teacher must write in
     it (``teacher.prompt`` = this name, or ``fine_tune_cot`` for ``token``)."""
+    top_k: int = 0
+    """Use only the teacher's k most likely tokens of those it recorded (the rest joins the tail bucket); 0: all
+    of them. Record once at a large k, train at several."""
 
     def check(self) -> list[tuple[str, str]]:
-        problems = []
+        problems = [] if self.top_k >= 0 else [("top_k", "must be 0 (all recorded) or more")]
         if self.format not in STUDENT_FORMATS:
             problems.append(("format", f"'{self.format}': choose from {', '.join(STUDENT_FORMATS)}"))
         if not 0 <= self.alpha <= 1:
@@ -111,7 +114,9 @@ def buckets(logits: Any, topk_ids: Any, topk_logprobs: Any, tau: float) -> tuple
     total = torch.logsumexp(scaled, dim=-1, keepdim=True)
     s_k = torch.where(present, scaled.gather(-1, ids) - total, neg_inf)
     in_top = torch.zeros_like(scaled).scatter_add_(-1, ids, present.float()) > 0
-    s_tail = torch.logsumexp(scaled.masked_fill(in_top, float("-inf")), dim=-1, keepdim=True) - total
+    none_left = in_top.all(-1, keepdim=True)  # the top-k is the whole vocabulary: no tail (and no NaN gradient)
+    rest = scaled.masked_fill(in_top, float("-inf")).masked_fill(none_left, 0.0)
+    s_tail = torch.where(none_left, neg_inf, torch.logsumexp(rest, dim=-1, keepdim=True) - total)
     student = torch.cat([s_k, s_tail], dim=-1)
     return teacher, student, signal
 
@@ -141,7 +146,10 @@ def divergence(logits: Any, topk_ids: Any, topk_logprobs: Any, tau: float, kind:
     elif kind == "reverse":
         terms = torch.where(s_has, s_p * (s_safe - t_log.clamp(min=ZERO_LOG)), torch.zeros_like(s_p))
     else:
-        m_log = torch.logaddexp(t_log + math.log(beta), s_log + math.log(1 - beta))
+        # log m = log(beta p + (1 - beta) q), from finite stand-ins where a side is 0 (exp(-1e4) is 0 too)
+        far = torch.full_like(t_log, -1e4)
+        m_log = torch.logaddexp(torch.where(t_has, t_log + math.log(beta), far),
+                                torch.where(s_has, s_log + math.log(1 - beta), far))
         m_safe = torch.where(t_has | s_has, m_log, torch.zeros_like(m_log))
         terms = torch.where(t_has, beta * t_p * (t_safe - m_safe), torch.zeros_like(t_p)) + \
             torch.where(s_has, (1 - beta) * s_p * (s_safe - m_safe), torch.zeros_like(s_p))
@@ -215,6 +223,10 @@ class LogitKD(FormattedStrategy):
                 if "topk_ids" not in signals or "target_ids" not in signals:
                     without += 1
                     continue
+                k = self.config.top_k
+                if k:  # the recorded top-k are the teacher's most likely first
+                    signals = {**signals, "topk_ids": [row[:k] for row in signals["topk_ids"]],
+                               "topk_logprobs": [row[:k] for row in signals["topk_logprobs"]]}
                 out.append(TrainingExample(e.id, self.prompt(e), self.format.render_target(
                     g.generation.rationale, g.generation.answer_text), signals=signals))
         tokens = sum(len(t.signals["target_ids"]) for t in out)

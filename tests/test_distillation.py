@@ -116,10 +116,17 @@ def test_full_vocabulary_divergences_equal_trl_generalized_jsd(tau, monkeypatch)
     # the teacher's record: every token of the vocabulary, best first, log-probabilities at temperature 1
     lps, ids = torch.log_softmax(teacher, -1).sort(-1, descending=True)
     for kind, beta in (("forward", 0.0), ("reverse", 1.0), ("jsd", 0.5), ("jsd", 0.3)):
-        ours = divergence(student, ids, lps, tau, kind, beta if kind == "jsd" else 0.5)[labels != -100]
-        theirs = GKDTrainer.generalized_jsd_loss(student, teacher, labels=labels, beta=beta, temperature=tau,
+        logits = student.clone().requires_grad_(True)
+        ours = divergence(logits, ids, lps, tau, kind, beta if kind == "jsd" else 0.5)[labels != -100]
+        theirs_logits = student.clone().requires_grad_(True)
+        theirs = GKDTrainer.generalized_jsd_loss(theirs_logits, teacher, labels=labels, beta=beta, temperature=tau,
                                                  reduction="none").sum(-1)
         assert torch.allclose(ours, theirs, atol=1e-5), (kind, beta, trl.__version__, ours - theirs)
+        # and the gradients: finite (no tail on either side) and TRL's
+        ours.sum().backward()
+        theirs.sum().backward()
+        assert torch.isfinite(logits.grad).all(), kind
+        assert torch.allclose(logits.grad, theirs_logits.grad, atol=1e-5), (kind, beta)
 
 
 def _rows(tok, texts, k=3):
