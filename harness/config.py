@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -80,6 +81,9 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             problems.append(f"{where}: expected a number, got {_describe(value)}")
             return value
+        if not math.isfinite(value):
+            problems.append(f"{where}: expected a finite number, got {value} (nan and inf are not settings)")
+            return value
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -134,6 +138,8 @@ def build(cls: type, table: Mapping[str, Any], where: str, problems: list[str], 
     if missing:
         return None
     failed = len(problems) > count
+    if any(fields[k].default is MISSING and fields[k].default_factory is MISSING for k in bad):
+        return None  # a required key of the wrong type: nothing to check the rest against (its type error says it)
     # A wrongly typed key must not hide the table's other problems: check() runs with that key at its default,
     # and its findings about that key are left out (the type error already names it).
     instance = cls(**{k: v for k, v in kwargs.items() if k not in bad})

@@ -468,16 +468,19 @@ def test_served_teacher_through_vllm_gives_the_same_top_k_and_trains_logit_kd(tm
 
 
 @pytest.mark.slow
-def test_logit_kd_in_two_launched_processes_follows_the_one_process_loss_curve(tmp_path, teacher_dir):
+@pytest.mark.parametrize("launcher,stage", [("torchrun", None), ("deepspeed", 2)])
+def test_logit_kd_in_two_launched_processes_follows_the_one_process_loss_curve(tmp_path, teacher_dir, launcher,
+                                                                                stage):
     """The strategy's loss travels to every launched process (rebuilt from the strategy's kind and config): two
-    torchrun processes with the same global batch give the one-process KD curve, not cross-entropy's."""
+    processes (torchrun; the deepspeed launcher with ZeRO-2) with the same global batch give the one-process KD
+    curve, not cross-entropy's."""
     from harness.components import build_objective
 
     rows = _rows(_tokenizer(teacher_dir), TEXTS[:16])
     source = {"strategy": {"kind": "logit_kd", "config": {"alpha": 0.3, "temperature": 2.0}}, "teacher": None}
     one = _train(tmp_path, rows, build_objective(source), teacher_dir, "one", source)
     two = _train(tmp_path, rows, build_objective(source), teacher_dir, "two", source, processes=2,
-                 launcher="torchrun")
+                 launcher=launcher, deepspeed_stage=stage)
     ce = _train(tmp_path, [TrainingExample(r.example_id, r.prompt, r.target, signals={"target_ids":
                 r.signals["target_ids"]}) for r in rows], None, teacher_dir, "ce")
     assert two["processes"] == 2 and two["batch"]["total"] == 4

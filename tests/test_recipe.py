@@ -124,3 +124,24 @@ def test_every_shipped_recipe_validates(recipe, registry):
     loaded = load_recipe(recipe, registry)
     assert loaded.strategies and loaded.students
     assert recipe.read_text().startswith("#"), "a recipe's first comment says how to run it"
+
+
+@pytest.mark.parametrize("key", ["training.learning_rate", "training.max_grad_norm", "training.weight_decay",
+                                 "training.min_lr_ratio", "training.adam_beta2", "teacher.temperature",
+                                 "evaluation.temperature"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_refused_by_validate(tiny_recipe, cli, key, value):
+    result = cli("validate", tiny_recipe, "--set", f"{key}={value}")
+    assert result.code == 2
+    assert f"{key}: expected a finite number, got {float(value)} (nan and inf are not settings)" in result.err
+
+
+@pytest.mark.parametrize("value", ["5", "{ zz = 1 }"])
+def test_a_required_key_of_the_wrong_type_is_a_message_not_a_crash(tmp_path, cli, value):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[task]\nkind = "synthetic_arithmetic"\n[teacher]\nkind = "openai"\nmodel = {value}\n'
+                      '[[strategy]]\nkind = "vanilla"\n[[student]]\nkind = "transformers"\ntokenizer = "word"\n'
+                      'architecture = { model_type = "gpt2", n_layer = 1, n_embd = 16, n_head = 2 }\n')
+    result = cli("validate", recipe)
+    assert result.code == 2 and "Traceback" not in result.err
+    assert "teacher.model: expected a string" in result.err
