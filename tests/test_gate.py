@@ -133,3 +133,12 @@ def test_a_planted_regression_fails_the_gate_and_an_unchanged_candidate_passes(t
     assert cli("compare", base, tmp_path / "same" / "results").code == 0
     failed = cli("compare", base, tmp_path / "bad" / "results")
     assert failed.code == 1 and "1 regression: fine_tune_cot/harness_gate_fine_tune_cot" in failed.err
+
+
+def test_a_nan_accuracy_fails_the_gate_instead_of_passing_as_noise(tmp_path, cli):
+    results_file(tmp_path / "base", "ftc", 0.6, 0.05)
+    results_file(tmp_path / "cand", "ftc", float("nan"), float("nan"))
+    result = cli("compare", tmp_path / "base", tmp_path / "cand")
+    assert result.code == 1
+    (row,) = [line for line in result.out.splitlines() if "ftc/harness_r_ftc" in line]
+    assert "MISSING" in row and "noise" not in row.lower()

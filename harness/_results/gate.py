@@ -121,6 +121,10 @@ def compare(baseline: list[Row], candidate: list[Row], max_drop: float, z: float
             out.append(Comparison(k, b, None, None, 0.0, True, b_mean, None, len(base), 0, verdict="missing"))
             continue
         c_mean = statistics.fmean(r.acc for r in cand)
+        if not math.isfinite(c_mean) or not math.isfinite(b_mean):  # a NaN accuracy is no evidence of anything
+            out.append(Comparison(k, b, cand[0], None, 0.0, True, b_mean, c_mean, len(base), len(cand),
+                                  verdict="missing"))
+            continue
         delta = c_mean - b_mean
         noise, used, lost, gained = noise_band(base, cand, z, method)
         threshold = max(max_drop, noise)
