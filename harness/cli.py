@@ -119,9 +119,20 @@ def cmd_estimate(args: argparse.Namespace, err: Console) -> int:
     for note in est.notes:
         out.print(f"note: {note}", markup=False)
     if args.json:
-        Path(args.json).write_text(json.dumps(est.as_dict() | {"tokens_counted": est.tokens_counted,
-                                                               "notes": est.notes}, indent=2) + "\n")
+        write_output(Path(args.json), json.dumps(est.as_dict() | {"tokens_counted": est.tokens_counted,
+                                                                  "notes": est.notes}, indent=2) + "\n", "--json")
     return 0
+
+
+def write_output(path: Path, text: str, option: str) -> None:
+    """A file a command was asked to write (``--json``, ``--report``): its folder made, and a path that cannot be
+    written (a folder, no permission, a full disk) a message naming the option, not a traceback."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise BadInputError(f"{option} {path}: cannot write it ({exc.strerror or exc}); give a file path in a "
+                            f"folder you can write") from None
 
 
 def cmd_plugins(args: argparse.Namespace, err: Console) -> int:
@@ -145,16 +156,21 @@ def cmd_tasks(args: argparse.Namespace, err: Console) -> int:
 
     registry = _registry()
     rows = task_rows(registry, args.data_dir)
+    broken = [r["task"] for r in rows if r.get("broken")]
+    code = 1 if broken or registry.problems else 0  # data not downloaded is not broken; a failing plugin is
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return code
     counts = ("train", "validation", "test", "overlap")
     stdout_console().print(_table(
         "harness tasks", ("task", "train", "validation", "test", "test in train", "source"),
         [[r["task"], *("-" if r[k] is None else str(r[k]) for k in counts), r["source"]] for r in rows],
         right=("train", "validation", "test", "test in train")))
     _warn(registry, err)
-    return 0
+    if broken:
+        err.print(f"error: {len(broken)} task plugin{'s' if len(broken) != 1 else ''} failed to load "
+                  f"({', '.join(broken)}): see its row", markup=False)
+    return code
 
 
 def _rows(args: argparse.Namespace):
@@ -197,7 +213,7 @@ def cmd_compare(args: argparse.Namespace, err: Console) -> int:
     title = gate.title(args.max_drop, args.z)
     stdout_console().print(gate_report.rich_table(found, title))
     if args.report:
-        gate_report.write(Path(args.report), found, title)
+        write_output(Path(args.report), gate_report.render(Path(args.report), found, title), "--report")
         err.print(f"report: {args.report}", markup=False)
     bad = [c for c in found if c.regression]
     if bad:

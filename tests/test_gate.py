@@ -142,3 +142,13 @@ def test_a_nan_accuracy_fails_the_gate_instead_of_passing_as_noise(tmp_path, cli
     assert result.code == 1
     (row,) = [line for line in result.out.splitlines() if "ftc/harness_r_ftc" in line]
     assert "MISSING" in row and "noise" not in row.lower()
+
+
+def test_a_report_path_that_cannot_be_written_is_a_message(tmp_path, cli):
+    results_file(tmp_path / "base", "ftc", 0.6, 0.05)
+    results_file(tmp_path / "cand", "ftc", 0.6, 0.05)
+    made = cli("compare", tmp_path / "base", tmp_path / "cand", "--report", tmp_path / "new" / "deeper" / "r.md")
+    assert made.code == 0 and (tmp_path / "new" / "deeper" / "r.md").is_file()  # its folder made
+    onto = cli("compare", tmp_path / "base", tmp_path / "cand", "--report", tmp_path / "new")
+    assert onto.code == 2 and "Traceback" not in onto.err
+    assert f"--report {tmp_path / 'new'}: cannot write it (Is a directory)" in onto.err

@@ -82,8 +82,7 @@ def compare_html(found: Sequence[Comparison], title: str) -> str:
             f"</thead><tbody>{body}</tbody></table></body></html>\n")
 
 
-def write(path: Path, found: Sequence[Comparison], title: str) -> None:
-    """The report as a small HTML page (``FILE.html``) or Markdown (any other name)."""
-    text = compare_html(found, title) if path.suffix == ".html" else compare_markdown(found, title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+def render(path: Path, found: Sequence[Comparison], title: str) -> str:
+    """The report for ``path``: a small HTML page (``FILE.html``) or Markdown (any other name)."""
+    return compare_html(found, title) if path.suffix == ".html" else compare_markdown(found, title)
+

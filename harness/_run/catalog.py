@@ -30,5 +30,6 @@ def task_rows(registry: Registry, data_dir: str | None = None) -> list[dict[str,
             row["source"] = "unavailable: " + ("; ".join(problems) if problems else exc.message)
         except Exception as exc:  # a third party's task with a bug: list the others all the same
             row["source"] = f"unavailable: {type(exc).__name__} in the task plugin: {exc}"
+            row["broken"] = True
         rows.append(row)
     return rows
