@@ -80,3 +80,28 @@ def test_a_first_run_shows_the_harness_output_only(tmp_path):
              if re.search(r"fatal:|\[transformers\]|warn|lm.eval|it/s\]|kwarg|not sharded|deprecat", line, re.I)]
     assert not noise, noise
     assert "✓ evaluate fine_tune_cot" in output and "pass@1" in output
+
+
+def test_harness_tasks_exits_1_when_a_task_plugin_fails(cli):
+    import harness
+    from harness.testing import plugin_registered
+
+    class Broken(harness.Task):
+        def __init__(self, config=None):
+            self.config = config
+
+        def load(self):
+            raise RuntimeError("a bug in the plugin")
+
+    class Plugin:
+        @harness.hookimpl
+        def register_tasks(self, register):
+            register("broken_task", Broken)
+
+    with plugin_registered(Plugin()):
+        result = cli("tasks")
+        listed = cli("tasks", "--json")
+    assert result.code == 1 and "1 task plugin failed to load (broken_task)" in result.err
+    rows = {r["task"]: r for r in json.loads(listed.out)}
+    assert listed.code == 1 and rows["broken_task"]["source"].endswith("RuntimeError in the task plugin: a bug in "
+                                                                       "the plugin")
