@@ -109,6 +109,12 @@ def main() -> int:
     p.add_argument("--teacher-steps", type=int, default=1200)
     p.add_argument("--train-size", type=int, default=4000, help="the students' training questions")
     p.add_argument("--quick", action="store_true", help="one seed, small sizes: checks the path in minutes")
+    p.add_argument("--teacher-dir", default="",
+                   help="use this trained teacher (a model folder with its kd_teacher run folder two levels up) "
+                        "instead of training one")
+    p.add_argument("--no-large", action="store_true",
+                   help="leave out the student of the teacher's size (the slowest part: about 15 minutes per "
+                        "student on 2 CPU cores)")
     p.add_argument("--workdir", default=str(REPO / "runs" / "kd_science"))
     p.add_argument("--out", default=str(REPO / "results" / "kd_science"))
     args = p.parse_args()
@@ -117,16 +123,22 @@ def main() -> int:
     work = Path(args.workdir)
     started = time.perf_counter()
 
-    teacher_results, teacher_run = run(teacher_recipe(work, args.teacher_steps, max(args.train_size, 20000)
-                                                      if not args.quick else 2000), "kd_teacher")
-    teacher_dir = teacher_run / "train-teacher" / "model"
-    teacher_greedy = teacher_results["teacher"]["acc"]
+    if args.teacher_dir:  # a teacher trained before (its run folder holds its evaluation)
+        teacher_dir = Path(args.teacher_dir)
+        teacher_run = teacher_dir.parent.parent
+        teacher_greedy = json.loads((teacher_run / "evaluate-teacher" / "metrics.json").read_text())["acc"]
+    else:
+        teacher_results, teacher_run = run(teacher_recipe(work, args.teacher_steps, max(args.train_size, 20000)
+                                                          if not args.quick else 2000), "kd_teacher")
+        teacher_dir = teacher_run / "train-teacher" / "model"
+        teacher_greedy = teacher_results["teacher"]["acc"]
     teacher_params = json.loads((teacher_run / "train-teacher" / "done.json").read_text())["record"]["parameters"]
     print(f"teacher: {teacher_params:,} parameters, greedy test accuracy {100 * teacher_greedy:.1f}%", flush=True)
 
     per_seed: dict[str, list[dict]] = {}
     report: dict = {}
-    groups = [("kd", STRATEGIES, None, ""), ("kd_large", LARGE_STRATEGIES, TEACHER, "large_")]
+    groups = [("kd", STRATEGIES, None, "")] + ([] if args.no_large else
+                                               [("kd_large", LARGE_STRATEGIES, TEACHER, "large_")])
     for seed in args.seeds:
         for group, strategies, architecture, prefix in groups:
             results, run_dir = run(student_recipe(work, seed, teacher_dir, args.budget_tokens, args.train_size,
@@ -162,15 +174,18 @@ def main() -> int:
         "on_policy_after_ftc_beats_ftc_continued": lead(summary, "ftc_then_on_policy", "ftc_then_ftc"),
         "a_student_surpasses_its_teacher": any(lead({**summary, "teacher": teacher_row}, name, "teacher")
                                                for name in summary),
-        "the_large_student_beats_the_small_one_with_logit_kd": lead(summary, "large_kd_forward", "kd_forward"),
     }
+    if not args.no_large:
+        answers["the_large_student_beats_the_small_one_with_logit_kd"] = lead(summary, "large_kd_forward",
+                                                                             "kd_forward")
     out = {"teacher": {"parameters": teacher_params, "architecture": TEACHER, "steps": args.teacher_steps,
                        "greedy_test_accuracy": round(100 * teacher_greedy, 1),
                        "sampled_train_accuracy": round(100 * report.get("sample_accuracy", 0), 1),
                        "samples": report.get("samples"), "samples_passing_filter": report.get("correct_samples"),
                        "questions_without_correct_sample": report.get("questions_without_correct")},
            "budget_tokens": args.budget_tokens, "train_questions": args.train_size, "seeds": args.seeds,
-           "strategies": STRATEGIES, "large_student": {"architecture": TEACHER, "strategies": LARGE_STRATEGIES},
+           "strategies": STRATEGIES, "large_student": None if args.no_large else
+           {"architecture": TEACHER, "strategies": LARGE_STRATEGIES},
            "answer_rule": "yes only when the lead is larger than the larger of the two seed standard deviations",
            "summary": summary, "runs": per_seed, "answers": answers,
            "minutes": round((time.perf_counter() - started) / 60, 1)}
@@ -189,8 +204,9 @@ def main() -> int:
         lines.append(f"| {name} | {s['parameters']:,} | **{s['mean']}**{sd} | {' / '.join(map(str, s['per_seed']))} | "
                      + " | ".join(str(v) for v in s["by_steps"].values()) + " |")
     lines += ["", f"{out['minutes']} minutes on this machine; budget {args.budget_tokens:,} training tokens per "
-                  "student (the two `ftc_then_*` rows: a second budget on top of `ftc`'s student; `large_*`: a "
-                  f"student of the teacher's size, {summary['large_ftc']['parameters']:,} parameters).", "",
+                  "student (the two `ftc_then_*` rows: a second budget on top of `ftc`'s student"
+                  + ("" if args.no_large else f"; `large_*`: a student of the teacher's size, "
+                                              f"{summary['large_ftc']['parameters']:,} parameters") + ").", "",
               "Answers (yes only when the lead is larger than the seed spread):", ""]
     lines += [f"- {question.replace('_', ' ')}: **{'yes' if yes else 'no'}**" for question, yes in answers.items()]
     out_path.with_suffix(".md").write_text("\n".join(lines) + "\n")
