@@ -191,3 +191,17 @@ def test_training_with_weights(tmp_path):
     info = student.train(rows, TrainingSettings(max_steps=4, batch_size=4, logging_steps=2, threads=1),
                          tmp_path / "m", [r.prompt + r.target for r in ROWS], lambda n: None)
     assert info["steps"] == 4 and math.isfinite(info["train_loss"])
+
+
+def test_a_checkpoint_marked_complete_but_missing_its_trainer_state_is_not_resumed(tmp_path):
+    from harness_builtins.student_transformers.trainer import CHECKPOINT_MARKER, latest_complete_checkpoint
+
+    for step in (10, 20):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / CHECKPOINT_MARKER).write_text("{}")
+        (folder / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-20" / "trainer_state.json").unlink()
+    found, skipped = latest_complete_checkpoint(tmp_path)
+    assert found == tmp_path / "checkpoint-10" and [p.name for p in skipped] == ["checkpoint-20"]
+    assert not (tmp_path / "checkpoint-20").exists()

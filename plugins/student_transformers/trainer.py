@@ -192,15 +192,17 @@ checkpoint without it was cut short by a kill and is never resumed from."""
 
 
 def latest_complete_checkpoint(folder: Path) -> tuple[Path | None, list[Path]]:
-    """The newest checkpoint with its completion marker, and the newer ones without (removed: a kill cut them
-    short, and the Trainer's rotation must not count them)."""
+    """The newest checkpoint with its completion marker (and the trainer state resuming reads), and the newer ones
+    without (removed: a kill cut them short or a file went missing, and the Trainer's rotation must not count
+    them)."""
     if not folder.is_dir():
         return None, []
     found = sorted((p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.rsplit("-", 1)[-1].isdigit()),
                    key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True)
     skipped = []
     for path in found:
-        if (path / CHECKPOINT_MARKER).is_file():
+        # the marker is written last; a checkpoint damaged after it (a file deleted) is no more resumable
+        if (path / CHECKPOINT_MARKER).is_file() and (path / "trainer_state.json").is_file():
             for bad in skipped:
                 shutil.rmtree(bad, ignore_errors=True)
             return path, skipped
