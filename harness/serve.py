@@ -75,7 +75,9 @@ def managed_server(command: str, model: str, log: Path, timeout: float = 600.0,
                    env: dict[str, str] | None = None) -> Iterator[str]:
     """Start the server, yield its ``/v1`` base URL once it answers, stop it afterwards whatever happens."""
     port = free_port()
-    argv = [part.format(model=model, port=port) for part in shlex.split(command)]
+    # only the two placeholders are filled: other braces (vLLM's --override-generation-config '{"temperature": 0}')
+    # are the command's own
+    argv = [part.replace("{model}", model).replace("{port}", str(port)) for part in shlex.split(command)]
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         try:

@@ -308,6 +308,7 @@ if __name__ == "__main__":
     parser.add_argument("--batch-seconds", type=float, default=0.5)
     parser.add_argument("--port-file", help="write the bound port here once listening")
     parser.add_argument("--model", help="ignored: what a server command template names ({model})")
+    parser.add_argument("--generation-config", help="ignored: JSON, as vLLM's --override-generation-config takes")
     args = parser.parse_args()
     server = FakeOpenAI(latency=args.latency, batch_seconds=args.batch_seconds).start(args.port)
     if args.port_file:

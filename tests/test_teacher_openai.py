@@ -344,7 +344,8 @@ def test_a_server_the_teacher_starts_and_always_stops(tmp_path):
 
     from .conftest import REPO
 
-    command = f"{sys.executable} {REPO / 'tests' / 'fake_openai.py'} --port {{port}} --model {{model}}"
+    command = (f"{sys.executable} {REPO / 'tests' / 'fake_openai.py'} --port {{port}} --model {{model}} "
+               """--generation-config '{"temperature": 0}'""")  # braces of the command's own are left alone
     options = dict(model="local-model", base_url="http://unused.invalid/v1", api_key_env="OPENAI_API_KEY",
                    cache_dir=str(tmp_path), serve=command)
     t = OpenAITeacher(Config(**options))
