@@ -8,10 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -374,6 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser().parse_args(argv)
     except SystemExit as exc:  # argparse: 2 for a usage error, 0 for --help
         return int(exc.code or 0)
+    terminated = _stop_on_sigterm()
     try:
         return args.func(args, err)
     except RecipeError as exc:
@@ -388,11 +392,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             err.print("finished stages are kept; run the same command again to resume", markup=False)
         return exc.exit_code
     except KeyboardInterrupt:
-        err.print("interrupted; finished stages are kept; run the same command again to resume", markup=False)
-        return 130
+        what = "terminated" if terminated.get("signal") else "interrupted"
+        err.print(f"{what}; finished stages are kept; run the same command again to resume", markup=False)
+        return 143 if terminated.get("signal") else 130
     except Exception:  # a bug in the harness or a plugin: the traceback, with any secret the run knows masked
         sys.stderr.write(redact(traceback.format_exc()))
         return 1
+    finally:
+        if "previous" in terminated:
+            signal.signal(signal.SIGTERM, terminated["previous"])
+
+
+def _stop_on_sigterm() -> dict[str, Any]:
+    """SIGTERM (a scheduler's cancel, ``kill``) unwinds like Ctrl-C, so that servers the run started are stopped
+    and partial stage folders left as they are for the resume (the default action would end the process at once,
+    leaving a served model running). Only in the main thread, where Python delivers signals."""
+    state: dict[str, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return state
+
+    def stop(signum, frame):
+        state["signal"] = signum
+        raise KeyboardInterrupt
+
+    state["previous"] = signal.signal(signal.SIGTERM, stop)
+    return state
 
 
 def entry() -> None:

@@ -406,3 +406,41 @@ def test_endpoints_are_checked_in_the_recipe():
     assert ("endpoints[0]", "needs base_url, e.g. { base_url = \"http://gpu2:8000/v1\", concurrency = 32 }") in bad
     assert ("endpoints[1].concurrency", "must be a whole number of at least 1") in bad
     assert any(k == "endpoints[2].base_url" for k, _ in bad)
+
+
+def test_sigterm_to_harness_run_stops_the_server_it_started(tmp_path):
+    """A scheduler's cancel (SIGTERM) unwinds like Ctrl-C: the managed server is stopped, the run says so."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from harness.testing import tiny_recipe
+
+    from .conftest import REPO
+
+    serve = f"{sys.executable} {REPO / 'tests' / 'fake_openai.py'} --port {{port}} --model {{model}} --latency 3"
+    recipe = tiny_recipe(tmp_path, path=tmp_path / "r.toml", overrides=[
+        f'teacher={{ kind = "openai", model = "m", base_url = "http://unused.invalid/v1", api_key_env = "", '
+        f'cache_dir = "{tmp_path / "cache"}", serve = "{serve}" }}'])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    run = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(recipe)], env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    port = None
+    while port is None and time.monotonic() < deadline:  # wait until the server answers
+        logs = list((tmp_path / "cache" / "serve").glob("*.log")) if (tmp_path / "cache" / "serve").is_dir() else []
+        text = logs[0].read_text() if logs else ""
+        if "listening on" in text:
+            port = int(text.split("127.0.0.1:")[1].split("/")[0])
+        time.sleep(0.2)
+    assert port is not None, run.communicate(timeout=10)
+    time.sleep(1.0)  # requests in flight
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 143, err
+    assert "terminated; finished stages are kept" in err and "Traceback" not in err
+    with socket.socket() as s:  # nothing listens there any more: the server was stopped
+        assert s.connect_ex(("127.0.0.1", port)) != 0
