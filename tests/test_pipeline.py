@@ -254,3 +254,17 @@ def test_the_train_key_covers_what_shapes_the_model():
     assert training_key(plain) == training_key(TrainingSettings(threads=1, logging_steps=3))  # operational
     selecting = TrainingSettings(select_every=10)
     assert training_key(selecting, 32) != training_key(selecting, 64)  # model selection generates with it
+
+
+def test_a_second_run_of_the_same_recipe_at_once_is_refused(tmp_path, tiny_recipe, cli):
+    """Two runs of one recipe at the same time would pay the teacher twice and trip over each other's partial
+    stage folders: the second is refused at once, naming the first."""
+    from harness._run.rundir import RunDir
+
+    with RunDir(tmp_path / "runs" / "tiny").lock():  # as a first run holds it
+        second = cli("run", tiny_recipe, "--set", "training.max_steps=2", "--set", "evaluation.limit=2")
+    assert second.code == 2
+    assert "another harness run is using this run folder (pid " in second.err
+    assert not (tmp_path / "runs" / "tiny" / "task").exists()  # nothing started
+    after = cli("run", tiny_recipe, "--set", "training.max_steps=2", "--set", "evaluation.limit=2")
+    assert after.code == 0, after.err  # released: the next run goes ahead

@@ -60,6 +60,14 @@ class Pipeline:
     # The recipe, top to bottom ------------------------------------------------------------------------------
 
     def run(self) -> dict[str, dict[str, Any]]:
+        """Every stage the recipe needs, with the run folder held for this run alone (another ``harness run`` of
+        the same recipe at the same time is refused: it would pay the teacher for the same questions again)."""
+        if self.node_rank:  # another node joins node 0's run: it writes no stage of its own
+            return self._run()
+        with self.rundir.lock():
+            return self._run()
+
+    def _run(self) -> dict[str, dict[str, Any]]:
         r = self.recipe
         parts: Assembly = assemble(r, self.registry)
         problems = parts.problems()

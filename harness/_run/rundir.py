@@ -7,15 +7,20 @@ have now; a crash leaves only a ``.partial`` folder, which the next run discards
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from harness.errors import BadInputError
 from harness.io import atomic_write_json
 
 DONE = "done.json"
@@ -31,6 +36,31 @@ class RunDir:
 
     def path(self, stage: str) -> Path:
         return self.root / stage
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """This run folder for one ``harness run`` at a time: an exclusive lock on ``run.lock`` (released when the
+        process ends, however it ends); a second run of the same recipe meanwhile is refused, naming the first."""
+        import fcntl
+
+        handle = (self.root / "run.lock").open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise BadInputError(f"{self.root}: another harness run is using this run folder ({holder}); wait for "
+                                f"it to finish, or give this one another run.name or run.output_dir") from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')}")
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
     def done(self, stage: str) -> dict[str, Any] | None:
         marker = self.path(stage) / DONE
