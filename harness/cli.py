@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a failure while running, 2 bad input (recipe, options, 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -395,12 +396,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         what = "terminated" if terminated.get("signal") else "interrupted"
         err.print(f"{what}; finished stages are kept; run the same command again to resume", markup=False)
         return 143 if terminated.get("signal") else 130
-    except Exception:  # a bug in the harness or a plugin: the traceback, with any secret the run knows masked
+    except Exception as exc:  # a bug in the harness or a plugin: the traceback, with any secret the run knows masked
+        problem = write_failure(exc)
+        if problem:
+            err.print(f"error: {redact(problem)}", markup=False)
+            err.print("finished stages are kept; run the same command again to resume", markup=False)
+            return 1
         sys.stderr.write(redact(traceback.format_exc()))
         return 1
     finally:
         if "previous" in terminated:
             signal.signal(signal.SIGTERM, terminated["previous"])
+
+
+WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR,
+                errno.EEXIST, errno.EFBIG}
+
+
+def write_failure(exc: BaseException) -> str | None:
+    """A message for a file the run could not write (a read-only or full disk, a folder where a file should be,
+    no permission), wherever it happened (run folder, teacher cache, sink, checkpoints); None for anything else."""
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+        where = f" {exc.filename}" if exc.filename else ""
+        return (f"cannot write{where}: {exc.strerror or exc}. Free some space, make the folder writable, or point "
+                f"the recipe elsewhere (run.output_dir, teacher.cache_dir, the sink's dir)")
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and ("No space left" in text or "failed writing" in text.lower()):
+        return (f"cannot write a file: {text.splitlines()[0][:300]}. Free some space or point the recipe elsewhere "
+                f"(run.output_dir)")
+    return None
 
 
 def _stop_on_sigterm() -> dict[str, Any]:

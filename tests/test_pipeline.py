@@ -268,3 +268,16 @@ def test_a_second_run_of_the_same_recipe_at_once_is_refused(tmp_path, tiny_recip
     assert not (tmp_path / "runs" / "tiny" / "task").exists()  # nothing started
     after = cli("run", tiny_recipe, "--set", "training.max_steps=2", "--set", "evaluation.limit=2")
     assert after.code == 0, after.err  # released: the next run goes ahead
+
+
+def test_a_folder_that_cannot_be_written_is_a_message_not_a_traceback(tmp_path, tiny_recipe, cli):
+    """A sink folder under a file (as a read-only or full disk would fail a write): the run stops with the path
+    named and its finished stages kept."""
+    (tmp_path / "afile").write_text("not a folder")
+    text = tiny_recipe.read_text()
+    tiny_recipe.write_text(text.replace(f'dir = "{tmp_path / "results"}"', f'dir = "{tmp_path / "afile" / "sub"}"'))
+    result = cli("run", tiny_recipe, "--set", "training.max_steps=2", "--set", "evaluation.limit=2")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert f"error: cannot write {tmp_path / 'afile' / 'sub'}" in result.err and "Not a directory" in result.err
+    assert "finished stages are kept" in result.err
+    assert (tmp_path / "runs" / "tiny" / "evaluate-vanilla" / "done.json").exists()  # the first to publish
