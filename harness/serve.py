@@ -56,11 +56,13 @@ def command_problems(command: str, key: str) -> list[tuple[str, str]]:
 def secret_problems(command: str, key: str) -> list[tuple[str, str]]:
     """A command that passes a secret (``--api-key ...``): it would be recorded with the results. The value is
     never echoed (it may be the key)."""
-    from harness.secrets import SECRET_KEY
+    from harness.secrets import command_secret
 
-    if any(w.startswith("-") and SECRET_KEY.search(w) for w in command.split()):
-        return [(key, "passes a secret on the command line (e.g. --api-key), which would be recorded with the "
-                      "results; a server the harness starts on 127.0.0.1 needs none: remove it")]
+    if command and command_secret(command):
+        return [(key, "passes a secret on the command line (an --api-key option, a NAME=value variable such as "
+                      "HF_TOKEN, or a key itself), which would be recorded with the results; a server the harness "
+                      "starts on 127.0.0.1 needs none, and one that downloads a model reads HF_TOKEN from the "
+                      "environment: export it instead and remove it from the command")]
     return []
 
 

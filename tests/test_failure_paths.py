@@ -308,8 +308,49 @@ def test_credentials_in_the_url_and_secrets_in_extra_body_are_refused(tmp_path, 
                         extra_teacher=f'extra_body = {{ api_key = "{KEY}", top_k = 5 }}')
     result = cli("validate", recipe)
     assert result.code == 2 and KEY not in result.err
-    assert "teacher.base_url: holds credentials (user:password@)" in result.err
+    assert "teacher.base_url: holds a secret (user:password@, a key in its query, or a key itself)" in result.err
     assert "teacher.extra_body.api_key: looks like a secret" in result.err
+
+
+HF = "hf_" + "aB3dE5gH7jK9mN1pQ3sT5vX7z"
+GROQ = "gsk_" + "aB3dE5gH7jK9mN1pQ3sT5vX7zaB3d"
+
+
+@pytest.mark.parametrize("place", [
+    'api_key_env = "{HF}"', 'api_key_env = "{GROQ}"',
+    'serve = "env VLLM_API_KEY={KEY} vllm serve {{model}} --port {{port}}"',
+    'serve = "env HF_TOKEN={HF} vllm serve {{model}} --port {{port}}"',
+    "serve = \"vllm serve {{model}} --port {{port}} '--api-key' {KEY}\"",
+    'base_url = "http://127.0.0.1:9/v1?api_key={KEY}"', 'base_url = "http://127.0.0.1:9/v1?key=abcdef123456"',
+    'extra_body = {{ user = "{KEY}" }}', 'extra_body = {{ metadata = {{ note = "{HF}" }} }}',
+    'extra_body = {{ auth = "plain-words-but-auth" }}', 'extra_body = {{ extra_headers = {{ X-Id = "{GROQ}" }} }}',
+])
+def test_a_secret_wherever_it_is_put_is_refused_before_anything_is_written(tmp_path, cli, place):
+    """The checks read values, not only key names: a key-shaped value, a NAME=value assignment in a serve
+    command, a quoted --api-key, a key in a URL's query or anywhere in extra_body."""
+    recipe = api_recipe(tmp_path, "http://127.0.0.1:9/v1")
+    line = place.format(KEY=KEY, HF=HF, GROQ=GROQ)
+    field = line.split(" = ", 1)[0]
+    text = recipe.read_text()
+    text = "\n".join(x for x in text.splitlines() if not x.startswith(f"{field} = "))  # the recipe's own, if any
+    recipe.write_text(text.replace('[teacher]\n', f'[teacher]\n{line}\n', 1))
+    result = cli("validate", recipe)
+    assert result.code == 2, result.err
+    assert f"teacher.{field}" in result.err and "Traceback" not in result.err
+    for secret in (KEY, HF, GROQ):
+        assert secret not in result.err + result.out
+    assert not (tmp_path / "runs").exists() or not _files_hold(tmp_path / "runs", KEY)
+
+
+def test_a_secret_in_the_evaluation_server_command_is_refused(tmp_path, cli):
+    recipe = api_recipe(tmp_path, "http://127.0.0.1:9/v1")
+    recipe.write_text(recipe.read_text() + f'\n[evaluation]\nserve = "env HF_TOKEN={HF} vllm serve {{model}}"\n'
+                      if "[evaluation]" not in recipe.read_text() else recipe.read_text().replace(
+                          "[evaluation]\n", f'[evaluation]\nserve = "env HF_TOKEN={HF} vllm serve {{model}} --port '
+                                             f'{{port}}"\n', 1))
+    result = cli("validate", recipe)
+    assert result.code == 2 and "evaluation.serve: passes a secret on the command line" in result.err
+    assert HF not in result.err
 
 
 def test_api_key_in_the_recipe_says_where_the_key_goes(tmp_path, cli):

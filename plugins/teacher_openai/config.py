@@ -57,13 +57,15 @@ class Config(prompts.PromptOptions):
                                                  "answer_max_tokens"))
         if self.timeout <= 0:
             problems.append(("timeout", "must be positive"))
-        if self.api_key_env and not secrets.ENV_NAME.match(self.api_key_env):  # never echo it: it may be the key
+        if self.api_key_env and (not secrets.ENV_NAME.match(self.api_key_env)
+                                 or secrets.looks_like_secret(self.api_key_env)):  # never echo it: it may be the key
             problems.append(("api_key_env", "must be the NAME of an environment variable (letters, digits, _), "
                                             "e.g. \"OPENAI_API_KEY\"; if you put the key itself here, remove it, "
                                             "export it (export OPENAI_API_KEY=...) and name the variable"))
-        if secrets.url_has_credentials(self.base_url):
-            problems.append(("base_url", "holds credentials (user:password@); remove them from the URL and put the "
-                                         "key in the environment variable named by api_key_env"))
+        if secrets.url_secret(self.base_url):
+            problems.append(("base_url", "holds a secret (user:password@, a key in its query, or a key itself); "
+                                         "remove it from the URL and put the key in the environment variable named "
+                                         "by api_key_env"))
         problems += [(path, "looks like a secret: keys never go in a recipe; put it in the environment variable "
                             "named by api_key_env") for path in secrets.secret_keys(self.extra_body, "extra_body")]
         for i, e in enumerate(self.endpoints):
@@ -77,8 +79,9 @@ class Config(prompts.PromptOptions):
                 problems.append((f"{where}.{unknown[0]}", "unknown key; an endpoint has base_url and concurrency"))
             if not isinstance(e.get("concurrency", 1), int) or e.get("concurrency", 1) < 1:
                 problems.append((f"{where}.concurrency", "must be a whole number of at least 1"))
-            if secrets.url_has_credentials(e["base_url"]):
-                problems.append((f"{where}.base_url", "holds credentials (user:password@); remove them from the URL"))
+            if secrets.url_secret(e["base_url"]):
+                problems.append((f"{where}.base_url", "holds a secret (credentials or a key); remove it from the "
+                                                      "URL"))
         if self.endpoints and (self.serve or self.batch):
             problems.append(("endpoints", "several servers are for direct requests; leave out serve and batch"))
         if self.serve:
