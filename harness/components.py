@@ -61,6 +61,9 @@ class TeacherUsage:
     endpoints: list[dict[str, Any]] = field(default_factory=list)
     """With several servers: ``{"base_url", "answered", "failed", "dead"}`` for each (``dead``: it stopped
     answering and its requests went to the others)."""
+    notes: list[str] = field(default_factory=list)
+    """Anything about the calls the user should hear (a server's duplicated or unusable batch answers...): shown
+    with the teach stage's summary."""
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

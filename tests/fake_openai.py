@@ -37,7 +37,8 @@ class FakeOpenAI:
                  models: tuple[str, ...] = (), max_n: int | None = None, retry_after: float = 0.05,
                  hang: float = 5.0, poison: str | None = None, logprobs: bool = True, batch_seconds: float = 0.5,
                  batch_outcome: str = "completed", batch_missing: int = 0,
-                 signal_fault: tuple[str, str] | None = None):
+                 signal_fault: tuple[str, str] | None = None, batch_fault: tuple[str, int] | None = None,
+                 batch_duplicates: int = 0):
         self.latency, self.faults, self.fault_rate, self.fault_kinds = latency, dict(faults or {}), fault_rate, fault_kinds
         self.rng = random.Random(seed)
         self.api_key, self.models, self.max_n = api_key, models, max_n
@@ -47,6 +48,9 @@ class FakeOpenAI:
         self.logprobs = logprobs
         """Answer ``logprobs`` requests (false: ignore them, as servers without support do)."""
         self.batch_seconds, self.batch_outcome, self.batch_missing = batch_seconds, batch_outcome, batch_missing
+        self.batch_fault, self.batch_duplicates = batch_fault, batch_duplicates
+        """(path prefix, status): Batch API calls under that path answer that HTTP status; and how many output lines
+        of a batch come twice, the second time with another text."""
         self.signal_fault = signal_fault
         """(text, kind): prompts containing ``text`` get top-k log-probabilities broken by ``kind``: ``nan``,
         ``inf`` (+inf), ``-inf`` (a legitimate probability 0) or ``oov`` (a token id far outside any vocabulary)."""
@@ -168,7 +172,14 @@ class FakeOpenAI:
 
     # The Batch API --------------------------------------------------------------------------------------------
 
+    def _batch_refusal(self, request: web.Request) -> web.Response | None:
+        if self.batch_fault and request.path.startswith(self.batch_fault[0]):
+            return web.json_response({"error": {"message": "refused by the test"}}, status=self.batch_fault[1])
+        return None
+
     async def upload(self, request: web.Request) -> web.Response:
+        if (refused := self._batch_refusal(request)) is not None:
+            return refused
         form = await request.post()
         if form.get("purpose") != "batch":
             return web.json_response({"error": {"message": "purpose must be batch"}}, status=400)
@@ -179,6 +190,8 @@ class FakeOpenAI:
                                   "filename": form["file"].filename, "created_at": int(time.time()), "status": "processed"})
 
     async def create_batch(self, request: web.Request) -> web.Response:
+        if (refused := self._batch_refusal(request)) is not None:
+            return refused
         body = await request.json()
         if body.get("input_file_id") not in self.files:
             return web.json_response({"error": {"message": "no such file"}}, status=404)
@@ -217,6 +230,14 @@ class FakeOpenAI:
             out.append({"id": f"req-{len(out)}", "custom_id": line["custom_id"], "error": None,
                         "response": {"status_code": 200, "request_id": f"r{len(out)}",
                                      "body": self.payload(body["model"], texts, chat, prompt)}})
+        for o in out[: self.batch_duplicates]:  # the same request answered twice, differently
+            twin = json.loads(json.dumps(o))
+            for choice in twin["response"]["body"]["choices"]:
+                if "text" in choice:
+                    choice["text"] += " (another answer)"
+                else:
+                    choice["message"]["content"] += " (another answer)"
+            out.append(twin)
         file_id = f"file-{len(self.files) + 1}"
         self.files[file_id] = "".join(json.dumps(o) + "\n" for o in out).encode()
         b.update(status="completed", output_file_id=file_id)

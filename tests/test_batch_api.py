@@ -144,3 +144,62 @@ def test_kill_9_mid_batch_then_resume_picks_up_the_same_batch(tmp_path):
         assert server.served["/v1/completions"] == 0  # nothing asked directly, nothing paid twice
     usage = json.loads((tmp_path / "batched" / "teach" / "done.json").read_text())["record"]["usage"]
     assert usage["batches"] == [saved["batch_id"], "batch-2"] and usage["batched"] == 40 + 40
+
+
+@pytest.mark.parametrize("path,status,error,message", [
+    ("/v1/files", 401, "BadInputError", "refused the key (HTTP 401)"),
+    ("/v1/batches", 404, "BadInputError", "answered 404: this server has no Batch API"),
+    ("/v1/files", 413, "BadInputError", "answered 413: the batch file is too large"),
+    ("/v1/batches", 500, "RunError", "answered HTTP 500; what it finished is kept"),
+])
+def test_a_batch_api_that_answers_with_an_error_is_a_message(tmp_path, path, status, error, message):
+    with FakeOpenAI(batch_fault=(path, status)) as server:
+        t = teacher(server, tmp_path, max_attempts=1)
+        with pytest.raises(Exception) as raised:
+            t.generate(EXAMPLES[:3], TASK, lambda n: None)
+    assert type(raised.value).__name__ == error and message in str(raised.value)
+
+
+def test_two_different_answers_to_one_request_are_neither_kept(tmp_path):
+    with FakeOpenAI(batch_duplicates=2) as server:
+        t = teacher(server, tmp_path, prompt="fine_tune_cot")  # one phase: the rationales and their answers
+        out = t.generate(EXAMPLES[:4], TASK, lambda n: None)
+        assert server.served["/v1/completions"] == 2  # the two doubled ones asked again directly
+    assert all("(another answer)" not in g.rationale for gens in out for g in gens)
+    assert any("2 requests have two different answers" in n for n in t.usage().notes)
+
+
+def test_batch_answers_without_the_asked_top_k_are_billed_and_asked_again(tmp_path):
+    """The fake's batches ignore logprobs: every batch answer lacks the top-k asked for. Those are counted on
+    the bill, said, and asked again directly."""
+    from .conftest import tiny_causal_lm
+
+    tok = tiny_causal_lm(tmp_path / "tok", ["Rationale 0 for abc. --> 42"])
+    with FakeOpenAI() as server:
+        t = teacher(server, tmp_path, prompt="fine_tune_cot", top_logprobs=3, tokenizer=str(tok))
+        out = t.generate(EXAMPLES[:3], TASK, lambda n: None)
+        assert server.served["/v1/completions"] == 3
+    u = t.usage()
+    assert all(g.meta.get("signals") for gens in out for g in gens)
+    assert u.batched == 0 and t._batch_tokens[1] > 0  # the batch's tokens are on the bill
+    assert any("3 batch answers were not usable" in n for n in u.notes)
+
+
+def test_a_kill_after_the_batch_finished_but_before_its_answers_were_cached_picks_it_up_again(tmp_path,
+                                                                                            monkeypatch):
+    from harness_builtins.teacher_openai import batch
+
+    real = batch._merge
+    with FakeOpenAI() as server:
+        def killed(*args, **kwargs):
+            raise KeyboardInterrupt  # as a kill -9 between the batch ending and its answers reaching the cache
+
+        monkeypatch.setattr(batch, "_merge", killed)
+        with pytest.raises(KeyboardInterrupt):
+            teacher(server, tmp_path).generate(EXAMPLES[:3], TASK, lambda n: None)
+        assert list((tmp_path / "cache" / "batches").glob("*.json"))  # the state is still there
+        monkeypatch.setattr(batch, "_merge", real)
+        again = teacher(server, tmp_path)
+        again.generate(EXAMPLES[:3], TASK, lambda n: None)
+        assert server.batches_created == 2  # the rationale batch picked up, never submitted twice; the answers'
+        assert server.served["/v1/completions"] == 0

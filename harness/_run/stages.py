@@ -130,6 +130,7 @@ def teach(teacher: Teacher, kind: str, task: Task, train: RecordTable[Example], 
         if usage.endpoints:
             text += f", over {len(usage.endpoints)} servers"
         parts.append(text)
+        parts += [Trouble(note) for note in usage.notes]
         for e in usage.endpoints:
             if e.get("dead"):
                 parts.append(Trouble(f"{e['base_url']} stopped answering ({e['answered']} answered, {e['failed']} "

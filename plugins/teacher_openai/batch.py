@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import BadInputError, prompts
+from harness import BadInputError, RunError, prompts
 from harness.cache import content_key
 from harness.io import atomic_write_json
 
@@ -48,23 +48,36 @@ class BatchPhase:
         self.tick, self.note = tick, note
         self.ids: list[str] = []
         """The batches this phase waited on (new or picked up), in order."""
+        self.duplicated = 0
+        """Requests whose output held two different answers (neither kept)."""
         self.url = "/v1/chat/completions" if endpoint == "chat" else "/v1/completions"
 
-    def run(self, pending: list[Pending]) -> tuple[dict[str, dict], str]:
-        """Submit (or pick up) the batch for ``pending``; return ``{custom_id: response body}`` for the lines that
-        succeeded, and how the batch ended."""
+    def run(self, pending: list[Pending], merge: Callable[[dict[str, dict], str], None]) -> None:
+        """Submit (or pick up) the batch for ``pending``, wait for it, and hand ``merge`` ``{custom_id: response
+        body}`` for the lines that succeeded and how the batch ended. The state file goes only once ``merge``
+        returned (the answers are in the cache): a kill before that picks the same batch up again, never a new
+        one. A server that answers the batch calls with an error is a message, not a traceback."""
+        import openai
+
         if not pending:
-            return {}, "empty"
+            merge({}, "empty")
+            return
         name = content_key(url=self.url, ids=sorted(p.custom_id for p in pending))[:24]
         state_path = self.folder / f"{name}.json"
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
-        if not state.get("batch_id"):
-            state = self._submit(pending, state, state_path)
-        self.ids.append(state["batch_id"])
-        batch = self._wait(state["batch_id"], len(pending))
-        bodies = self._results(batch) if batch.output_file_id else {}
-        state_path.unlink(missing_ok=True)  # the caller merges the results into the cache next
-        return bodies, batch.status
+        try:
+            if not state.get("batch_id"):
+                state = self._submit(pending, state, state_path)
+            self.ids.append(state["batch_id"])
+            batch = self._wait(state["batch_id"], len(pending))
+            bodies = self._results(batch) if batch.output_file_id else {}
+        except openai.APIStatusError as exc:
+            raise _batch_error(exc, self.url, state_path) from None
+        except openai.APIConnectionError as exc:
+            raise RunError(f"teacher.batch: the Batch API did not answer ({type(exc).__name__}); what it finished "
+                           f"is kept ({state_path}): run again to pick the batch up") from None
+        merge(bodies, batch.status)
+        state_path.unlink(missing_ok=True)
 
     def _submit(self, pending: list[Pending], state: dict, state_path: Path) -> dict:
         if state.get("input_file_id"):  # uploaded, perhaps submitted, before a kill: never submit it twice
@@ -83,7 +96,6 @@ class BatchPhase:
                                            completion_window="24h")
         state["batch_id"] = batch.id
         atomic_write_json(state_path, state)
-        self.note(f"submitted batch {batch.id} ({len(pending)} requests); state in {state_path}")
         return state
 
     def _batch_for(self, input_file_id: str) -> str | None:
@@ -103,7 +115,8 @@ class BatchPhase:
 
     def _results(self, batch: Any) -> dict[str, dict]:
         text = self.client.files.content(batch.output_file_id).text
-        out = {}
+        out: dict[str, dict] = {}
+        doubled: set[str] = set()
         for line in text.splitlines():
             if not line.strip():
                 continue
@@ -111,10 +124,34 @@ class BatchPhase:
                 record = json.loads(line)
                 response = record.get("response") or {}
                 if response.get("status_code") == 200 and not record.get("error"):
-                    out[record["custom_id"]] = response["body"]
+                    custom_id, body = record["custom_id"], response["body"]
+                    if custom_id in out and out[custom_id] != body:
+                        doubled.add(custom_id)  # two different answers to one request: trust neither
+                    out[custom_id] = body
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # a damaged line: that request is asked again synchronously
-        return out
+        if doubled:
+            self.note(f"batch {batch.id}: {len(doubled)} requests have two different answers in its output; "
+                      f"neither is kept, they are asked again directly")
+            self.duplicated += len(doubled)
+        return {k: v for k, v in out.items() if k not in doubled}
+
+
+def _batch_error(exc: Any, url: str, state_path: Path) -> Exception:
+    """A message for a batch call the server refused, by its status."""
+    status = getattr(exc, "status_code", 0)
+    where = f"the Batch API ({getattr(exc.request, 'url', url)})" if getattr(exc, "request", None) else "the Batch API"
+    if status in (401, 403):
+        return BadInputError(f"teacher.api_key_env: {where} refused the key (HTTP {status}); check the key the "
+                             f"variable holds")
+    if status == 404:
+        return BadInputError(f"teacher.batch: {where} answered 404: this server has no Batch API (or forgot the "
+                             f"batch); set teacher.batch = false to ask directly")
+    if status == 413:
+        return BadInputError(f"teacher.batch: {where} answered 413: the batch file is too large for it; set "
+                             f"teacher.batch = false, or teach fewer questions per run")
+    return RunError(f"teacher.batch: {where} answered HTTP {status}; what it finished is kept ({state_path}): run "
+                    f"again to pick the batch up")
 
 
 # The teacher's side --------------------------------------------------------------------------------------------
@@ -156,7 +193,8 @@ def fill_cache(teacher: Any, examples: Any, trigger: str, cache: Any, progress: 
         else:
             first += [Pending(_body(teacher, prompt, 1, c.temperature, c.max_tokens, i, c.top_logprobs), (keys[i],))
                       for i in missing]
-    _merge(teacher, first, *phase.run(first), cache, c.top_logprobs)
+    phase.note = teacher._usage.notes.append
+    phase.run(first, lambda bodies, status: _merge(teacher, first, bodies, status, cache, c.top_logprobs))
     if two_phases:
         phase.tick = lambda done, of: advance_to(share + (total - share) * done // max(of, 1))
         second = []
@@ -171,7 +209,7 @@ def fill_cache(teacher: Any, examples: Any, trigger: str, cache: Any, progress: 
                 if k not in cache and k not in seen:
                     seen.add(k)
                     second.append(Pending(_body(teacher, stage2, 1, 0.0, c.answer_max_tokens, 0, 0), (k,)))
-        _merge(teacher, second, *phase.run(second), cache, 0)
+        phase.run(second, lambda bodies, status: _merge(teacher, second, bodies, status, cache, 0))
     teacher._usage.batches += phase.ids
     advance_to(total)
     return lambda k: advance_to(shown[0] + k)
@@ -188,10 +226,18 @@ def _merge(teacher: Any, pending: list, bodies: dict[str, dict], status: str, ca
     from openai.types.chat import ChatCompletion
 
     chat = teacher.config.endpoint == "chat"
+    rejected = 0
     for p in pending:
         body = bodies.get(p.custom_id)
         if body is None:
             continue
+        usage = body.get("usage") if isinstance(body, dict) else None
+        if isinstance(usage, dict):  # paid whether or not the answer is usable: it is on the bill
+            spent_in, spent_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            teacher._usage.input_tokens += spent_in
+            teacher._usage.output_tokens += spent_out
+            teacher._batch_tokens[0] += spent_in
+            teacher._batch_tokens[1] += spent_out
         try:
             r = (ChatCompletion if chat else Completion).model_validate(body)
             texts = [ch.message.content for ch in r.choices] if chat else [ch.text for ch in r.choices]
@@ -200,14 +246,13 @@ def _merge(teacher: Any, pending: list, bodies: dict[str, dict], status: str, ca
                 for record, choice in zip(records, r.choices):
                     record.update(teacher._signals(choice, top))
         except (ValueError, TypeError, Fatal):
+            rejected += 1
             continue  # asked again directly
         for k, record in zip(p.keys, records):
             cache.put(k, record)
         teacher._usage.batched += len(records)
-        if r.usage is not None:
-            teacher._usage.input_tokens += r.usage.prompt_tokens or 0
-            teacher._usage.output_tokens += r.usage.completion_tokens or 0
-            teacher._batch_tokens[0] += r.usage.prompt_tokens or 0
-            teacher._batch_tokens[1] += r.usage.completion_tokens or 0
+    if rejected:
+        teacher._usage.notes.append(f"{rejected} batch answers were not usable (no text, or no log-probabilities where "
+                     f"top_logprobs asks for them); they are on the bill and asked again directly")
     if pending:
         teacher._usage.requests += len(pending)
