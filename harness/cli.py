@@ -397,11 +397,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"{what}; finished stages are kept; run the same command again to resume", markup=False)
         return 143 if terminated.get("signal") else 130
     except Exception as exc:  # a bug in the harness or a plugin: the traceback, with any secret the run knows masked
-        problem = write_failure(exc)
-        if problem:
+        problem = write_failure(exc) or http_failure(exc)
+        if problem:  # the environment, not a bug: one line naming the path or endpoint and the fix
             err.print(f"error: {redact(problem)}", markup=False)
             err.print("finished stages are kept; run the same command again to resume", markup=False)
-            return 1
+            return 2
         sys.stderr.write(redact(traceback.format_exc()))
         return 1
     finally:
@@ -425,6 +425,25 @@ def write_failure(exc: BaseException) -> str | None:
         return (f"cannot write a file: {text.splitlines()[0][:300]}. Free some space or point the recipe elsewhere "
                 f"(run.output_dir)")
     return None
+
+
+def http_failure(exc: BaseException) -> str | None:
+    """A message for a server that answered with an error or could not be reached (an OpenAI-compatible API, a
+    managed server that died, the Hub), naming the endpoint; None for anything else."""
+    request = getattr(exc, "request", None)
+    url = str(getattr(request, "url", "") or getattr(exc, "url", "") or "")
+    status = getattr(getattr(exc, "response", None), "status_code", None) or getattr(exc, "status_code", None)
+    names = {type(c).__module__.split(".")[0] for c in type(exc).__mro__}
+    if not names & {"openai", "httpx", "requests", "urllib3", "aiohttp", "huggingface_hub"} and \
+            not isinstance(exc, ConnectionError):
+        return None
+    where = url or "a server"
+    detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    if status:
+        return (f"{where} answered HTTP {status} ({detail}); check that server, the recipe's base_url / model, "
+                f"and the key its api_key_env names")
+    return (f"cannot reach {where} ({type(exc).__name__}: {detail}); check that the server is running and the "
+            f"recipe's base_url")
 
 
 def _stop_on_sigterm() -> dict[str, Any]:

@@ -379,3 +379,15 @@ def test_the_keys_value_is_redacted_from_everything_the_run_writes(tmp_path, cli
         assert manifest["recipe_resolved"]["teacher"]["config"]["model"] == "m-[REDACTED]"
     finally:
         secrets._SECRETS.discard(KEY)  # other tests in this process must not see it masked
+
+
+@pytest.mark.parametrize("line", ['[task]\nnote = "{KEY}"', '[teacher]\nmodel_note = "see {HF}"'])
+def test_a_key_shaped_value_in_any_table_is_refused(tmp_path, cli, line):
+    recipe = api_recipe(tmp_path, "http://127.0.0.1:9/v1")
+    section, rest = line.format(KEY=KEY, HF=HF).split("\n", 1)
+    text = recipe.read_text()
+    recipe.write_text(text.replace(f"{section}\n", f"{section}\n{rest}\n", 1) if section in text
+                      else text + f"\n{section}\n{rest}\n")
+    result = cli("validate", recipe)
+    assert result.code == 2 and "looks like an API key or token; keys never go in a recipe" in result.err
+    assert KEY not in result.err and HF not in result.err

@@ -277,7 +277,7 @@ def test_a_folder_that_cannot_be_written_is_a_message_not_a_traceback(tmp_path, 
     text = tiny_recipe.read_text()
     tiny_recipe.write_text(text.replace(f'dir = "{tmp_path / "results"}"', f'dir = "{tmp_path / "afile" / "sub"}"'))
     result = cli("run", tiny_recipe, "--set", "training.max_steps=2", "--set", "evaluation.limit=2")
-    assert result.code == 1 and "Traceback" not in result.err
+    assert result.code == 2 and "Traceback" not in result.err
     assert f"error: cannot write {tmp_path / 'afile' / 'sub'}" in result.err and "Not a directory" in result.err
     assert "finished stages are kept" in result.err
     assert (tmp_path / "runs" / "tiny" / "evaluate-vanilla" / "done.json").exists()  # the first to publish

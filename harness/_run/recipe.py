@@ -279,9 +279,23 @@ def load_recipe(path: str | Path, registry: Registry, overrides: Sequence[str] =
     return recipe_from_dict(data, path, registry)
 
 
+def _key_shaped_values(value: Any, where: str) -> list[str]:
+    """Paths of every string in the recipe shaped like a provider's API key, whatever key or table holds it."""
+    from harness.secrets import looks_like_secret
+
+    if isinstance(value, Mapping):
+        return [p for k, v in value.items() for p in _key_shaped_values(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _key_shaped_values(v, f"{where}[{i}]")]
+    return [where] if looks_like_secret(value) else []
+
+
 def recipe_from_dict(data: Mapping[str, Any], path: Path, registry: Registry) -> Recipe:
     file = str(path)
-    problems: list[str] = []
+    problems: list[str] = [f"{file}: {where}: looks like an API key or token; keys never go in a recipe (it would be "
+                           f"recorded with the results): export it as an environment variable and name that "
+                           f"variable (e.g. api_key_env = \"OPENAI_API_KEY\")"
+                           for where in _key_shaped_values(data, "")]
     for key in data:
         if key not in TOP_LEVEL:
             problems.append(f"{file}: {key}: unknown section.{did_you_mean(key, TOP_LEVEL)} "
