@@ -433,7 +433,7 @@ def http_failure(exc: BaseException) -> str | None:
     request = getattr(exc, "request", None)
     url = str(getattr(request, "url", "") or getattr(exc, "url", "") or "")
     status = getattr(getattr(exc, "response", None), "status_code", None) or getattr(exc, "status_code", None)
-    names = {type(c).__module__.split(".")[0] for c in type(exc).__mro__}
+    names = {c.__module__.split(".")[0] for c in type(exc).__mro__}
     if not names & {"openai", "httpx", "requests", "urllib3", "aiohttp", "huggingface_hub"} and \
             not isinstance(exc, ConnectionError):
         return None

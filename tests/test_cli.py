@@ -105,3 +105,28 @@ def test_harness_tasks_exits_1_when_a_task_plugin_fails(cli):
     rows = {r["task"]: r for r in json.loads(listed.out)}
     assert listed.code == 1 and rows["broken_task"]["source"].endswith("RuntimeError in the task plugin: a bug in "
                                                                        "the plugin")
+
+
+def test_http_failures_anywhere_are_one_line_naming_the_endpoint():
+    import asyncio
+
+    import openai
+
+    from harness.cli import http_failure
+
+    async def ask(url):
+        client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0, timeout=2)
+        try:
+            await client.completions.create(model="m", prompt="x")
+        except Exception as exc:  # noqa: BLE001 - the error the client raises is what is tested
+            return exc
+
+    with FakeOpenAI(fault_rate=1.0, fault_kinds=("500",)) as server:
+        status = asyncio.run(ask(server.base_url))
+    assert http_failure(status).startswith(f"{server.base_url}/completions answered HTTP 500")
+    refused = asyncio.run(ask("http://127.0.0.1:9/v1"))
+    assert http_failure(refused).startswith("cannot reach http://127.0.0.1:9/v1/completions (APIConnectionError")
+    assert http_failure(ValueError("a bug")) is None
+
+
+from .fake_openai import FakeOpenAI  # noqa: E402
