@@ -79,6 +79,12 @@ class JsonlCache:
         self._file.write(json.dumps({"key": key, "value": value}, ensure_ascii=False) + "\n")
         self._file.flush()
 
+    def sync(self) -> None:
+        """Everything put so far on disk (fsync), before anything that relies on it being there survives a crash
+        (a batch's state file is removed only after its answers are synced)."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
     def close(self) -> None:
         self._file.close()
 

@@ -57,7 +57,7 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
     recipe = load_recipe(args.recipe, registry, args.set)
     ui = UI(err)
     ui.note(f"[bold]harness run[/bold] {recipe.path} -> {os.path.join(recipe.run.output_dir, recipe.name)}")
-    Pipeline(recipe, registry, ui, force=args.force, from_stage=args.from_stage).run()
+    Pipeline(recipe, registry, ui, force=args.force, from_stage=args.from_stage, wait_for_lock=args.wait).run()
     return 0
 
 
@@ -273,6 +273,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--from", dest="from_stage", metavar="STAGE",
                      help="re-run this stage and every later one (task, teach, filter, build, train, evaluate, "
                           "publish)")
+    run.add_argument("--wait", action="store_true",
+                     help="if another harness run holds this run folder, wait for it to finish instead of stopping")
     run.set_defaults(func=cmd_run)
 
     train = sub.add_parser("train", help="join a training on several nodes (training.nodes): node 0 runs "

@@ -281,3 +281,27 @@ def test_a_folder_that_cannot_be_written_is_a_message_not_a_traceback(tmp_path, 
     assert f"error: cannot write {tmp_path / 'afile' / 'sub'}" in result.err and "Not a directory" in result.err
     assert "finished stages are kept" in result.err
     assert (tmp_path / "runs" / "tiny" / "evaluate-vanilla" / "done.json").exists()  # the first to publish
+
+
+def test_run_wait_waits_for_the_run_holding_the_folder(tmp_path, tiny_recipe, cli):
+    import threading
+    import time
+
+    from harness._run.rundir import RunDir
+
+    held, release = threading.Event(), threading.Event()
+
+    def first_run():
+        with RunDir(tmp_path / "runs" / "tiny").lock():
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=first_run)
+    holder.start()
+    held.wait(10)
+    threading.Timer(2.0, release.set).start()
+    started = time.monotonic()
+    result = cli("run", tiny_recipe, "--wait", "--set", "training.max_steps=2", "--set", "evaluation.limit=2")
+    holder.join()
+    assert result.code == 0, result.err
+    assert time.monotonic() - started >= 2.0 and "waiting for the harness run that holds" in result.err

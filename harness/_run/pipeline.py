@@ -43,7 +43,8 @@ STAGES = ("task", "teach", "filter", "build", "train", "evaluate", "publish")
 
 class Pipeline:
     def __init__(self, recipe: Recipe, registry: Registry, ui: UI | None = None, force: bool = False,
-                 from_stage: str | None = None, node_rank: int = 0, wait: float = 3600.0):
+                 from_stage: str | None = None, node_rank: int = 0, wait: float = 3600.0,
+                 wait_for_lock: bool = False):
         """``node_rank`` > 0: this process is another node of a multi-node training (``harness train``): it
         waits for node 0's stages instead of running them, takes part in each train stage, and commits nothing."""
         if from_stage is not None and from_stage not in STAGES:
@@ -55,7 +56,7 @@ class Pipeline:
         self.rundir = RunDir(Path(recipe.run.output_dir) / recipe.name)
         self.hook = registry.manager.hook if registry.manager else None
         self.keys = Keys(recipe)
-        self.node_rank, self.wait = node_rank, wait
+        self.node_rank, self.wait, self.wait_for_lock = node_rank, wait, wait_for_lock
 
     # The recipe, top to bottom ------------------------------------------------------------------------------
 
@@ -64,7 +65,7 @@ class Pipeline:
         the same recipe at the same time is refused: it would pay the teacher for the same questions again)."""
         if self.node_rank:  # another node joins node 0's run: it writes no stage of its own
             return self._run()
-        with self.rundir.lock():
+        with self.rundir.lock(wait=self.wait_for_lock, note=self.ui.note):
             return self._run()
 
     def _run(self) -> dict[str, dict[str, Any]]:

@@ -38,9 +38,10 @@ class RunDir:
         return self.root / stage
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self, wait: bool = False, note: Any = None) -> Iterator[None]:
         """This run folder for one ``harness run`` at a time: an exclusive lock on ``run.lock`` (released when the
-        process ends, however it ends); a second run of the same recipe meanwhile is refused, naming the first."""
+        process ends, however it ends); a second run of the same recipe meanwhile is refused, naming the first, or
+        with ``wait`` waits for it (and then finds its finished stages up to date)."""
         import fcntl
 
         handle = (self.root / "run.lock").open("a+")
@@ -49,9 +50,14 @@ class RunDir:
         except OSError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            handle.close()
-            raise BadInputError(f"{self.root}: another harness run is using this run folder ({holder}); wait for "
-                                f"it to finish, or give this one another run.name or run.output_dir") from None
+            if not wait:
+                handle.close()
+                raise BadInputError(f"{self.root}: another harness run is using this run folder ({holder}); wait "
+                                    f"for it to finish (harness run --wait), or give this one another run.name or "
+                                    f"run.output_dir") from None
+            if note is not None:
+                note(f"waiting for the harness run that holds {self.root} ({holder})")
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             handle.seek(0)
             handle.truncate()

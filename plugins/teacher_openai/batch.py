@@ -251,6 +251,8 @@ def _merge(teacher: Any, pending: list, bodies: dict[str, dict], status: str, ca
         for k, record in zip(p.keys, records):
             cache.put(k, record)
         teacher._usage.batched += len(records)
+    if hasattr(cache, "sync"):
+        cache.sync()  # on disk before the batch's state file goes
     if rejected:
         teacher._usage.notes.append(f"{rejected} batch answers were not usable (no text, or no log-probabilities where "
                      f"top_logprobs asks for them); they are on the bill and asked again directly")
