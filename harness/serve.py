@@ -98,7 +98,8 @@ def managed_server(command: str, model: str, log: Path, timeout: float = 600.0,
                 if _answers(base):
                     break
                 if time.monotonic() > deadline:
-                    raise RunError(f"the server did not answer within {timeout:.0f} s; log: {log}")
+                    raise RunError(f"the server did not answer within {timeout:.0f} s (a model that loads for longer: "
+                                   f"raise teacher.serve_timeout or evaluation.serve_timeout); log: {log}")
                 time.sleep(0.5)
             yield f"{base}/v1"
         finally:
@@ -136,8 +137,8 @@ class ServedScorer:
     The server (``managed_server``) is started on first use and stopped by ``close`` (or when the process
     exits)."""
 
-    def __init__(self, command: str, model: str, log: Path):
-        self.command, self.model, self.log = command, model, log
+    def __init__(self, command: str, model: str, log: Path, timeout: float = 600.0):
+        self.command, self.model, self.log, self.timeout = command, model, log, timeout
         self.seconds = 0.0
         self._stack = None
         self._client = None
@@ -149,7 +150,7 @@ class ServedScorer:
         from openai import OpenAI
 
         self._stack = contextlib.ExitStack()
-        base_url = self._stack.enter_context(managed_server(self.command, self.model, self.log))
+        base_url = self._stack.enter_context(managed_server(self.command, self.model, self.log, self.timeout))
         atexit.register(self.close)
         self._client = OpenAI(base_url=base_url, api_key="none", max_retries=2, timeout=120)
 

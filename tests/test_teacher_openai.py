@@ -444,3 +444,21 @@ def test_sigterm_to_harness_run_stops_the_server_it_started(tmp_path):
     assert "terminated; finished stages are kept" in err and "Traceback" not in err
     with socket.socket() as s:  # nothing listens there any more: the server was stopped
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_the_served_model_s_readiness_wait_is_set_in_the_recipe(tmp_path):
+    import sys
+    import time
+
+    from harness.errors import RunError
+
+    silent = f"{sys.executable} -c 'import time, sys; time.sleep(60)' {{model}} {{port}}"  # never answers
+    t = OpenAITeacher(Config(model="m", base_url="http://unused.invalid/v1", api_key_env="",
+                             cache_dir=str(tmp_path), serve=silent, serve_timeout=1.5))
+    started = time.monotonic()
+    with pytest.raises(RunError, match=r"did not answer within 2 s \(a model that loads for longer: raise "
+                                       r"teacher.serve_timeout"):
+        t.generate(EXAMPLES[:1], TASK, lambda n: None)
+    t.close()
+    assert time.monotonic() - started < 30
+    assert Config(model="m", serve_timeout=0).check()[-1] == ("serve_timeout", "must be positive (seconds)")

@@ -114,7 +114,7 @@ class VLLMBackend(Backend):
         served = {}
         for role, path in paths.items():
             log = out / f"serve{'-' + role if role else ''}.log"
-            served[role] = (stack.enter_context(managed_server(command, path, log)), path)
+            served[role] = (stack.enter_context(managed_server(command, path, log, ev.serve_timeout)), path)
         made = {"backend": self.name, "engine_version": _server_version(served[next(iter(served))][0]),
                 "device": "vllm server", "dtype": ev.dtype, "serve": command}
         if strategy.multi_call:

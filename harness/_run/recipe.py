@@ -63,6 +63,8 @@ class EvaluationSettings:
     serve: str = ""
     """The command that serves a model for ``backend = "vllm"``, with ``{model}`` and ``{port}``; it may live in
     another virtualenv. Empty: ``vllm serve {model} --host 127.0.0.1 --port {port}``."""
+    serve_timeout: float = 600.0
+    """Seconds to wait for that server to answer before giving up."""
     samples: int = 1
     """Answers sampled per question. 1: greedy decoding (``temperature`` 0). n > 1 (with ``temperature`` > 0):
     lm-eval repeats every question n times and reports ``pass@1`` (accuracy averaged over the n samples, with
@@ -88,6 +90,8 @@ class EvaluationSettings:
         else:  # what only this backend asks of the other settings
             problems += backend.recipe_problems(self)
         problems += secret_problems(self.serve, "serve")
+        if self.serve_timeout <= 0:
+            problems.append(("serve_timeout", "must be positive (seconds)"))
         if self.samples < 1:
             problems.append(("samples", "must be at least 1"))
         elif self.samples > 1 and self.temperature <= 0:

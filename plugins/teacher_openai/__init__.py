@@ -86,7 +86,8 @@ class OpenAITeacher(Teacher):
         if self._server is None:
             log = folder / "serve" / (content_key(model=c.model)[:16] + ".log")
             self._stack = contextlib.ExitStack()
-            self._server = self._stack.enter_context(serve.managed_server(c.serve, c.model, log))
+            self._server = self._stack.enter_context(serve.managed_server(c.serve, c.model, log,
+                                                                          timeout=c.serve_timeout))
         return self._server
 
     def close(self) -> None:
@@ -113,7 +114,7 @@ class OpenAITeacher(Teacher):
         if not c.serve:
             return None
         log = Path(c.cache_dir or default_cache_dir()) / "serve" / (content_key(model=c.model)[:16] + "-score.log")
-        return serve.ServedScorer(c.serve, c.model, log)
+        return serve.ServedScorer(c.serve, c.model, log, timeout=c.serve_timeout)
 
     def vocabulary(self) -> str | None:
         return tokenizer_vocabulary(self.config.tokenizer) if self.config.tokenizer else None

@@ -37,6 +37,8 @@ class Config(prompts.PromptOptions):
     """A command that serves ``model`` (a local model folder) on 127.0.0.1, started and stopped by the teacher, e.g.
     ``"/opt/vllm/bin/vllm serve {model} --host 127.0.0.1 --port {port} --max-model-len 256"``; ``base_url`` and
     ``api_key_env`` are then not used. Its log goes to ``<cache_dir>/serve/``."""
+    serve_timeout: float = 600.0
+    """Seconds to wait for the served model to answer before giving up (a large model may load for longer)."""
     batch: bool = False
     """Send the requests through the OpenAI Batch API (half price at OpenAI, results within 24 hours): one batch
     for the rationales, one for Zero-shot-CoT's answers, each resumed after a kill without being submitted
@@ -89,6 +91,8 @@ class Config(prompts.PromptOptions):
         if self.batch and self.serve:
             problems.append(("batch", "a server the teacher starts itself (serve) answers requests directly; set "
                                       "batch = false, or point base_url at a server with the Batch API"))
+        if self.serve_timeout <= 0:
+            problems.append(("serve_timeout", "must be positive (seconds)"))
         if self.batch_poll_seconds <= 0:
             problems.append(("batch_poll_seconds", "must be positive"))
         if self.top_logprobs and not self.tokenizer:
