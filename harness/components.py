@@ -351,6 +351,12 @@ class Student:
         (plain-text prompts)."""
         return None
 
+    def check_training(self, settings: TrainingSettings, strategies: Sequence[Any]) -> Problems:
+        """What training would refuse given the recipe's training settings and strategies, found before any
+        teacher call (``harness validate`` and ``run`` call it): ``(key, message)`` pairs, keys under
+        ``student``. The default finds nothing."""
+        return []
+
     def supports(self, objective: Objective) -> Problems:
         """Whether it can train with a strategy's own ``objective``; the default refuses (a student that uses
         ``TrainingContext.objective`` overrides this)."""
@@ -376,7 +382,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {"task": ("load",), "teacher": ("generate
 _OPTIONAL: dict[str, tuple[str, ...]] = {
     "task": ("answer", "hub_dataset", "source"),
     "teacher": ("estimate", "usage", "preflight", "signals", "vocabulary", "scorer", "close"),
-    "student": ("preflight", "chat", "supports", "vocabulary"),
+    "student": ("preflight", "chat", "supports", "vocabulary", "check_training"),
     "strategy": ("uses_teacher", "prediction_prefix", "multi_call", "setup", "stop", "roles", "budget_shares",
                  "objective", "max_gen_toks", "lm_eval_model", "stats"),
     "sink": (),

@@ -32,10 +32,20 @@ def _first_line(exc: BaseException) -> str:
     return " ".join(line.strip() for line in text.splitlines()[:2])[:300] if text else type(exc).__name__
 
 
-def model_problems(name: str, key: str = "model", tokenizer: bool = True, config: bool = True) -> Problems:
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                "pytorch_model.bin.index.json", "adapter_model.safetensors", "tf_model.h5", "flax_model.msgpack")
+
+
+def has_weights(folder: Path) -> bool:
+    """Whether a model folder holds weights (one file, a sharded index, or a LoRA adapter)."""
+    return any((folder / f).is_file() for f in WEIGHT_FILES) or any(folder.glob("*.safetensors"))
+
+
+def model_problems(name: str, key: str = "model", tokenizer: bool = True, config: bool = True,
+                   weights: bool = True) -> Problems:
     """Problems with a model named by a local folder or a hub id: the folder must exist and hold a model
-    (``config.json``); a hub id must give its config (and tokenizer) now, which offline means: it is cached.
-    ``config = False`` checks only a tokenizer."""
+    (``config.json`` and weights); a hub id must give its config (and tokenizer) now, which offline means: it is
+    cached. ``config = False`` checks only a tokenizer."""
     if not name:
         return []
     path = Path(name).expanduser()
@@ -44,6 +54,9 @@ def model_problems(name: str, key: str = "model", tokenizer: bool = True, config
             return [(key, f"'{name}' is a file; give the folder that holds the model (config.json, weights)")]
         if config and not (path / "config.json").is_file():
             return [(key, f"folder '{name}' is not a model folder: it has no config.json")]
+        if config and weights and not has_weights(path):
+            return [(key, f"folder '{name}' has a config but no weights (model.safetensors, pytorch_model.bin or "
+                          f"their sharded index); a copy cut short? Copy the whole model folder")]
     elif _looks_like_path(name):
         return [(key, f"folder '{name}' does not exist")]
     try:

@@ -129,3 +129,52 @@ def test_a_chat_student_trains_and_evaluates_and_the_stock_cli_reproduces_it(tmp
     assert cli["acc,none"] == metrics["acc"]
     cli_samples = [json.loads(line) for line in next(out.rglob("samples_*.jsonl")).read_text().splitlines()]
     assert [s["resps"] for s in cli_samples] == [s["resps"] for s in samples]
+
+
+def _recipe(tmp_path: Path, student: str, strategy: str = 'kind = "fine_tune_cot"', training: str = "") -> Path:
+    from harness.testing import tiny_recipe
+
+    text = tiny_recipe(tmp_path, strategy)
+    head, _, rest = text.partition("[[student]]")
+    rest = rest.split("\n[", 1)[1] if "\n[" in rest else ""
+    path = tmp_path / "r.toml"
+    path.write_text(head + f"[[student]]\nkind = \"transformers\"\n{student}\n\n[" + rest + training)
+    return path
+
+
+@pytest.mark.parametrize("case,message", [
+    ("select_every", "model selection (training.select_every) generates from plain prompts"),
+    ("packed", "trains on conversations, which the harness does not render through a chat template"),
+    ("template_raises", "the tokenizer's chat template fails to render a conversation"),
+    ("on_without_template", "student[0].chat_template: the student's tokenizer has no chat template"),
+    ("no_weights", "has a config but no weights"),
+])
+def test_validate_refuses_what_a_chat_student_would_refuse_after_training(tmp_path, instruct_dir, cli, case,
+                                                                          message):
+    import shutil
+
+    model = instruct_dir
+    student = f'model = "{model}"'
+    strategy = 'kind = "fine_tune_cot"'
+    if case == "packed":
+        strategy = 'kind = "socratic"\npacked = true'
+    if case in ("template_raises", "on_without_template", "no_weights"):
+        model = tmp_path / "copy"
+        shutil.copytree(instruct_dir, model)
+        student = f'model = "{model}"'
+        config = json.loads((model / "tokenizer_config.json").read_text())
+        if case == "template_raises":
+            (model / "chat_template.jinja").write_text("{{ raise_exception('no assistant turns here') }}")
+            config["chat_template"] = "{{ raise_exception('no assistant turns here') }}"
+        elif case == "on_without_template":
+            (model / "chat_template.jinja").unlink(missing_ok=True)
+            config.pop("chat_template", None)
+            student += '\nchat_template = "on"'
+        else:
+            (model / "model.safetensors").unlink()
+        (model / "tokenizer_config.json").write_text(json.dumps(config))
+    recipe = _recipe(tmp_path, student, strategy)
+    args = ["--set", "training.select_every=5"] if case == "select_every" else []
+    result = cli("validate", recipe, *args)
+    assert result.code == 2, result.err
+    assert message in result.err and "Traceback" not in result.err

@@ -238,6 +238,8 @@ def test_strategyqa_enrich_file_of_the_wrong_shape(tmp_path, cli):
      "student[0].architecture: cannot build a 'no_such_type' config"),
     ('tokenizer = "word"\narchitecture = { model_type = "gpt2" }\nlora = { r = 4, dropout = "high" }',
      "student[0].lora.dropout: must be a number in [0, 1)"),
+    ('model = "/no/such/folder"\nlora = { r = 4, dropout = "high" }',  # the LoRA table's problem shows too
+     "student[0].lora.dropout: must be a number in [0, 1)"),
 ])
 def test_validate_names_a_student_that_would_fail_after_the_teacher_was_paid(tmp_path, cli, student, message):
     with FakeOpenAI() as server:

@@ -70,6 +70,9 @@ def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Stu
         out += [f"{recipe.path}: {where}.{key}: {message}" for key, message in students[spec.name].preflight()]
     if out:
         return out
+    for i, spec in enumerate(recipe.students):  # what training would refuse, known now
+        out += [f"{recipe.path}: student[{i}].{key}: {message}" for key, message in
+                students[spec.name].check_training(recipe.training, list(strategies.values()))]
     for j, spec in enumerate(recipe.strategies):
         if spec.init_from and (len(list(strategies[spec.name].roles())) != 1
                                or len(list(strategies[spec.init_from].roles())) != 1):

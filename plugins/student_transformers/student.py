@@ -53,8 +53,58 @@ class TransformersStudent(Student):
         problems = model_problems(c.model, "model") if c.model else architecture_problems(c.architecture)
         if c.tokenizer not in ("", "word"):
             problems += model_problems(c.tokenizer, "tokenizer", config=False)
-        if c.lora and not problems:
+        if c.lora:  # the table's own problems, whether or not the model loads
             problems += lora_problems(c.lora)
+        if not problems and self._chat_mode() != "off":
+            problems += self._chat_problems()
+        return problems
+
+    def _chat_problems(self) -> list[tuple[str, str]]:
+        """The chat template renders a conversation as training and evaluation will (``on`` needs one)."""
+        try:
+            tokenizer = self._tokenizer()
+            chat = chat_format(tokenizer, self._chat_mode())
+            if chat is not None:
+                chat.split("What is 2 + 3?", "2 + 3 = 5. --> 5")
+        except BadInputError as exc:
+            return [("chat_template", exc.message.split(": ", 1)[-1])]
+        except Exception as exc:  # a template that raises (jinja): the same error training would meet
+            return [("chat_template", f"the tokenizer's chat template fails to render a conversation "
+                                      f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); fix the template or "
+                                      f"set chat_template = \"off\"")]
+        return []
+
+    def _tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.config.tokenizer or self.config.model)
+
+    def check_training(self, settings: TrainingSettings, strategies: Sequence[Any]) -> list[tuple[str, str]]:
+        """What training would refuse, known from the recipe before any teacher call: a chat student with model
+        selection, or with a strategy whose pairs are conversations (packed Socratic CoT) or the teacher's own
+        tokens (token-level distillation)."""
+        if self._chat_mode() == "off" or self.preflight():
+            return []
+        try:
+            chats = chat_format(self._tokenizer(), self._chat_mode()) is not None
+        except Exception:  # reported by preflight
+            return []
+        if not chats:
+            return []
+        problems = []
+        if settings.select_every:
+            problems.append(("chat_template", "model selection (training.select_every) generates from plain prompts, "
+                                              "not through the student's chat template; set training.select_every = "
+                                              "0 or chat_template = \"off\""))
+        for strategy in strategies:
+            packed = getattr(getattr(strategy, "config", None), "packed", False) is True
+            objective = strategy.objective() if callable(getattr(strategy, "objective", None)) else None
+            token_level = objective is not None and "topk" in getattr(objective, "signals", ())
+            if packed or token_level:
+                what = "conversations" if packed else "the teacher's own tokens"
+                problems.append(("chat_template", f"strategy '{type(strategy).__name__}' trains on {what}, which "
+                                                  f"the harness does not render through a chat template; set "
+                                                  f"chat_template = \"off\" for this student"))
         return problems
 
     def supports(self, objective) -> list[tuple[str, str]]:
