@@ -212,12 +212,21 @@ def cmd_plot(args: argparse.Namespace, err: Console) -> int:
 def cmd_compare(args: argparse.Namespace, err: Console) -> int:
     from harness._results import gate, gate_report
 
+    match = {}
+    for pair in args.match or ():
+        base_run, eq, cand_run = pair.partition("=")
+        if not eq or not base_run or not cand_run:
+            raise BadInputError(f"--match {pair}: write BASELINE_RUN=CANDIDATE_RUN (--match fine_tune_cot=logit_kd)")
+        match[base_run] = cand_run
     found = gate.compare_folders(Path(args.baseline), Path(args.candidate), args.max_drop, args.z, args.tasks,
-                                 args.method, args.allow_different_settings)
+                                 args.method, args.allow_different_settings, match)
     title = gate.title(args.max_drop, args.z)
+    about = gate.sides(Path(args.baseline), Path(args.candidate), found)
     stdout_console().print(gate_report.rich_table(found, title))
+    for line in about:
+        err.print(line, markup=False)
     if args.report:
-        write_output(Path(args.report), gate_report.render(Path(args.report), found, title), "--report")
+        write_output(Path(args.report), gate_report.render(Path(args.report), found, title, about), "--report")
         err.print(f"report: {args.report}", markup=False)
     bad = [c for c in found if c.regression]
     if bad:
@@ -347,6 +356,9 @@ def parser() -> argparse.ArgumentParser:
     comp.add_argument("--method", choices=METHODS, default="auto",
                       help="how the noise band is measured (auto: seeds when there are several, else paired "
                            "questions, else binomial stderr)")
+    comp.add_argument("--match", action="append", metavar="BASE_RUN=CAND_RUN",
+                      help="compare a baseline run with a candidate run of another name (repeatable), e.g. "
+                           "--match fine_tune_cot=logit_kd; runs of the same name and task pair by themselves")
     comp.add_argument("--report", metavar="FILE",
                       help="also write the comparison as Markdown (FILE.md) or a small HTML page (FILE.html)")
     comp.set_defaults(func=cmd_compare)

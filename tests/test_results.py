@@ -126,10 +126,10 @@ def test_compare_flags_real_drops_not_noise(board, tmp_path, cli):
     results_file(worse, "fine_tune_cot", 0.40, 0.03)  # a real drop
     bad = cli("compare", board, worse, "--max-drop", "0.02")
     assert bad.code == 1
-    assert bad.err == "1 regression: fine_tune_cot/harness_r_fine_tune_cot\n"
+    assert bad.err.endswith("1 regression: fine_tune_cot/synthetic_arithmetic\n")
     assert "REGRESSION" in bad.out
     # with noise ignored, the small vanilla drop counts too; --tasks narrows what is compared
-    assert cli("compare", board, worse, "--z", "0", "--max-drop", "0.005").err.startswith("2 regressions")
+    assert "2 regressions" in cli("compare", board, worse, "--z", "0", "--max-drop", "0.005").err
     missing = tmp_path / "missing"
     results_file(missing, "vanilla", 0.15, 0.02, strategy="vanilla")
     assert cli("compare", board, missing).code == 1

@@ -60,14 +60,14 @@ def _summary(found: Sequence[Comparison]) -> str:
             else f"No regression in {len(found)} results (exit code 0)")
 
 
-def compare_markdown(found: Sequence[Comparison], title: str) -> str:
-    lines = [f"### {title}", "", _summary(found), "", "| " + " | ".join(HEADER) + " |",
-             "|" + "---|" * len(HEADER)]
+def compare_markdown(found: Sequence[Comparison], title: str, about: Sequence[str] = ()) -> str:
+    lines = [f"### {title}", "", *[f"- {line}" for line in about], *([""] if about else []), _summary(found), "",
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(cells) + " |" for cells in _rows(found)]
     return "\n".join(lines) + "\n"
 
 
-def compare_html(found: Sequence[Comparison], title: str) -> str:
+def compare_html(found: Sequence[Comparison], title: str, about: Sequence[str] = ()) -> str:
     colour = {"regression": "#fde2e2", "missing": "#fde2e2", "improvement": "#e2f6e2", "within noise": "#ffffff"}
     body = "".join(
         f"<tr style='background:{colour[c.verdict]}'>" + "".join(f"<td>{html.escape(x)}</td>" for x in cells)
@@ -78,11 +78,14 @@ def compare_html(found: Sequence[Comparison], title: str) -> str:
             "body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}td:first-child,th:first-child,"
             "td:nth-child(6),td:nth-child(7){text-align:left}</style></head><body>"
-            f"<h2>{html.escape(title)}</h2><p id='summary'>{summary}</p><table id='compare'><thead><tr>{head}</tr>"
+            f"<h2>{html.escape(title)}</h2>"
+            + "".join(f"<p class='about'>{html.escape(line)}</p>" for line in about) +
+            f"<p id='summary'>{summary}</p><table id='compare'><thead><tr>{head}</tr>"
             f"</thead><tbody>{body}</tbody></table></body></html>\n")
 
 
-def render(path: Path, found: Sequence[Comparison], title: str) -> str:
-    """The report for ``path``: a small HTML page (``FILE.html``) or Markdown (any other name)."""
-    return compare_html(found, title) if path.suffix == ".html" else compare_markdown(found, title)
+def render(path: Path, found: Sequence[Comparison], title: str, about: Sequence[str] = ()) -> str:
+    """The report for ``path``: a small HTML page (``FILE.html``) or Markdown (any other name), with ``about``
+    (the two folders, their commits and dates, warnings) under the title."""
+    return compare_html(found, title, about) if path.suffix == ".html" else compare_markdown(found, title, about)
 
