@@ -72,10 +72,10 @@ def test_the_report_gives_the_exit_codes_verdict(tmp_path, cli):
                 "paired")
     html = cli("compare", tmp_path / "base", tmp_path / "worse", "--report", tmp_path / "worse.html")
     assert same.code == 0 and "No regression in 1 results (exit code 0)" in (tmp_path / "same.md").read_text()
-    assert "➖ within noise" in (tmp_path / "same.md").read_text()
+    assert "| within noise |" in (tmp_path / "same.md").read_text()
     text = (tmp_path / "worse.md").read_text()
     assert worse.code == 1 and "**1 regression** in 1 results (exit code 1)" in text
-    assert "| ftc/synthetic_arithmetic | 60.0 ± 4.9 | 45.0 ± 5.0 | -15.0 |" in text and "❌ regression" in text
+    assert "| ftc/synthetic_arithmetic | 60.0 ± 4.9 | 45.0 ± 5.0 | -15.0 |" in text and "| REGRESSION |" in text
     assert "paired (15 lost, 0 gained)" in text
     assert html.code == 1 and "<table id='compare'>" in (tmp_path / "worse.html").read_text()
 

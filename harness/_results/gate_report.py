@@ -12,8 +12,9 @@ from rich.table import Table
 
 from harness._results.gate import Comparison
 
-MARKS = {"regression": "❌ regression", "missing": "❌ missing", "improvement": "✅ improvement",
-         "within noise": "➖ within noise"}
+MARKS = {"regression": "REGRESSION", "missing": "MISSING", "improvement": "improvement",
+         "within noise": "within noise"}
+"""Words, not emoji: a report must read the same where no emoji font is installed (CI logs, terminals)."""
 
 
 def compare_cell(mean: float | None, seeds: int, stderr: float | None) -> str:
