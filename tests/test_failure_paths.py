@@ -364,9 +364,11 @@ def test_api_key_in_the_recipe_says_where_the_key_goes(tmp_path, cli):
 
 def test_the_keys_value_is_redacted_from_everything_the_run_writes(tmp_path, cli, monkeypatch):
     """The key is in the environment as documented, and also (by mistake) in a place the harness writes: the
-    model name the recipe gives. Every file of the run, the results and the output mask it."""
+    model name the recipe gives. A key of no provider's shape (a key-shaped one is refused before anything runs),
+    so the run goes ahead: every file of the run, the results and the output mask it."""
     from harness import secrets
 
+    KEY = "private-0123456789abcdefSECRET"  # noqa: N806 - the key of this test, of no provider's shape
     monkeypatch.setenv("TEST_KEY", KEY)
     with FakeOpenAI(api_key=KEY) as server:
         recipe = api_recipe(tmp_path, server.base_url, strategy='kind = "fine_tune_cot"\nfilter = false')

@@ -63,10 +63,11 @@ def source_hash(obj: Any) -> str:
     that defines an object; empty when there is no file to read. Read each time a recipe is loaded (a few files:
     an edited plugin counts at once)."""
     import hashlib
-    import inspect
+    import sys
     from pathlib import Path
 
-    module = obj if isinstance(obj, ModuleType) else inspect.getmodule(obj)
+    owner = getattr(obj, "__module__", None) or type(obj).__module__  # a class, a function, or an instance
+    module = obj if isinstance(obj, ModuleType) else sys.modules.get(owner)
     path = getattr(module, "__file__", None)
     if not path:
         return ""
