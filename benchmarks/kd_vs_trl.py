@@ -162,6 +162,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--teacher-steps", type=int, default=400)
     p.add_argument("--train-size", type=int, default=2000)
+    p.add_argument("--threads", type=int, default=TRAINING["threads"], help="torch threads for every training")
     p.add_argument("--quick", action="store_true", help="one seed, few steps: checks the path in minutes")
     p.add_argument("--workdir", default=str(REPO / "runs" / "kd_vs_trl"))
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "kd_vs_trl.json"))
@@ -172,7 +173,8 @@ def main() -> int:
     import torch
     from transformers import AutoTokenizer
 
-    torch.set_num_threads(TRAINING["threads"])
+    TRAINING["threads"] = args.threads
+    torch.set_num_threads(args.threads)
     work = Path(args.workdir)
     started = time.perf_counter()
     teacher = teacher_model(work, args.teacher_steps, max(args.train_size, 4000))
