@@ -56,9 +56,19 @@ LARGE_STRATEGIES = [STRATEGIES[1], STRATEGIES[2]]
 """For the student as large as the teacher."""
 
 
-def lead(summary: dict, a: str, b: str) -> bool:
-    """Whether ``a`` beats ``b`` by more than the seed spread (the larger of the two standard deviations)."""
-    spread = max(summary[a]["sd"] or 0.0, summary[b]["sd"] or 0.0)
+def _any(answers) -> bool | None:
+    """Yes if any is yes; no if all are no; else undecided."""
+    answers = list(answers)
+    return True if any(a is True for a in answers) else False if answers and all(a is False for a in answers) \
+        else None
+
+
+def lead(summary: dict, a: str, b: str) -> bool | None:
+    """Whether ``a`` beats ``b`` by more than the seed spread (the larger of the two standard deviations); None
+    when one of them has fewer than two seeds (no spread to judge by) or did not run."""
+    if a not in summary or b not in summary or summary[a]["sd"] is None or summary[b]["sd"] is None:
+        return None
+    spread = max(summary[a]["sd"], summary[b]["sd"])
     return summary[a]["mean"] - summary[b]["mean"] > spread
 
 
@@ -112,6 +122,9 @@ def main() -> int:
     p.add_argument("--teacher-dir", default="",
                    help="use this trained teacher (a model folder with its kd_teacher run folder two levels up) "
                         "instead of training one")
+    p.add_argument("--summarize", action="store_true",
+                   help="train nothing: summarise the evaluations already finished in --workdir (a run cut short "
+                        "reports the seeds and strategies it finished, each with its own count)")
     p.add_argument("--no-large", action="store_true",
                    help="leave out the student of the teacher's size (the slowest part: about 15 minutes per "
                         "student on 2 CPU cores)")
@@ -141,8 +154,17 @@ def main() -> int:
                                                [("kd_large", LARGE_STRATEGIES, TEACHER, "large_")])
     for seed in args.seeds:
         for group, strategies, architecture, prefix in groups:
-            results, run_dir = run(student_recipe(work, seed, teacher_dir, args.budget_tokens, args.train_size,
-                                                  strategies, group, architecture), f"{group}_seed{seed}")
+            if args.summarize:  # what finished, read back
+                run_dir = work / f"{group}_seed{seed}"
+                results = {name: json.loads((run_dir / f"evaluate-{name}" / "metrics.json").read_text())
+                           for name in (s.get("name", s["kind"]) for s in strategies)
+                           if (run_dir / f"evaluate-{name}" / "done.json").is_file()}
+                if not results:
+                    continue
+            else:
+                results, run_dir = run(student_recipe(work, seed, teacher_dir, args.budget_tokens,
+                                                      args.train_size, strategies, group, architecture),
+                                       f"{group}_seed{seed}")
             if not report:
                 report = json.loads((run_dir / "filter" / "teacher_report.json").read_text())
             for name, m in results.items():
@@ -158,7 +180,7 @@ def main() -> int:
 
     summary = {}
     for name, runs in per_seed.items():
-        accs = [100 * r["acc"] for r in runs]
+        accs = [100 * r["acc"] for r in runs]  # (--summarize: each strategy over the seeds it finished)
         steps_keys = sorted({k for r in runs for k in r["by_steps"]})
         summary[name] = {"mean": round(statistics.fmean(accs), 1),
                          "sd": round(statistics.stdev(accs), 1) if len(accs) > 1 else None,
@@ -172,8 +194,8 @@ def main() -> int:
         "logit_kd_reverse_beats_fine_tune_cot": lead(summary, "kd_reverse", "ftc"),
         "reverse_kl_beats_forward_kl": lead(summary, "kd_reverse", "kd_forward"),
         "on_policy_after_ftc_beats_ftc_continued": lead(summary, "ftc_then_on_policy", "ftc_then_ftc"),
-        "a_student_surpasses_its_teacher": any(lead({**summary, "teacher": teacher_row}, name, "teacher")
-                                               for name in summary),
+        "a_student_surpasses_its_teacher": _any(lead({**summary, "teacher": teacher_row}, name, "teacher")
+                                                for name in summary),
     }
     if not args.no_large:
         answers["the_large_student_beats_the_small_one_with_logit_kd"] = lead(summary, "large_kd_forward",
@@ -208,7 +230,8 @@ def main() -> int:
                   + ("" if args.no_large else f"; `large_*`: a student of the teacher's size, "
                                               f"{summary['large_ftc']['parameters']:,} parameters") + ").", "",
               "Answers (yes only when the lead is larger than the seed spread):", ""]
-    lines += [f"- {question.replace('_', ' ')}: **{'yes' if yes else 'no'}**" for question, yes in answers.items()]
+    said = {True: "yes", False: "no", None: "not decided (fewer than two seeds)"}
+    lines += [f"- {question.replace('_', ' ')}: **{said[yes]}**" for question, yes in answers.items()]
     out_path.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
