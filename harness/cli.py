@@ -1,26 +1,28 @@
 """The ``harness`` command. Thin: parse, call, turn HarnessError into a message and an exit code.
 
-Exit codes: 0 success, 1 a failure while running, 2 bad input (recipe, options, data, plugins), 130 interrupted.
+Exit codes: 0 success, 1 a failure while running, 2 bad input (recipe, options, data, plugins) or an environment that
+refuses (an unwritable file, a server that errs), 130 interrupted, 143 terminated.
+
+About 420 lines, on purpose: the parser and the command functions it dispatches to stay in one file, the one
+place that lists every command and its options; the error boundary lives in ``harness._boundary``.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import signal
 import sys
-import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from harness import __version__
+from harness._boundary import http_failure, stop_on_sigterm, write_failure, write_output
 from harness._run.ui import stdout_console
 from harness.errors import BadInputError, HarnessError, RecipeError
 from harness.secrets import redact
@@ -126,17 +128,6 @@ def cmd_estimate(args: argparse.Namespace, err: Console) -> int:
         write_output(Path(args.json), json.dumps(est.as_dict() | {"tokens_counted": est.tokens_counted,
                                                                   "notes": est.notes}, indent=2) + "\n", "--json")
     return 0
-
-
-def write_output(path: Path, text: str, option: str) -> None:
-    """A file a command was asked to write (``--json``, ``--report``): its folder made, and a path that cannot be
-    written (a folder, no permission, a full disk) a message naming the option, not a traceback."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    except OSError as exc:
-        raise BadInputError(f"{option} {path}: cannot write it ({exc.strerror or exc}); give a file path in a "
-                            f"folder you can write") from None
 
 
 def cmd_plugins(args: argparse.Namespace, err: Console) -> int:
@@ -392,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser().parse_args(argv)
     except SystemExit as exc:  # argparse: 2 for a usage error, 0 for --help
         return int(exc.code or 0)
-    terminated = _stop_on_sigterm()
+    terminated = stop_on_sigterm()
     try:
         return args.func(args, err)
     except RecipeError as exc:
@@ -421,59 +412,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if "previous" in terminated:
             signal.signal(signal.SIGTERM, terminated["previous"])
-
-
-WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR,
-                errno.EEXIST, errno.EFBIG}
-
-
-def write_failure(exc: BaseException) -> str | None:
-    """A message for a file the run could not write (a read-only or full disk, a folder where a file should be,
-    no permission), wherever it happened (run folder, teacher cache, sink, checkpoints); None for anything else."""
-    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
-        where = f" {exc.filename}" if exc.filename else ""
-        return (f"cannot write{where}: {exc.strerror or exc}. Free some space, make the folder writable, or point "
-                f"the recipe elsewhere (run.output_dir, teacher.cache_dir, the sink's dir)")
-    text = str(exc)
-    if isinstance(exc, RuntimeError) and ("No space left" in text or "failed writing" in text.lower()):
-        return (f"cannot write a file: {text.splitlines()[0][:300]}. Free some space or point the recipe elsewhere "
-                f"(run.output_dir)")
-    return None
-
-
-def http_failure(exc: BaseException) -> str | None:
-    """A message for a server that answered with an error or could not be reached (an OpenAI-compatible API, a
-    managed server that died, the Hub), naming the endpoint; None for anything else."""
-    request = getattr(exc, "request", None)
-    url = str(getattr(request, "url", "") or getattr(exc, "url", "") or "")
-    status = getattr(getattr(exc, "response", None), "status_code", None) or getattr(exc, "status_code", None)
-    names = {c.__module__.split(".")[0] for c in type(exc).__mro__}
-    if not names & {"openai", "httpx", "requests", "urllib3", "aiohttp", "huggingface_hub"} and \
-            not isinstance(exc, ConnectionError):
-        return None
-    where = url or "a server"
-    detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-    if status:
-        return (f"{where} answered HTTP {status} ({detail}); check that server, the recipe's base_url / model, "
-                f"and the key its api_key_env names")
-    return (f"cannot reach {where} ({type(exc).__name__}: {detail}); check that the server is running and the "
-            f"recipe's base_url")
-
-
-def _stop_on_sigterm() -> dict[str, Any]:
-    """SIGTERM (a scheduler's cancel, ``kill``) unwinds like Ctrl-C, so that servers the run started are stopped
-    and partial stage folders left as they are for the resume (the default action would end the process at once,
-    leaving a served model running). Only in the main thread, where Python delivers signals."""
-    state: dict[str, Any] = {}
-    if threading.current_thread() is not threading.main_thread():
-        return state
-
-    def stop(signum, frame):
-        state["signal"] = signum
-        raise KeyboardInterrupt
-
-    state["previous"] = signal.signal(signal.SIGTERM, stop)
-    return state
 
 
 def entry() -> None:
