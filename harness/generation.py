@@ -152,8 +152,14 @@ def signal_problem(signals: Mapping[str, Any], vocabulary_size: int | None = Non
     """What makes a generation's token-level signals (``Generation.meta["signals"]``) unusable for training, or
     None: ``target_ids`` that are not token ids, ``topk_ids`` / ``topk_logprobs`` not one list per target token of
     the same length, a log-probability that is NaN or +inf (or above 0 by more than rounding), or an id outside
-    ``[0, vocabulary_size)``. -inf is a probability of 0 and id -1 an empty slot: both are fine.
+    ``[0, vocabulary_size)``; text signals (``target_text``, ``topk_text``: ``harness.alignment``) that are not one
+    text per token. -inf is a probability of 0 and id -1 an empty slot: both are fine.
     Teachers call it on what a server returned, and the teach stage on every teacher's generations."""
+    from harness.alignment import text_problem
+
+    problem = text_problem(signals)
+    if problem:
+        return problem
     limit = vocabulary_size if vocabulary_size else math.inf
     size = f"({vocabulary_size or '?'} tokens)"
     target = signals.get("target_ids")
@@ -164,6 +170,8 @@ def signal_problem(signals: Mapping[str, Any], vocabulary_size: int | None = Non
     ids, lps = signals.get("topk_ids"), signals.get("topk_logprobs")
     if ids is None and lps is None:
         return None
+    if ids is None and "topk_text" in signals:  # text only (ids unknown): check the log-probabilities alone
+        ids = [[0] * len(row) if isinstance(row, list) else row for row in lps]
     if ids is None or lps is None or len(ids) != len(lps) or (target is not None and len(ids) != len(target)):
         return "topk_ids and topk_logprobs must both be there, one list per target token"
     for i, (row_ids, row_lps) in enumerate(zip(ids, lps)):

@@ -7,7 +7,8 @@
   ``fake_topk`` (``FakeTopKTeacher``: the same with top-k log-probabilities at every token, for token-level
   strategies and objectives) are registered too, so a recipe can use ``[teacher] kind = "fake"``.
 - ``tiny_tokenizer(folder)`` saves a word-level tokenizer for that task: the ``tokenizer`` a token-level test
-  gives both ``fake_topk`` and the student.
+  gives both ``fake_topk`` and the student (``kind = "byte_bpe"`` or ``"sentencepiece"``: a BPE one, for tests
+  across tokenizers).
 - ``tiny_recipe(folder, ...)`` gives a recipe that runs end to end in seconds (a 1-layer GPT-2 on 200 synthetic
   problems); with ``path`` it writes the file, and ``overrides`` change any key as ``harness run --set`` does.
 
@@ -146,18 +147,54 @@ class FakeTopKTeacher(Teacher):
         return out
 
 
-def tiny_tokenizer(folder: str | Path, texts: Sequence[str] = ()) -> Path:
-    """A word-level tokenizer for ``tiny_recipe``'s task (its questions, answers and rationales, every number
-    0-99, and ``texts``), saved to ``folder`` and returned: what a token-level test needs, since the teacher
-    (``fake_topk``) and the student must share a tokenizer folder."""
+TOKENIZER_KINDS = ("word", "byte_bpe", "sentencepiece")
+
+
+def tiny_tokenizer(folder: str | Path, texts: Sequence[str] = (), kind: str = "word", vocab_size: int = 400) -> Path:
+    """A tokenizer for ``tiny_recipe``'s task (its questions, answers and rationales, every number 0-99, and
+    ``texts``), saved to ``folder`` and returned: what a token-level test needs, since the teacher (``fake_topk``)
+    and the student share a tokenizer folder, or, across tokenizers, have different ones. ``kind``: ``word``
+    (whole words, the student's default), ``byte_bpe`` (GPT-2's convention: a leading space is part of the token,
+    every byte representable) or ``sentencepiece`` (Llama's: ``▁`` marks a word start, unknown characters as
+    byte tokens), the last two BPE with ``vocab_size`` tokens."""
     from harness.components import create
     from harness_builtins.student_transformers.encoding import train_word_tokenizer
 
     splits = create("task", "synthetic_arithmetic", train_size=200, validation_size=0, test_size=8).load()
     corpus = [f"{e.question} ### {e.rationale} --> {e.answer}" for split in splits.values() for e in split]
-    tokenizer = train_word_tokenizer([*corpus, *texts, "Because. -->"])
+    corpus = [*corpus, *texts, "Because. -->"]
+    if kind == "word":
+        tokenizer = train_word_tokenizer(corpus)
+    elif kind in TOKENIZER_KINDS:
+        tokenizer = _bpe_tokenizer(corpus, kind, vocab_size)
+    else:
+        raise ValueError(f"kind: '{kind}': choose from {', '.join(TOKENIZER_KINDS)}")
     tokenizer.save_pretrained(str(folder))
     return Path(folder)
+
+
+def _bpe_tokenizer(corpus: Sequence[str], kind: str, vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = {"eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"}
+    numbers = [" ".join(str(i) for i in range(100))]
+    if kind == "byte_bpe":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials.values()),
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        specials.pop("unk_token")
+    else:
+        tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+        tok.decoder = decoders.Sequence([decoders.Metaspace(replacement="▁", prepend_scheme="first"),
+                                         decoders.ByteFallback(), decoders.Fuse()])
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size + 256, special_tokens=[
+            *specials.values(), *(f"<0x{i:02X}>" for i in range(256))])
+    tok.train_from_iterator([*numbers, *corpus], trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=specials["eos_token"], **specials)
 
 
 class _TestingPlugin:

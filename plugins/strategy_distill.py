@@ -14,7 +14,9 @@ student), ``reverse`` KL(student || teacher), ``jsd`` the generalised Jensen-Sha
 al. 2024). With the whole vocabulary as the top-k they are TRL's ``generalized_jsd_loss`` (docs/strategies.md).
 
 With ``alpha = 1`` it is Fine-tune-CoT on the teacher's own tokens. Samples are filtered for correctness as
-Fine-tune-CoT filters them. Teacher and student must share a tokenizer (checked before any teacher call).
+Fine-tune-CoT filters them. Teacher and student share a tokenizer (checked before any teacher call), or, with
+``cross_tokenizer``, the teacher's tokens and alternatives are carried onto the student's by text
+(``harness.alignment``; docs/strategies.md).
 
 ``on_policy``: generalised-JSD on-policy distillation (GKD, Agarwal et al. 2024). In each micro-batch a fraction
 ``fraction`` of the rows is replaced by continuations the student being trained samples from those rows'
@@ -60,6 +62,10 @@ class Config:
     top_k: int = 0
     """Use only the teacher's k most likely tokens of those it recorded (the rest joins the tail bucket); 0: all
     of them. Record once at a large k, train at several."""
+    cross_tokenizer: bool = False
+    """The student has its own tokenizer: the teacher's tokens and top-k alternatives are carried onto the
+    student's tokens by text (``harness.alignment``); student tokens with no aligned teacher token learn by
+    cross-entropy. Needs a teacher that records its tokens as text (``hf``, ``openai``)."""
 
     def check(self) -> list[tuple[str, str]]:
         problems = [] if self.top_k >= 0 else [("top_k", "must be 0 (all recorded) or more")]
@@ -162,8 +168,12 @@ class KDLoss(Objective):
 
     signals = ("topk",)
 
-    def __init__(self, alpha: float, tau: float, kind: str, beta: float):
+    def __init__(self, alpha: float, tau: float, kind: str, beta: float, cross_tokenizer: bool = False):
         self.alpha, self.tau, self.kind, self.beta = alpha, tau, kind, beta
+        self.fallback = cross_tokenizer
+        """Target tokens without a teacher signal learn by cross-entropy in the divergence's place."""
+        if cross_tokenizer:
+            self.signals = ("topk_text",)
 
     def loss(self, outputs: Any, labels: Any, batch: dict) -> Any:
         import torch
@@ -173,6 +183,8 @@ class KDLoss(Objective):
         weighted = weights is not None and bool((weights != 1).any())
         if self.alpha >= 1 and not weighted:
             return outputs.loss
+        if self.fallback:
+            return self._with_fallback(outputs, labels, batch, weights if weighted else None)
         mask = labels[:, 1:] != -100
         # a pair's weight (TrainingExample.weight) multiplies each of its tokens' terms
         row = weights.to(mask.device).float()[:, None] if weighted else torch.ones_like(mask, dtype=torch.float32)
@@ -197,6 +209,34 @@ class KDLoss(Objective):
         return total
 
 
+    def _with_fallback(self, outputs: Any, labels: Any, batch: dict, weights: Any) -> Any:
+        """Across tokenizers: alpha * CE + (1 - alpha) * (tau^2 * divergence where a teacher token is aligned,
+        CE where none is); logs ``ce``, ``kd`` and ``aligned`` (the share of target tokens with a signal)."""
+        import torch
+        import torch.nn.functional as F
+
+        mask = labels[:, 1:] != -100
+        row = weights.to(mask.device).float()[:, None] if weights is not None else \
+            torch.ones_like(mask, dtype=torch.float32)
+        logits = outputs.logits[:, :-1]
+        ce_token = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                   ignore_index=-100, reduction="none").view(mask.shape)
+        signal = (batch["topk_ids"][:, 1:] >= 0).any(-1)
+        n = batch["num_items"]
+        ce = (ce_token * mask * row).sum() / n
+        total = self.alpha * ce
+        self.log("ce", float(ce.detach()))
+        if self.alpha < 1:
+            per_position = divergence(logits, batch["topk_ids"][:, 1:], batch["topk_logprobs"][:, 1:], self.tau,
+                                      self.kind, self.beta)
+            kd = (per_position * mask * row).sum() / n
+            rest = (ce_token * (mask & ~signal) * row).sum() / n
+            self.log("kd", float(kd.detach()))
+            total = total + (1 - self.alpha) * (self.tau ** 2 * kd + rest)
+        self.log("aligned", float((signal & mask).sum()) / max(1, int(mask.sum())))
+        return total
+
+
 class LogitKD(FormattedStrategy):
     """The teacher's sampled rationales (filtered), learned token by token with its top-k distribution."""
 
@@ -209,7 +249,7 @@ class LogitKD(FormattedStrategy):
 
     def objective(self) -> Objective:
         c = self.config
-        return KDLoss(c.alpha, c.temperature, c.divergence, c.beta)
+        return KDLoss(c.alpha, c.temperature, c.divergence, c.beta, c.cross_tokenizer)
 
     def build(self, examples, generations, task) -> list[TrainingExample]:
         out: list[TrainingExample] = []
@@ -220,16 +260,21 @@ class LogitKD(FormattedStrategy):
                 kept = kept[: self.config.max_samples]
             for g in kept:
                 signals = g.generation.meta.get("signals") or {}
-                if "topk_ids" not in signals or "target_ids" not in signals:
+                # one form of the teacher's tokens: as text (the student aligns it with its own), or as ids
+                text_form = ("target_text", "topk_text", "topk_logprobs")
+                signals = {k: v for k, v in signals.items()
+                           if (k in text_form) == self.config.cross_tokenizer or k == "topk_logprobs"}
+                needed = ("target_text", "topk_text") if self.config.cross_tokenizer else ("target_ids", "topk_ids")
+                if any(n not in signals for n in needed):
                     without += 1
                     continue
                 k = self.config.top_k
                 if k:  # the recorded top-k are the teacher's most likely first
-                    signals = {**signals, "topk_ids": [row[:k] for row in signals["topk_ids"]],
-                               "topk_logprobs": [row[:k] for row in signals["topk_logprobs"]]}
+                    signals = {**signals, **{n: [row[:k] for row in signals[n]]
+                                             for n in ("topk_ids", "topk_text", "topk_logprobs") if n in signals}}
                 out.append(TrainingExample(e.id, self.prompt(e), self.format.render_target(
                     g.generation.rationale, g.generation.answer_text), signals=signals))
-        tokens = sum(len(t.signals["target_ids"]) for t in out)
+        tokens = sum(len(t.signals.get("target_ids") or t.signals["target_text"]) for t in out)  # the teacher's
         for key, n in (("kept", len(out)), ("without_signals", without), ("target_tokens", tokens)):
             self._stats[key] = self._stats.get(key, 0) + n  # build is called once per chunk of questions
         return out

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import BadInputError, Example, Generation, Teacher, TeacherUsage, hookimpl, prompts
+from harness import BadInputError, Example, Generation, Teacher, TeacherUsage, alignment, hookimpl, prompts
 from harness.cache import JsonlCache, content_key, default_cache_dir
 from harness.models import DTYPES, model_problems, place, resolve_device, resolve_dtype, tokenizer_vocabulary
 
@@ -44,8 +44,9 @@ class HFTeacher(Teacher):
         return model_problems(self.config.model, "model")
 
     def signals(self) -> tuple[str, ...]:
-        """``topk`` with ``top_logprobs``; ``scores`` always (a local model scores new text during training)."""
-        return ("topk", "scores") if self.config.top_logprobs else ("scores",)
+        """``topk`` (ids) and ``topk_text`` (the same as text) with ``top_logprobs``; ``scores`` always (a local
+        model scores new text during training)."""
+        return ("topk", "topk_text", "scores") if self.config.top_logprobs else ("scores",)
 
     def scorer(self) -> "Scorer":
         return Scorer(self.config.model, self.config.device)
@@ -73,12 +74,24 @@ class HFTeacher(Teacher):
             for i, e in enumerate(examples):
                 gens = []
                 for j, (rationale, answer, steps) in enumerate(parsed[i]):
-                    signals = {k: v for k, v in firsts[i][j].items() if k != "text"}
+                    signals = self._with_text({k: v for k, v in firsts[i][j].items() if k != "text"})
                     gens.append(Generation(e.id, j, rationale, answer if answer is not None else filled[(i, j)],
                                            steps=steps, meta={"signals": signals} if signals else {}))
                 out.append(gens)
                 progress(1)
             return out
+
+    def _with_text(self, signals: dict) -> dict:
+        """The recorded ids, and the same tokens and alternatives as text (``harness.alignment``), for students
+        with another tokenizer."""
+        if "target_ids" not in signals:
+            return signals
+        if getattr(self, "_tok", None) is None:
+            from transformers import AutoTokenizer
+
+            self._tok = AutoTokenizer.from_pretrained(self.config.model)  # a cached re-run loads no model
+        return {**signals, "target_text": alignment.teacher_text(self._tok, signals["target_ids"]),
+                "topk_text": alignment.alternative_texts(self._tok, signals["topk_ids"])}
 
     @functools.cached_property
     def _resolved_dtype(self) -> str:

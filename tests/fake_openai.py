@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -127,7 +128,12 @@ class FakeOpenAI:
 
     @staticmethod
     def token_logprobs(text: str, k: int, chat: bool, as_ids: bool) -> dict:
-        """Word tokens; each word's id is a stable hash; its top-k: itself (-0.1) and k-1 neighbours (-2.5, ...)."""
+        """Asked for ids (``return_tokens_as_token_ids``): word tokens; each word's id is a stable hash; its top-k:
+        itself (-0.1) and k-1 neighbours (-2.5, ...). Else as a hosted API answers: text pieces (a word with its
+        leading space, one digit, one other character) that concatenate to the text, with their UTF-8 bytes
+        (chat), each one's top-k itself (-0.1) and k-1 common pieces (-2.5, ...)."""
+        if not as_ids:
+            return FakeOpenAI.text_logprobs(text, k, chat)
         words = text.split()
         ids = [3 + int(hashlib.sha256(w.encode()).hexdigest(), 16) % 40 for w in words]
         name = (lambda i: f"token_id:{i}") if as_ids else (lambda i: f"w{i}")
@@ -138,6 +144,20 @@ class FakeOpenAI:
                                 for i, top in zip(ids, tops)]}
         return {"tokens": [name(i) for i in ids], "token_logprobs": [-0.1] * len(ids),
                 "top_logprobs": [dict(top) for top in tops], "text_offset": list(range(len(ids)))}
+
+    @staticmethod
+    def text_logprobs(text: str, k: int, chat: bool) -> dict:
+        pieces = re.findall(r"\s*[A-Za-z]+|\s*\d|\s*[^\sA-Za-z\d]|\s+$", text)
+        assert "".join(pieces) == text
+        common = [" the", " is", " 4", "s", ".", " a", "2", " and", " of", " to", ",", " so", "1", "3", " we"]
+        tops = [[(p, -0.1)] + [(c, -2.5 - j) for j, c in enumerate([c for c in common if c != p][: k - 1])]
+                for p in pieces]
+        if chat:
+            return {"content": [{"token": p, "logprob": -0.1, "bytes": list(p.encode()),
+                                 "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())}
+                                                  for t, lp in top]} for p, top in zip(pieces, tops)]}
+        return {"tokens": pieces, "token_logprobs": [-0.1] * len(pieces),
+                "top_logprobs": [dict(top) for top in tops], "text_offset": list(range(len(pieces)))}
 
     @staticmethod
     def break_logprobs(logprobs: dict, kind: str, chat: bool) -> None:

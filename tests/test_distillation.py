@@ -250,8 +250,10 @@ def test_mismatched_tokenizers_are_refused_before_any_teacher_call(tmp_path, tea
     for command in ("validate", "run"):
         result = cli(command, recipe)
         assert result.code == 2
-        assert ("student[0].tokenizer: strategy[0] ('logit_kd') distils token by token, so the student needs the "
-                "teacher's tokenizer (same vocabulary); set student.tokenizer" in result.err)
+        assert ("student[0].tokenizer: strategy[0] ('logit_kd') distils token by token id, so the student needs "
+                "the teacher's vocabulary, and the student's tokenizer is made at training time; set "
+                "student.tokenizer = \"<the teacher's folder>\" (the teacher's model folder or hub id) or set "
+                "cross_tokenizer = true on the strategy" in result.err)
     assert not (tmp_path / "cache").exists()  # nothing was asked
     no_signals = _kd_recipe(tmp_path, teacher_dir, str(teacher_dir), top_logprobs=0)
     result = cli("validate", no_signals)

@@ -92,7 +92,7 @@ def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Stu
             out.append(f"{recipe.path}: training.processes: strategy[{j}] ('{spec.name}') has the teacher score "
                        f"text during training, and a served teacher would start one server per training process; "
                        f"set training.processes = 1 and training.nodes = 1 for it (or use the hf teacher)")
-        token_level = "topk" in objective.signals
+        token_level = "topk" in objective.signals  # by token id: the student needs the teacher's vocabulary
         written = prompts.teacher_format(str(getattr(recipe.teacher.config, "prompt", "")))
         learned = getattr(strategies[spec.name], "format", None)
         if token_level and not missing and written is not None and isinstance(learned, prompts.StudentFormat) \
@@ -106,7 +106,18 @@ def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Stu
             student = students[student_spec.name]
             out += [f"{recipe.path}: student[{i}].{key}: {message}" for key, message in student.supports(objective)]
             if token_level and not missing and (teacher_vocab is None or student.vocabulary() != teacher_vocab):
+                across = " or set cross_tokenizer = true on the strategy (the teacher's top-k carried onto the " \
+                         "student's tokens by text)" if "cross_tokenizer" in _fields(strategies[spec.name]) else ""
+                seen = "the teacher's tokenizer is not known (set teacher.tokenizer)" if teacher_vocab is None else \
+                    "the student's tokenizer is another one" if student.vocabulary() else \
+                    "the student's tokenizer is made at training time"
                 out.append(f"{recipe.path}: student[{i}].tokenizer: strategy[{j}] ('{spec.name}') distils token "
-                           f"by token, so the student needs the teacher's tokenizer (same vocabulary); set "
-                           f"student.tokenizer = \"<the teacher's folder>\" (the teacher's model folder or hub id)")
+                           f"by token id, so the student needs the teacher's vocabulary, and {seen}; set "
+                           f"student.tokenizer = \"<the teacher's folder>\" (the teacher's model folder or hub "
+                           f"id){across}")
     return out
+
+
+def _fields(strategy) -> tuple[str, ...]:
+    """The options the strategy's type declares (its ``Config``)."""
+    return tuple(getattr(type(strategy).Config, "__dataclass_fields__", ()))

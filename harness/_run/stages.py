@@ -98,9 +98,10 @@ def teach(teacher: Teacher, kind: str, task: Task, train: RecordTable[Example], 
                     signals = g.meta.get("signals")
                     if signals and (problem := signal_problem(signals)):
                         unusable.append(f"question {g.example_id} sample {g.sample_index}: {problem}")
-                    if signals and signals.get("target_ids"):  # token-level signals beside the text
+                    tokens = signals and (signals.get("target_ids") or signals.get("target_text"))
+                    if tokens:  # token-level signals beside the text
                         signal_size += len(json.dumps(signals))
-                        signal_tokens += len(signals["target_ids"])
+                        signal_tokens += len(tokens)
             questions += len(chunk)
             if unusable:  # the teacher has answered (and cached) this chunk: stop before paying for more
                 raise BadInputError(

@@ -65,6 +65,10 @@ def encode(tokenizer, examples: Sequence[TrainingExample], max_length: int,
     rows = []
     for p, t, e in zip(prompts, targets, examples):
         signals = e.signals or {}
+        if "target_text" in signals and "target_ids" not in signals:  # a teacher of another tokenizer
+            signals = _from_text(e, signals, tokenizer)
+        elif "target_text" in signals:  # the same tokens as ids and as text: the ids are the student's
+            signals = {k: v for k, v in signals.items() if k not in ("target_text", "topk_text")}
         if signals:
             _check_ids(e, signals, vocabulary)
         if encoder_decoder:
@@ -124,6 +128,24 @@ def signal_fields(example: TrainingExample, signals, prompt_length: int, length:
     return out
 
 
+def _from_text(example: TrainingExample, signals, tokenizer) -> dict:
+    """Text signals (``harness.alignment``) as the student's own token ids, aligned by text."""
+    from harness import alignment
+
+    problem = alignment.text_problem(signals)
+    if problem:
+        raise BadInputError(f"strategy: training pair {example.example_id!r}: {problem}")
+    mapped = alignment.to_student(signals, tokenizer)
+    mapped.pop("aligned")
+    rest = {k: v for k, v in signals.items() if k not in (*alignment.TEXT_SIGNALS, "topk_logprobs")}
+    per_token = [k for k, v in rest.items() if isinstance(v, (list, tuple))]
+    if per_token:
+        raise BadInputError(f"strategy: training pair {example.example_id!r}: signals[{per_token[0]!r}] is per "
+                            f"teacher token, and the teacher's tokens are not the student's; only topk_text and "
+                            f"topk_logprobs are carried across tokenizers")
+    return {**rest, **mapped}
+
+
 def _check_ids(example: TrainingExample, signals, vocabulary: int) -> None:
     """Token ids in a pair's signals must be the student's: an id past its vocabulary would fail deep inside
     training (an IndexError in the embedding), after the teacher was paid."""
@@ -136,7 +158,8 @@ def _check_ids(example: TrainingExample, signals, vocabulary: int) -> None:
 
 
 def _encode_chat(tokenizer, examples: Sequence[TrainingExample], max_length: int, chat: Any) -> list[dict]:
-    if any(e.turns or (e.signals or {}).get("target_ids") or (e.signals or {}).get("topk_ids") for e in examples):
+    if any(e.turns or any((e.signals or {}).get(k) for k in ("target_ids", "topk_ids", "target_text"))
+           for e in examples):
         raise BadInputError("student.chat_template: this strategy trains on conversations or on the teacher's own "
                             "tokens, which the harness does not render through a chat template yet; set "
                             "chat_template = \"off\" for this student")

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from harness import alignment
 from harness.models import tokenizer_vocabulary
 from harness.records import RecordTable
 
@@ -41,7 +42,7 @@ def content_key(train: Sequence[Any], tokenizer: Any, max_length: int, encoder_d
         return None
     vocabulary = tokenizer_vocabulary(tokenizer)
     parts = [train.digest(), vocabulary, max_length, encoder_decoder, repr(chat), type(tokenizer).__name__,
-             tokenizer.eos_token_id, tokenizer.pad_token_id, "tokens-2"]
+             tokenizer.eos_token_id, tokenizer.pad_token_id, "tokens-2", alignment.VERSION]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
 

@@ -32,6 +32,7 @@ from harness import (
     Teacher,
     TeacherEstimate,
     TeacherUsage,
+    alignment,
     hookimpl,
     prompts,
     secrets,
@@ -105,9 +106,12 @@ class OpenAITeacher(Teacher):
         return folder / "teacher" / (content_key(base_url=self._endpoint, model=c.model)[:16] + ".jsonl")
 
     def signals(self) -> tuple[str, ...]:
-        """``topk`` with ``top_logprobs``; ``scores`` when the teacher serves its model itself (vLLM's prompt
+        """With ``top_logprobs``: ``topk_text`` (the tokens as text), and ``topk`` (as ids) when ``tokenizer``
+        names the served model's tokenizer; ``scores`` when the teacher serves its model itself (vLLM's prompt
         log-probabilities score new text during training)."""
-        return (("topk",) if self.config.top_logprobs else ()) + (("scores",) if self.config.serve else ())
+        c = self.config
+        topk = (("topk", "topk_text") if c.tokenizer else ("topk_text",)) if c.top_logprobs else ()
+        return topk + (("scores",) if c.serve else ())
 
     def scorer(self) -> "serve.ServedScorer | None":
         c = self.config
@@ -301,8 +305,9 @@ class OpenAITeacher(Teacher):
         c = self.config
         extra_body = dict(c.extra_body)
         params: dict[str, Any] = {"model": c.model, "n": n, "temperature": temperature, "max_tokens": max_tokens}
-        if top:  # the top-k of every generated token; vLLM then names tokens by id ("token_id:42")
-            extra_body["return_tokens_as_token_ids"] = True
+        if top:  # the top-k of every generated token; with a tokenizer, vLLM is asked to name tokens by id
+            if c.tokenizer:
+                extra_body["return_tokens_as_token_ids"] = True
             params.update({"logprobs": True, "top_logprobs": top} if c.endpoint == "chat" else {"logprobs": top})
         if c.stop:
             params["stop"] = list(c.stop)
@@ -311,28 +316,43 @@ class OpenAITeacher(Teacher):
         return params, extra_body
 
     def _signals(self, choice: Any, k: int) -> dict:
-        """The choice's tokens and top-k log-probabilities as ids (EOS appended when the model stopped on it)."""
+        """The choice's tokens and top-k log-probabilities: as text always (``target_text``, ``topk_text``, for
+        students with another tokenizer: ``harness.alignment``), and as ids with ``tokenizer``. The EOS is
+        appended when the model stopped on it (the server drops it; the student learns it)."""
         c = self.config
-        steps: list[tuple[str, list[tuple[str, float]]]] = []
+        steps: list[tuple[Token, list[tuple[Token, float]]]] = []
         logprobs = getattr(choice, "logprobs", None)
         if c.endpoint == "chat" and logprobs is not None and logprobs.content:
-            steps = [(t.token, [(x.token, x.logprob) for x in (t.top_logprobs or [])]) for t in logprobs.content]
+            steps = [((t.token, t.bytes), [((x.token, x.bytes), x.logprob) for x in (t.top_logprobs or [])])
+                     for t in logprobs.content]
         elif c.endpoint != "chat" and logprobs is not None and logprobs.tokens and logprobs.top_logprobs:
-            steps = [(token, sorted((top or {}).items(), key=lambda kv: -kv[1]))
+            steps = [((token, None), sorted((((t, None), lp) for t, lp in (top or {}).items()), key=lambda kv: -kv[1]))
                      for token, top in zip(logprobs.tokens, logprobs.top_logprobs)]
         if not steps or not all(top for _, top in steps):
             raise Fatal(f"teacher.top_logprobs: {c.base_url} (model {c.model}) returned no top log-probabilities; "
                         f"the server must support logprobs (vLLM, llama.cpp and OpenAI do), or set "
                         f"top_logprobs = 0")
-        tok = self._tokenizer()
-        ids = [self._token_id(t, tok) for t, _ in steps]
-        top_ids = [[self._token_id(t, tok) for t, _ in top[:k]] for _, top in steps]
         top_lps = [[round(float(lp), 4) for _, lp in top[:k]] for _, top in steps]
-        eos = tok.eos_token_id
-        if getattr(choice, "finish_reason", None) == "stop" and not c.stop and eos is not None and \
-                (not ids or ids[-1] != eos):  # the server drops the EOS it stopped on; the student learns it
-            ids, top_ids, top_lps = ids + [eos], top_ids + [[eos]], top_lps + [[0.0]]
-        return {"target_ids": ids, "topk_ids": top_ids, "topk_logprobs": top_lps}
+        stopped = getattr(choice, "finish_reason", None) == "stop" and not c.stop
+        tok = self._tokenizer() if c.tokenizer else None
+        if tok is not None:
+            ids = [self._token_id(t, tok) for (t, _), _ in steps]
+            top_ids = [[self._token_id(t, tok) for (t, _), _ in top[:k]] for _, top in steps]
+            texts = alignment.teacher_text(tok, ids)
+            alternatives = alignment.alternative_texts(tok, top_ids)
+        else:
+            texts = _stream_text([t for t, _ in steps])
+            alternatives = [[_token_text(t) for t, _ in top[:k]] for _, top in steps]
+        out = {"target_text": texts, "topk_text": alternatives, "topk_logprobs": top_lps}
+        eos = tok.eos_token_id if tok is not None else None
+        if tok is not None:
+            if stopped and eos is not None and (not ids or ids[-1] != eos):
+                ids, top_ids = ids + [eos], top_ids + [[eos]]
+                texts.append(alignment.END), alternatives.append([alignment.END]), top_lps.append([0.0])
+            out.update({"target_ids": ids, "topk_ids": top_ids})
+        elif stopped:
+            texts.append(alignment.END), alternatives.append([alignment.END]), top_lps.append([0.0])
+        return out
 
     def _vocabulary_size(self) -> int | None:
         return len(self._tokenizer()) if self.config.tokenizer else None
@@ -364,6 +384,40 @@ class OpenAITeacher(Teacher):
             except ValueError:
                 pass
         return min(c.backoff_max, c.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+
+
+Token = tuple[str, "list[int] | None"]
+"""A token as the server names it: its string and, where the server gives them (chat), its UTF-8 bytes."""
+
+
+def _token_bytes(token: Token) -> bytes | None:
+    text, raw = token
+    if raw is not None:
+        return bytes(raw)
+    if text.startswith("bytes:"):  # the completions endpoint's name for a piece of a UTF-8 character
+        try:
+            return text[len("bytes:"):].encode("latin-1").decode("unicode_escape").encode("latin-1")
+        except (UnicodeError, ValueError):
+            return None
+    return text.encode("utf-8")
+
+
+def _stream_text(tokens: list[Token]) -> list[str]:
+    """The generated tokens' texts, concatenating to the completion: a token that ends inside a UTF-8 character
+    adds nothing, the one that completes it adds the character."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    return [decoder.decode(_token_bytes(t) or b"") for t in tokens]
+
+
+def _token_text(token: Token) -> str:
+    """An alternative's text; ``""`` (not mappable) for a piece of a UTF-8 character."""
+    raw = _token_bytes(token)
+    try:
+        return raw.decode("utf-8") if raw is not None else ""
+    except UnicodeDecodeError:
+        return ""
 
 
 def _message(exc: Exception) -> str:

@@ -47,9 +47,10 @@ class Config(prompts.PromptOptions):
     batch_price_factor: float = 0.5
     """What batch tokens cost relative to the prices above (OpenAI: half)."""
     tokenizer: str = ""
-    """The served model's tokenizer (folder or hub id). Needed with ``top_logprobs``: it maps the server's tokens to
-    ids (vLLM gives ids itself: ``return_tokens_as_token_ids`` is asked for), gives the EOS id, and lets the
-    harness check that the student shares the vocabulary."""
+    """The served model's tokenizer (folder or hub id). With ``top_logprobs``: it maps the server's tokens to ids
+    (vLLM gives ids itself: ``return_tokens_as_token_ids`` is asked for), gives the EOS id, and lets the harness
+    check that the student shares the vocabulary. Without it (a hosted model whose tokenizer is not published) the
+    tokens are recorded as text only, for a strategy with ``cross_tokenizer = true``."""
 
     def check(self) -> list[tuple[str, str]]:
         problems = []
@@ -95,9 +96,6 @@ class Config(prompts.PromptOptions):
             problems.append(("serve_timeout", "must be positive (seconds)"))
         if self.batch_poll_seconds <= 0:
             problems.append(("batch_poll_seconds", "must be positive"))
-        if self.top_logprobs and not self.tokenizer:
-            problems.append(("tokenizer", "top_logprobs needs the served model's tokenizer (its folder or hub id) "
-                                          "to map the server's tokens to ids"))
         return problems
 
 
