@@ -100,3 +100,32 @@ def tiny_causal_lm(path: Path, texts: list[str], positions: int = 512, width: in
     AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def _untracked() -> set[str]:
+    """Files and folders in the checkout that git does not track, ignored ones included (a folder git does not
+    track at all counts once), with the top of ``runs/`` (ignored, where local runs write)."""
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "--others", "--directory", "--no-empty-directory"], cwd=REPO,
+                            capture_output=True, text=True, check=False).stdout.split("\n")
+    runs = [f"runs/{p.name}" for p in (REPO / "runs").iterdir()] if (REPO / "runs").is_dir() else []
+    tools = ("__pycache__", ".pytest_cache", ".ruff_cache", ".egg-info", ".coverage")  # made by the tools
+    return {p for p in listed if p and not any(t in p for t in tools)} | set(runs)
+
+
+def pytest_sessionstart(session):
+    session.config._checkout_before = _untracked()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Tests never write into the checkout: anything new in it, ignored or not, fails the session."""
+    before = getattr(session.config, "_checkout_before", None)
+    if before is None:
+        return
+    new = sorted(_untracked() - before)
+    if new:
+        session.config.get_terminal_writer().line()
+        session.config.get_terminal_writer().line(
+            "tests wrote into the checkout (write under tmp_path instead): " + ", ".join(new[:10]), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -279,6 +279,10 @@ logging_steps = 1
 
 [evaluation]
 max_gen_toks = 8
+
+[[sink]]
+kind = "local"
+dir = "{tmp_path / 'results'}"
 """
     path = tmp_path / "cross.toml"
     path.write_text(text)
