@@ -127,24 +127,34 @@ def map_position(chosen: int, alternatives: Sequence[str | None], logprobs: Sequ
     return [i for i, _ in ranked], [min(0.0, round(lp, 6)) for _, lp in ranked]
 
 
-def to_student(signals: Mapping[str, Any], tokenizer: Any) -> dict[str, list]:
+def to_student(signals: Mapping[str, Any], tokenizer: Any, ids: Sequence[int] | None = None) -> dict[str, list]:
     """The teacher's text signals (``target_text``, ``topk_text``, ``topk_logprobs``) as the student's:
     ``target_ids`` (the student's tokens of the same text, its EOS where the teacher ended), ``topk_ids`` and
     ``topk_logprobs`` per student token (empty lists where no teacher token is aligned, or none of its
-    alternatives maps), and ``aligned``, the number of student tokens with a teacher signal."""
+    alternatives maps), and ``aligned``, the number of student tokens with a teacher signal.
+
+    With ``ids`` (tokens the student produced itself, which need not be how its tokenizer would split their
+    text): the signals are aligned with those tokens, whose spans come from their own texts; where the teacher's
+    text is not theirs (it could not read a character), nothing is aligned."""
     texts = list(signals["target_text"])
     alternatives, logprobs = signals["topk_text"], signals["topk_logprobs"]
     ended = bool(texts) and texts[-1] is END
     body = texts[:-1] if ended else texts
     text = "".join(t or "" for t in body)
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = [int(t) for t in encoded["input_ids"]]
-    offsets = [tuple(o) for o in encoded["offset_mapping"]]
-    matched = align(text, spans(body), offsets)
     eos = tokenizer.eos_token_id
-    if ended and eos is not None:
-        ids.append(int(eos))
-        matched.append(len(texts) - 1)
+    if ids is None:
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = [int(t) for t in encoded["input_ids"]] + ([int(eos)] if ended and eos is not None else [])
+        offsets = [tuple(o) for o in encoded["offset_mapping"]]
+    else:
+        ids = [int(t) for t in ids]
+        own = teacher_text(tokenizer, ids)
+        offsets = spans([t for t in own if t is not END])
+        if "".join(t or "" for t in own) != text:  # the teacher could not read it all (a word tokenizer's unknown
+            return {"target_ids": ids, "topk_ids": [[] for _ in ids],  # word): its spans are not the student's
+                    "topk_logprobs": [[] for _ in ids], "aligned": 0}
+    matched = align(text, spans(body), offsets)
+    matched += [len(texts) - 1 if ended and t == eos else None for t in ids[len(matched):]]  # the end is the end
     vocabulary = _cached(tokenizer)
     top_ids: list[list[int]] = []
     top_lps: list[list[float]] = []

@@ -94,11 +94,13 @@ class Objective:
 
     signals: tuple[str, ...] = ()
     """The teacher signals it needs: ``"topk"`` (``topk_ids`` and ``topk_logprobs`` per target token in each row's
-    ``TrainingExample.signals``), ``"scores"`` (the teacher scores new text during training: ``scorer``).
-    Token-level signals require the teacher's tokenizer on the student; the harness checks that (``vocabulary``)
-    and that the teacher gives them (``Teacher.signals``) before any teacher call."""
+    ``TrainingExample.signals``), ``"topk_text"`` (the same as text, ``target_text`` / ``topk_text``, for a
+    student with another tokenizer: ``harness.alignment``), ``"scores"`` (the teacher scores new text during
+    training: ``scorer.score``), ``"scores_text"`` (the same as text: ``scorer.score_text``). ``"topk"`` requires
+    the teacher's tokenizer on the student; the harness checks that (``vocabulary``) and that the teacher gives
+    them (``Teacher.signals``) before any teacher call."""
     scorer: Any = None
-    """For ``"scores"``: set by the harness before training to ``Teacher.scorer()``."""
+    """For ``"scores"`` / ``"scores_text"``: set by the harness before training to ``Teacher.scorer()``."""
     tokenizer: Any = None
     """Set by the student before training: the tokenizer of the model being trained."""
     step: int = 0
@@ -202,8 +204,9 @@ class Teacher:
         return None
 
     def signals(self) -> tuple[str, ...]:
-        """The signals its generations carry in ``Generation.meta["signals"]`` beside the text (``"topk"``); a
-        strategy whose objective needs one the teacher does not give is refused before any call."""
+        """The signals its generations carry in ``Generation.meta["signals"]`` beside the text (``"topk"``: ids,
+        ``"topk_text"``: as text) and what its ``scorer`` does (``"scores"``, ``"scores_text"``); a strategy whose
+        objective needs one the teacher does not give is refused before any call."""
         return ()
 
     def vocabulary(self) -> str | None:
@@ -214,8 +217,10 @@ class Teacher:
     def scorer(self) -> Any:
         """For teachers whose ``signals()`` include ``"scores"``: an object with ``score(input_ids,
         attention_mask, k) -> (topk_ids, topk_logprobs)`` giving, at every position j of the sequences, the
-        teacher's k most likely tokens for position j (from its logits at j - 1; position 0 has ids -1). Used
-        during training (on-policy distillation); None by default."""
+        teacher's k most likely tokens for position j (from its logits at j - 1; position 0 has ids -1); with
+        ``"scores_text"`` also ``score_text(prompts, continuations, ended, k) -> [signals]``, for each continuation
+        the teacher's tokens and top-k as text (``target_text``, ``topk_text``, ``topk_logprobs``; its end of
+        sequence after one that ``ended``). Used during training (on-policy distillation); None by default."""
         return None
 
     def preflight(self) -> Problems:
@@ -420,7 +425,7 @@ def build_objective(source: Mapping[str, Any]) -> Objective | None:
     training process builds the same strategy, and the same teacher for its scorer, through the registry)."""
     strategy = source["strategy"]
     objective = create("strategy", strategy["kind"], **strategy["config"]).objective()
-    if objective is not None and "scores" in objective.signals and source.get("teacher"):
+    if objective is not None and {"scores", "scores_text"} & set(objective.signals) and source.get("teacher"):
         teacher = source["teacher"]
         objective.scorer = create("teacher", teacher["kind"], **teacher["config"]).scorer()
     return objective

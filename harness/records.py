@@ -4,7 +4,9 @@ holds a whole dataset in memory, whatever its size.
 Why Arrow IPC files (not Parquet, not JSON Lines): a record batch is read straight into Arrow's columnar memory
 with no decoding step (Parquet decompresses and decodes every page), and any batch can be reached without reading
 the ones before it (the file format's footer indexes them), so a sequence backed by a file supports ``len`` and
-random access. Any Arrow reader, ``datasets`` included, takes these files memory-mapped (docs/data.md). Parquet
+random access. The text-heavy kinds (generations, training pairs: rationales and top-k signals) are written with
+Arrow's zstd buffer compression, about 3x smaller; a batch is decompressed when it is read. Any Arrow reader,
+``datasets`` included, opens these files (docs/data.md). Parquet
 is what ``harness export`` writes for sharing: compressed, and read by every tool.
 
 Four kinds of record travel between stages, each with its schema: ``EXAMPLES`` (a task's split), ``GENERATIONS``
@@ -60,6 +62,8 @@ class Kind(Generic[T]):
     schema: pa.Schema
     to_columns: Callable[[list[T]], dict[str, list[Any]]]
     from_columns: Callable[[dict[str, list[Any]]], list[T]]
+    compression: str | None = None
+    """Arrow IPC's buffer compression for this kind's files (``zstd`` for the text-heavy ones)."""
 
 
 def _steps(steps: Sequence[SubStep]) -> list[dict[str, str]]:
@@ -69,6 +73,9 @@ def _steps(steps: Sequence[SubStep]) -> list[dict[str, str]]:
 def _substeps(rows: list[tuple[str, str]] | None) -> tuple[SubStep, ...]:
     return tuple(SubStep(q, a) for q, a in rows) if rows else ()
 
+
+_ZSTD = "zstd" if pa.Codec.is_available("zstd") else None
+"""Rationales and top-k signals (JSON) compress about 3x; a batch is decompressed as it is read."""
 
 EXAMPLES: Kind[Example] = Kind(
     "examples",
@@ -88,7 +95,8 @@ GENERATIONS: Kind[Generation] = Kind(
                 "rationale": [g.rationale for g in rs], "answer_text": [g.answer_text for g in rs],
                 "steps": [_steps(g.steps) for g in rs], "meta": [_json(g.meta) for g in rs]},
     lambda c: [Generation(*row[:4], _substeps(row[4]), _unjson(row[5])) for row in zip(
-        c["example_id"], c["sample_index"], c["rationale"], c["answer_text"], c["steps"], c["meta"])])
+        c["example_id"], c["sample_index"], c["rationale"], c["answer_text"], c["steps"], c["meta"])],
+    _ZSTD)
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,8 @@ TRAINING: Kind[TrainingExample] = Kind(
                 "turns": [[{"context": c, "target": x} for c, x in t.turns] for t in rs],
                 "signals": [_json(dict(t.signals)) for t in rs]},
     lambda c: [TrainingExample(*row[:5], _turns(row[5]), _unjson(row[6])) for row in zip(
-        c["example_id"], c["prompt"], c["target"], c["role"], c["weight"], c["turns"], c["signals"])])
+        c["example_id"], c["prompt"], c["target"], c["role"], c["weight"], c["turns"], c["signals"])],
+    _ZSTD)
 
 
 def _pylist(column: pa.Array) -> list[Any]:
@@ -144,7 +153,8 @@ class RecordWriter(Generic[T]):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self._sink = pa.OSFile(str(self._tmp), "wb")
-        self._writer = pa.ipc.new_file(self._sink, kind.schema)
+        self._writer = pa.ipc.new_file(self._sink, kind.schema,
+                                       options=pa.ipc.IpcWriteOptions(compression=kind.compression))
         self._buffer: list[T] = []
         self.rows = 0
 

@@ -304,6 +304,8 @@ class OnPolicyConfig:
     seed: int = 0
     format: str = "token"
     """As ``logit_kd``'s: the student format, which the teacher writes in."""
+    cross_tokenizer: bool = False
+    """As ``logit_kd``'s; the teacher then scores the student's samples as text (a model teacher: ``hf``)."""
 
     def check(self) -> list[tuple[str, str]]:
         problems = [] if self.format in STUDENT_FORMATS else [
@@ -327,7 +329,9 @@ class OnPolicyLoss(KDLoss):
 
     def __init__(self, c: OnPolicyConfig):
         kind = "forward" if c.beta == 0 else "reverse" if c.beta == 1 else "jsd"
-        super().__init__(c.alpha, c.temperature, kind, c.beta)
+        super().__init__(c.alpha, c.temperature, kind, c.beta, c.cross_tokenizer)
+        if c.cross_tokenizer:
+            self.signals = ("topk_text", "scores_text")
         self.config = c
         self.rng = random.Random(c.seed)
         self.sampled_rows = self.sampled_tokens = self.supervised_rows = 0
@@ -359,7 +363,10 @@ class OnPolicyLoss(KDLoss):
         attention = torch.zeros_like(ids)
         for j, s in enumerate(sequences):
             ids[j, :len(s)], attention[j, :len(s)] = s, 1
-        top_ids, top_lps = self.scorer.score(ids, attention, self.config.top_k)
+        if self.config.cross_tokenizer:
+            top_ids, top_lps = self._score_text(prompts, continuations, width, labels.device)
+        else:
+            top_ids, top_lps = self.scorer.score(ids, attention, self.config.top_k)
         for j, i in enumerate(chosen):
             n, p = len(sequences[j]), len(prompts[j])
             target = torch.full((n,), -100, dtype=torch.long, device=labels.device)
@@ -368,6 +375,30 @@ class OnPolicyLoss(KDLoss):
             self.sampled_tokens += n - p
         self.sampled_rows += len(chosen)
         return _pad(rows, batch, pad, max(self.config.top_k, batch["topk_ids"].shape[-1]))
+
+    def _score_text(self, prompts: list, continuations: list, width: int, device: Any) -> tuple[Any, Any]:
+        """Across tokenizers: the teacher scores each prompt + continuation as text; its top-k, carried onto the
+        student's sampled tokens (``harness.alignment``), at the continuation's positions ([rows, width, k])."""
+        import torch
+
+        from harness import alignment
+
+        tok, k = self.tokenizer, self.config.top_k
+        eos = tok.eos_token_id
+        heads = [tok.decode(p.tolist(), skip_special_tokens=True) for p in prompts]
+        own = [alignment.teacher_text(tok, c.tolist()) for c in continuations]
+        tails = ["".join(t for t in texts if t) for texts in own]
+        ended = [bool(len(c)) and int(c[-1]) == eos for c in continuations]
+        scored = self.scorer.score_text(heads, tails, ended, k)
+        top_ids = torch.full((len(prompts), width, k), -1, dtype=torch.long, device=device)
+        top_lps = torch.full((len(prompts), width, k), float("-inf"), device=device)
+        for j, (p, c, signals) in enumerate(zip(prompts, continuations, scored)):
+            mapped = alignment.to_student(signals, tok, ids=c.tolist())
+            for t, (a, b) in enumerate(zip(mapped["topk_ids"], mapped["topk_logprobs"])):
+                if a:
+                    top_ids[j, len(p) + t, :len(a[:k])] = torch.tensor(a[:k])
+                    top_lps[j, len(p) + t, :len(b[:k])] = torch.tensor(b[:k])
+        return top_ids, top_lps
 
     def sample(self, model: Any, prompts: list) -> list:
         """Continuations sampled by ``model`` (the student being trained) for each prompt, up to and including
@@ -440,7 +471,8 @@ class OnPolicy(LogitKD):
 
     def __init__(self, config: OnPolicyConfig):
         super().__init__(Config(alpha=config.alpha, temperature=config.temperature, filter=config.filter,
-                                max_samples=config.max_samples, format=config.format))
+                                max_samples=config.max_samples, format=config.format,
+                                cross_tokenizer=config.cross_tokenizer))
         self.on_policy = config
 
     def objective(self) -> Objective:

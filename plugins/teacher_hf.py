@@ -44,9 +44,11 @@ class HFTeacher(Teacher):
         return model_problems(self.config.model, "model")
 
     def signals(self) -> tuple[str, ...]:
-        """``topk`` (ids) and ``topk_text`` (the same as text) with ``top_logprobs``; ``scores`` always (a local
-        model scores new text during training)."""
-        return ("topk", "topk_text", "scores") if self.config.top_logprobs else ("scores",)
+        """``topk`` (ids) and ``topk_text`` (the same as text) with ``top_logprobs``; ``scores`` and
+        ``scores_text`` always (a local model scores new text during training, in the student's ids or, across
+        tokenizers, as text)."""
+        scores = ("scores", "scores_text")
+        return ("topk", "topk_text", *scores) if self.config.top_logprobs else scores
 
     def scorer(self) -> "Scorer":
         return Scorer(self.config.model, self.config.device)
@@ -174,7 +176,7 @@ class Scorer:
     at every position of given sequences, in one forward pass. Loaded on first use, on the training device."""
 
     def __init__(self, model: str, device: str):
-        self.name, self.device, self.model = model, device, None
+        self.name, self.device, self.model, self.tokenizer = model, device, None, None
         self.seconds = 0.0
 
     def score(self, input_ids, attention_mask, k: int):
@@ -194,6 +196,45 @@ class Scorer:
         ids[:, 1:], logprobs[:, 1:] = indices[:, :-1], values[:, :-1]  # position j: the prediction of token j
         self.seconds += time.perf_counter() - started
         return ids, logprobs
+
+    def score_text(self, prompts: Sequence[str], continuations: Sequence[str], ended: Sequence[bool],
+                   k: int) -> list[dict]:
+        """Across tokenizers: the teacher reads each prompt and continuation (text, in its own tokens; its EOS
+        after a continuation that ``ended``) and gives, for each continuation, its tokens and top-k as text
+        (``target_text``, ``topk_text``, ``topk_logprobs``: ``harness.alignment``), in one forward pass."""
+        import time
+
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        started = time.perf_counter()
+        if self.model is None:
+            self.model = AutoModelForCausalLM.from_pretrained(self.name).to(resolve_device(self.device)).eval()
+        if self.tokenizer is None:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.name)
+        tok = self.tokenizer
+        heads = tok(list(prompts), add_special_tokens=False)["input_ids"]
+        tails = tok(list(continuations), add_special_tokens=False)["input_ids"]
+        tails = [t + [tok.eos_token_id] if end and tok.eos_token_id is not None else t for t, end in zip(tails, ended)]
+        width = max(len(h) + len(t) for h, t in zip(heads, tails))
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        device = next(self.model.parameters()).device
+        ids = torch.full((len(heads), width), pad, dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for i, (h, t) in enumerate(zip(heads, tails)):
+            ids[i, :len(h) + len(t)], mask[i, :len(h) + len(t)] = torch.tensor(h + t), 1
+        with torch.no_grad():
+            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+        values, indices = torch.log_softmax(logits, dim=-1).topk(k, dim=-1)
+        out = []
+        for i, (h, t) in enumerate(zip(heads, tails)):
+            rows = slice(len(h) - 1, len(h) + len(t) - 1)  # position j - 1 predicts token j
+            top = indices[i, rows].tolist()
+            out.append({"target_text": alignment.teacher_text(tok, t),
+                        "topk_text": alignment.alternative_texts(tok, top),
+                        "topk_logprobs": [[round(x, 4) for x in row] for row in values[i, rows].tolist()]})
+        self.seconds += time.perf_counter() - started
+        return out
 
 
 def token_signals(ids, top_ids, top_logprobs, eos: int | None) -> dict:

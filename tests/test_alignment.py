@@ -326,3 +326,59 @@ def test_logit_kd_across_tokenizers_from_a_local_model_end_to_end(tmp_path, cli)
     assert result.code == 0, result.err
     record = _trained(tmp_path)
     assert all(0 < x["aligned"] <= 1 and math.isfinite(x["kd"]) for x in record["objective_log"])
+
+
+def test_on_policy_across_tokenizers_scores_the_student_s_samples_as_text(tmp_path):
+    """With the teacher's own tokenizer on both sides, scoring the student's samples as text and carrying the
+    top-k back gives exactly the teacher's top-k in ids, less special tokens other than EOS (no text: the tail)."""
+    from transformers import AutoTokenizer
+
+    from harness_builtins.strategy_distill import OnPolicyConfig, OnPolicyLoss
+    from harness_builtins.teacher_hf import Scorer
+
+    from .conftest import tiny_causal_lm
+    from .test_distillation import TEXTS
+
+    model = tiny_causal_lm(tmp_path / "teacher", TEXTS, positions=128)
+    tok = AutoTokenizer.from_pretrained(str(model))
+    loss = OnPolicyLoss(OnPolicyConfig(top_k=4, cross_tokenizer=True))
+    loss.tokenizer, loss.scorer = tok, Scorer(str(model), "cpu")
+    assert loss.signals == ("topk_text", "scores_text")
+    prompts = [torch.tensor(tok(t.split(" ###")[0] + " ###", add_special_tokens=False)["input_ids"]) for t in TEXTS[:3]]
+    continuations = [torch.tensor(tok(" " + t.split("### ")[1], add_special_tokens=False)["input_ids"]
+                                  + [tok.eos_token_id]) for t in TEXTS[:3]]
+    width = max(len(p) + len(c) for p, c in zip(prompts, continuations))
+    across_ids, across_lps = loss._score_text(prompts, continuations, width, torch.device("cpu"))
+    ids = torch.full((3, width), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for j, (p, c) in enumerate(zip(prompts, continuations)):
+        ids[j, :len(p) + len(c)], mask[j, :len(p) + len(c)] = torch.cat([p, c]), 1
+    direct_ids, direct_lps = loss.scorer.score(ids, mask, 4)
+    for j, (p, c) in enumerate(zip(prompts, continuations)):
+        special = set(tok.all_special_ids) - {tok.eos_token_id}
+        for t in range(len(p), len(p) + len(c)):
+            want = [(i, lp) for i, lp in zip(direct_ids[j, t].tolist(), direct_lps[j, t].tolist()) if i not in special]
+            got = [(i, lp) for i, lp in zip(across_ids[j, t].tolist(), across_lps[j, t].tolist()) if i >= 0]
+            assert [i for i, _ in got] == [i for i, _ in want]
+            assert [lp for _, lp in got] == pytest.approx([lp for _, lp in want], abs=1e-4)
+        assert (across_ids[j, :len(p)] == -1).all()  # the prompt is not scored
+
+
+def test_on_policy_across_tokenizers_end_to_end(tmp_path, cli):
+    from .conftest import tiny_causal_lm
+    from .test_distillation import TEXTS
+
+    model = tiny_causal_lm(tmp_path / "teacher", TEXTS, positions=256)
+    student = tiny_tokenizer(tmp_path / "student_tok", kind="byte_bpe", texts=TEXTS)
+    teacher = f'kind = "hf"\nmodel = "{model}"\nmax_tokens = 24\ntemperature = 1.0'
+    recipe = _cross_recipe(tmp_path, teacher, str(student))
+    recipe.write_text(recipe.read_text().replace('kind = "logit_kd"', 'kind = "on_policy"\nfraction = 1.0\n'
+                                                 'max_new_tokens = 12\ntop_k = 4').replace(
+        "alpha = 0.5\n", "").replace("train-logit_kd", "train-on_policy"))
+    result = cli("run", recipe)
+    assert result.code == 0, result.err
+    import json
+
+    record = json.loads((tmp_path / "runs" / "cross" / "train-on_policy" / "train.json").read_text())
+    assert record["objective"]["sampled_rows"] > 0
+    assert all(0 <= x["aligned"] <= 1 and math.isfinite(x["kd"]) for x in record["objective_log"])

@@ -51,7 +51,7 @@ def bound_objective(strategy: Strategy, teacher: Teacher, recipe: Recipe,
     objective = strategy.objective()
     if objective is None:
         return None, None
-    scores = "scores" in objective.signals
+    scores = any(s in objective.signals for s in ("scores", "scores_text"))
     if scores:
         objective.scorer = teacher.scorer()
     return objective, {"strategy": spec.plain(), "teacher": recipe.teacher.plain() if scores else None}
@@ -87,7 +87,7 @@ def preflight_problems(recipe: Recipe, teacher: Teacher, students: dict[str, Stu
             out.append(f"{recipe.path}: teacher.kind: strategy[{j}] ('{spec.name}') trains on the teacher's "
                        f"{', '.join(missing)} signals, which this teacher does not record; with the hf or openai "
                        f"teacher set teacher.top_logprobs = 8 and teacher.prompt = \"fine_tune_cot\"")
-        if recipe.training.world_size() > 1 and "scores" in objective.signals and teacher.signals() and \
+        if recipe.training.world_size() > 1 and "scores" in objective.signals and \
                 "scores" in teacher.signals() and getattr(recipe.teacher.config, "serve", ""):
             out.append(f"{recipe.path}: training.processes: strategy[{j}] ('{spec.name}') has the teacher score "
                        f"text during training, and a served teacher would start one server per training process; "
