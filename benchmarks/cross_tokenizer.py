@@ -17,7 +17,7 @@ rationales as text (Fine-tune-CoT), at an equal token budget? And what does the 
    teach stage stores, and that JSON compressed with zstd as Arrow IPC compresses a record batch.
 
     python benchmarks/cross_tokenizer.py [--teacher-dir runs/kd_science/kd_teacher/train-teacher/model]
-        [--seeds 0 1 2] [--budget-tokens 600000] [--quick] [--out results/cross_tokenizer]
+        [--seeds 0 1 2] [--budget-tokens 2000000] [--quick] [--out results/cross_tokenizer]
 
 A lead counts only when larger than the seed spread (the larger of the two standard deviations).
 """
@@ -122,11 +122,13 @@ def storage(teacher_dir: Path, work: Path, questions: int) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher-dir", default=str(REPO / "runs" / "kd_science" / "kd_teacher" / "train-teacher" /
-                                                "model"))
+                                                "model"),
+                   help="the trained teacher; written as kd_science was given it, so that its cached samples are "
+                        "found (the hf teacher's cache names the model as written)")
     p.add_argument("--cache", default=str(REPO / "runs" / "kd_science" / "cache"),
                    help="the teacher cache (kd_science's: its samples are the same requests)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--budget-tokens", type=int, default=600_000)
+    p.add_argument("--budget-tokens", type=int, default=2_000_000)
     p.add_argument("--train-size", type=int, default=4000)
     p.add_argument("--vocab-size", type=int, default=320,
                    help="the student's BPE vocabulary (its 256 bytes and the merges on top)")
