@@ -220,6 +220,37 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
+class ChunkSizer:
+    """How many questions the next chunk takes, bounded by count and by bytes: as many as fit ``budget`` bytes of
+    output at the bytes per question seen so far, at most ``most``; the first chunk takes ``first``. Long
+    rationales (thousands of tokens each) then come in small chunks, short ones in chunks of ``most``."""
+
+    def __init__(self, most: int, budget: int = 64 << 20, first: int = 1024):
+        self.most, self.budget = most, budget
+        self.size = min(first, most)
+        self._questions = self._bytes = 0
+
+    def saw(self, questions: int, size: int) -> None:
+        """A chunk of ``questions`` made ``size`` bytes (its text and signals)."""
+        self._questions += questions
+        self._bytes += size
+        per = self._bytes / max(1, self._questions)
+        self.size = max(1, min(self.most, int(self.budget / max(per, 1.0))))
+
+    def chunks(self, items: Iterable[T]) -> Iterator[list[T]]:
+        """``items`` in lists of the current ``size`` (set again by ``saw`` between chunks)."""
+        import itertools
+
+        it = iter(items)
+        while chunk := list(itertools.islice(it, self.size)):
+            yield chunk
+
+
+def generation_bytes(g: Generation) -> int:
+    """About what a generation weighs in memory as text: its rationale, answer and metadata."""
+    return len(g.rationale) + len(g.answer_text) + (len(json.dumps(g.meta)) if g.meta else 0)
+
+
 def write_records(path: Path, kind: Kind[T], records: Iterable[T]) -> int:
     """Write every record to ``path``; returns how many."""
     with RecordWriter(path, kind) as out:

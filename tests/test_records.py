@@ -72,3 +72,21 @@ def test_a_generated_split_streams_and_replays():
     assert len(split) == 5 and len(made) == 0  # nothing made until read
     assert [e.id for e in split] == [f"t-{i}" for i in range(5)] and [e.id for e in split][0] == "t-0"
     assert split[4].answer == "4" and split[1:3][0].id == "t-1"
+
+
+def test_chunks_are_bounded_by_bytes_as_well_as_by_count():
+    """Short rationales come in chunks of ``most`` questions; long ones in as many as fit the byte budget."""
+    from harness.records import ChunkSizer
+
+    short = ChunkSizer(most=100, budget=10_000, first=10)
+    sizes = []
+    for chunk in short.chunks(range(1000)):
+        sizes.append(len(chunk))
+        short.saw(len(chunk), 4 * len(chunk))  # 4 bytes a question
+    assert sizes[0] == 10 and set(sizes[1:-1]) == {100}
+    long = ChunkSizer(most=100, budget=10_000, first=10)
+    sizes = []
+    for chunk in long.chunks(range(300)):
+        sizes.append(len(chunk))
+        long.saw(len(chunk), 2_000 * len(chunk))  # 2 kB a question: 5 fit the budget
+    assert sizes[0] == 10 and set(sizes[1:-1]) == {5} and sum(sizes) == 300

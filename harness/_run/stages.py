@@ -25,16 +25,19 @@ from harness.records import (
     GENERATIONS,
     GRADES,
     TRAINING,
+    ChunkSizer,
     Grade,
     RecordTable,
     RecordWriter,
     chunked,
     file_digest,
+    generation_bytes,
 )
 from harness.types import Example, Generation, GradedGeneration
 
 CHUNK = 8192
-"""Questions handed to the teacher or a strategy in one call: the most any stage holds in memory at once."""
+"""The most questions handed to the teacher or a strategy in one call; fewer when their rationales are long
+(``ChunkSizer``: about 64 MB of text per chunk)."""
 
 Progress = Callable[[int], None]
 Parts = list[str]
@@ -85,16 +88,19 @@ def teach(teacher: Teacher, kind: str, task: Task, train: RecordTable[Example], 
     answers written as they come, grouped by question in question order."""
     questions = generations = failed = signal_size = signal_tokens = 0
     unusable: list[str] = []
+    sizer = ChunkSizer(CHUNK)
     with RecordWriter(out / "generations.arrow", GENERATIONS) as writer:
-        for chunk in train.chunks(CHUNK):
+        for chunk in sizer.chunks(train):
             samples = teacher.generate(chunk, task, progress)
             if len(samples) != len(chunk):
                 raise RunError(f"teacher '{kind}' returned {len(samples)} results for {len(chunk)} examples")
+            weight = 0
             for gens in samples:
                 writer.write(gens)
                 generations += len(gens)
                 for g in gens:
                     failed += bool(g.meta.get("error"))
+                    weight += generation_bytes(g)
                     signals = g.meta.get("signals")
                     if signals and (problem := signal_problem(signals)):
                         unusable.append(f"question {g.example_id} sample {g.sample_index}: {problem}")
@@ -102,6 +108,7 @@ def teach(teacher: Teacher, kind: str, task: Task, train: RecordTable[Example], 
                     if tokens:  # token-level signals beside the text
                         signal_size += len(json.dumps(signals))
                         signal_tokens += len(tokens)
+            sizer.saw(len(chunk), weight)
             questions += len(chunk)
             if unusable:  # the teacher has answered (and cached) this chunk: stop before paying for more
                 raise BadInputError(
@@ -195,19 +202,23 @@ def _columns(table: RecordTable[Any], *names: str) -> Iterator[tuple[Any, ...]]:
 
 def graded_chunks(train: RecordTable[Example], teach_dir: Path, filter_dir: Path,
                   size: int = CHUNK) -> Iterator[tuple[list[Example], dict[str, list[GradedGeneration]]]]:
-    """The train questions ``size`` at a time, each chunk with its graded generations, read in step from the
-    teach and filter files."""
+    """The train questions at most ``size`` at a time (fewer when their generations are long: ``ChunkSizer``),
+    each chunk with its graded generations, read in step from the teach and filter files."""
     pairs = zip(RecordTable(teach_dir / "generations.arrow", GENERATIONS),
                 RecordTable(filter_dir / "grades.arrow", GRADES))
     pending: tuple[Generation, Grade] | None = next(pairs, None)
-    for chunk in train.chunks(size):
+    sizer = ChunkSizer(size)
+    for chunk in sizer.chunks(train):
         graded: dict[str, list[GradedGeneration]] = {}
+        weight = 0
         for e in chunk:
             mine = graded.setdefault(e.id, [])
             while pending is not None and pending[0].example_id == e.id:
                 g, verdict = pending
                 mine.append(GradedGeneration(g, verdict.prediction, verdict.correct))
+                weight += generation_bytes(g)
                 pending = next(pairs, None)
+        sizer.saw(len(chunk), weight)
         yield chunk, graded
 
 
