@@ -1,6 +1,7 @@
 """Errors the harness raises on purpose. The CLI turns them into a message and an exit code.
 
-Exit codes: 2 for bad input (recipe, data, plugin configuration), 1 for a failure while running.
+Exit codes: 2 for bad input (recipe, data, plugin configuration) or an environment that refuses (a server, a
+disk), 1 for a failure while running.
 A traceback reaching the user means a bug in the harness, never a user mistake.
 """
 
@@ -44,6 +45,13 @@ class DataError(BadInputError):
 
 class RunError(HarnessError):
     """A stage failed while running. Exit code 1; finished stages are kept."""
+
+
+class EnvironmentFailure(HarnessError):
+    """The environment refused while running (a server that died or errs, a disk that is full): exit code 2, as
+    the CLI's error boundary gives such failures; finished stages are kept."""
+
+    exit_code = 2
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.errors import BadInputError, RunError
+from harness.errors import BadInputError, EnvironmentFailure, RunError
 
 
 def free_port() -> int:
@@ -171,8 +171,7 @@ class ServedScorer:
         logprobs = torch.full((*input_ids.shape, k), float("-inf"))
         for row in range(input_ids.shape[0]):
             tokens = input_ids[row][attention_mask[row].bool()].tolist()
-            r = self._client.completions.create(model=self.model, prompt=tokens, max_tokens=1, temperature=0.0,
-                                                extra_body={"prompt_logprobs": k})
+            r = self._request(tokens, k)
             scored = (r.choices[0].model_extra or {}).get("prompt_logprobs") or []
             if len(scored) != len(tokens):
                 raise RunError(f"the served teacher returned {len(scored)} prompt log-probabilities for "
@@ -185,6 +184,21 @@ class ServedScorer:
                 logprobs[row, position, :len(best)] = torch.tensor([v for _, v in best])
         self.seconds += time.perf_counter() - started
         return ids.to(input_ids.device), logprobs.to(input_ids.device)
+
+
+    def _request(self, tokens: list[int], k: int) -> Any:
+        import openai
+
+        try:
+            return self._client.completions.create(model=self.model, prompt=tokens, max_tokens=1, temperature=0.0,
+                                                   extra_body={"prompt_logprobs": k})
+        except openai.APIError as exc:  # after the client's retries: the server died or keeps failing
+            status = getattr(exc, "status_code", None)
+            what = f"answered HTTP {status}" if status else "stopped answering"
+            raise EnvironmentFailure(
+                f"the teacher's server ({self.model}) {what} while scoring the student's samples (on-policy "
+                f"distillation): {str(exc).splitlines()[0][:200]}; its log: {self.log}. Check the server's memory "
+                f"and command (teacher.serve)") from None
 
 
 class ServedModel:

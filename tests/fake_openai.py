@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import random
 import re
 import threading
@@ -39,7 +40,7 @@ class FakeOpenAI:
                  hang: float = 5.0, poison: str | None = None, logprobs: bool = True, batch_seconds: float = 0.5,
                  batch_outcome: str = "completed", batch_missing: int = 0,
                  signal_fault: tuple[str, str] | None = None, batch_fault: tuple[str, int] | None = None,
-                 batch_duplicates: int = 0):
+                 batch_duplicates: int = 0, die_after: int | None = None, score_fault: bool = False):
         self.latency, self.faults, self.fault_rate, self.fault_kinds = latency, dict(faults or {}), fault_rate, fault_kinds
         self.rng = random.Random(seed)
         self.api_key, self.models, self.max_n = api_key, models, max_n
@@ -55,6 +56,9 @@ class FakeOpenAI:
         self.signal_fault = signal_fault
         """(text, kind): prompts containing ``text`` get top-k log-probabilities broken by ``kind``: ``nan``,
         ``inf`` (+inf), ``-inf`` (a legitimate probability 0) or ``oov`` (a token id far outside any vocabulary)."""
+        self.die_after, self.score_fault = die_after, score_fault
+        """The process exits (as a server that crashes) on the completion request after this many; requests for
+        prompt log-probabilities (a teacher scoring text) get a 500."""
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
         self.batches_created = 0
@@ -70,6 +74,8 @@ class FakeOpenAI:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         number = self.requests
+        if self.die_after is not None and number > self.die_after:
+            os._exit(1)  # the server process dies mid-run, connections and all
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return web.json_response({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
                                                 "code": "invalid_api_key"}}, status=401)
@@ -80,7 +86,9 @@ class FakeOpenAI:
                                      status=404)
         fault = self.faults.get(number)
         prompt_text = body["messages"][-1]["content"] if "messages" in body else body.get("prompt", "")
-        if self.poison and self.poison in prompt_text:
+        if self.poison and isinstance(prompt_text, str) and self.poison in prompt_text:
+            fault = "500"
+        if self.score_fault and body.get("prompt_logprobs"):
             fault = "500"
         if fault is None and self.fault_rate and self.rng.random() < self.fault_rate:
             fault = self.rng.choice(self.fault_kinds)
@@ -98,6 +106,8 @@ class FakeOpenAI:
             return web.Response(status=500)
         chat = request.path.endswith("/chat/completions")
         prompt = body["messages"][-1]["content"] if chat else body["prompt"]
+        if isinstance(prompt, list):  # token ids (lm-eval's local-completions sends them)
+            prompt = " ".join(str(t) for t in prompt)
         n = int(body.get("n") or 1)
         if self.max_n:
             n = min(n, self.max_n)
@@ -350,8 +360,11 @@ if __name__ == "__main__":
     parser.add_argument("--port-file", help="write the bound port here once listening")
     parser.add_argument("--model", help="ignored: what a server command template names ({model})")
     parser.add_argument("--generation-config", help="ignored: JSON, as vLLM's --override-generation-config takes")
+    parser.add_argument("--die-after", type=int, help="exit after this many completion requests (a crash)")
+    parser.add_argument("--score-fault", action="store_true", help="answer 500 to prompt log-probability requests")
     args = parser.parse_args()
-    server = FakeOpenAI(latency=args.latency, batch_seconds=args.batch_seconds).start(args.port)
+    server = FakeOpenAI(latency=args.latency, batch_seconds=args.batch_seconds, die_after=args.die_after,
+                        score_fault=args.score_fault).start(args.port)
     if args.port_file:
         with open(args.port_file, "w") as f:
             f.write(str(server.port))

@@ -395,3 +395,74 @@ def test_a_key_shaped_value_in_any_table_is_refused(tmp_path, cli, line):
     result = cli("validate", recipe)
     assert result.code == 2 and "looks like an API key or token; keys never go in a recipe" in result.err
     assert KEY not in result.err and HF not in result.err
+
+
+def test_a_served_student_that_dies_mid_evaluation_is_one_message(tmp_path, cli):
+    """evaluation.backend = "vllm" with a server that crashes after a few requests: one message naming the
+    server's log, exit 2, no traceback from lm-eval's retries or its requests in flight; training is kept."""
+    import sys
+
+    recipe = tmp_path / "die.toml"
+    command = f"{sys.executable} {REPO / 'tests' / 'fake_openai.py'} --port {{port}} --model {{model}} --die-after 5"
+    recipe.write_text(f"""[run]
+name = "die"
+output_dir = "{tmp_path / 'runs'}"
+
+[task]
+kind = "synthetic_arithmetic"
+train_size = 60
+validation_size = 0
+test_size = 40
+
+[teacher]
+kind = "program"
+
+[[strategy]]
+kind = "vanilla"
+
+[[student]]
+kind = "transformers"
+tokenizer = "word"
+architecture = {{ model_type = "gpt2", n_layer = 1, n_embd = 32, n_head = 2, n_positions = 128 }}
+
+[training]
+max_steps = 2
+batch_size = 8
+threads = 1
+
+[evaluation]
+batch_size = 8
+max_gen_toks = 16
+backend = "vllm"
+serve = "{command}"
+serve_timeout = 60
+
+[[sink]]
+kind = "local"
+dir = "{tmp_path / 'results'}"
+""")
+    result = cli("run", recipe)
+    assert result.code == 2
+    assert "error: evaluation: the served student stopped answering" in result.err
+    assert "serve.log" in result.err and "Traceback" not in result.err and "retrying" not in result.err
+    assert (tmp_path / "runs" / "die" / "train-vanilla" / "done.json").is_file()
+
+
+def test_a_served_teacher_failing_while_scoring_is_one_message(tmp_path):
+    """On-policy distillation with a served teacher answering 500 to the scoring requests: a clear error naming
+    the server's log, not an openai traceback."""
+    import sys
+
+    import torch
+
+    from harness.errors import EnvironmentFailure
+    from harness.serve import ServedScorer
+
+    command = f"{sys.executable} {REPO / 'tests' / 'fake_openai.py'} --port {{port}} --model {{model}} --score-fault"
+    scorer = ServedScorer(command, "m", tmp_path / "serve.log", timeout=60)
+    try:
+        with pytest.raises(EnvironmentFailure, match=r"the teacher's server \(m\) answered HTTP 500 while scoring "
+                                                      r"the student's samples .*its log: .*serve\.log"):
+            scorer.score(torch.tensor([[5, 6, 7]]), torch.ones(1, 3, dtype=torch.long), 4)
+    finally:
+        scorer.close()

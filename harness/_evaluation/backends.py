@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.components import Strategy, Student, Task
+from harness.errors import EnvironmentFailure
 from harness.generation import max_positions
 from harness.models import is_encoder_decoder, place
 
@@ -42,6 +43,10 @@ class Backend:
     def fallback(self, paths: Mapping[str, str]) -> tuple[str, str] | None:
         """``(backend name, note)`` when these model folders must be evaluated by another backend."""
         return None
+
+    def failure(self, exc: Exception, out: Path) -> Exception:
+        """What an exception raised while lm-eval ran becomes: by default itself."""
+        return exc
 
     def open(self, stack: contextlib.ExitStack, student: Student, paths: Mapping[str, str], strategy: Strategy,
              task: Task, ev: Any, max_gen_toks: int, out: Path, seed: int) -> tuple[Any, dict[str, Any]]:
@@ -102,6 +107,9 @@ class VLLMBackend(Backend):
                           "harness evaluates with the hf backend (vLLM serves it as decoder-only)")
         return None
 
+    def failure(self, exc: Exception, out: Path) -> Exception:
+        return _served_failure(exc, out)
+
     def open(self, stack, student, paths, strategy, task, ev, max_gen_toks, out, seed):
         """Serve each role's model and return lm-eval's completions model over it, or a multi-call strategy's
         loop run against the served models (``ServedModel`` stands in for each model wherever the harness
@@ -132,6 +140,22 @@ class VLLMBackend(Backend):
                                  max_gen_toks=max_gen_toks, max_length=max_positions(AutoConfig.from_pretrained(path)),
                                  seed=seed)
         return lm, made
+
+
+def _served_failure(exc: Exception, out: Path) -> Exception:
+    """A served student that stopped answering mid-evaluation (the server died or errs): one message naming its
+    log and its last lines, instead of lm-eval's retries and tracebacks."""
+    from harness._boundary import http_failure
+
+    if http_failure(exc) is None and "Session is closed" not in str(exc):
+        return exc
+    logs = sorted(out.glob("serve*.log"))
+    tail = "\n".join(logs[0].read_text(errors="replace").splitlines()[-8:]) if logs else ""
+    detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    where = ", ".join(str(p) for p in logs) or "the stage folder"
+    return EnvironmentFailure(f"evaluation: the served student stopped answering ({type(exc).__name__}: {detail}); the "
+                    f"server's log: {where}" + (f"\n{tail}" if tail else "") + "\nCheck the server's memory and "
+                    "command (evaluation.serve)")
 
 
 def _server_version(base_url: str) -> str | None:

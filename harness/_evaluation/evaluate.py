@@ -34,7 +34,11 @@ def evaluate_student(student: Student, model_dirs: dict[str, Path], strategy: St
     with contextlib.ExitStack() as stack:
         lm, made = backend.open(stack, student, paths, strategy, task, ev, max_gen_toks, out, seed)
         # model_args names what the stock CLI loads: the model folder (several roles: the first, e.g. decomposer)
-        res, _, _ = run_lm_eval(lm, task_dir, name, out / "lm_eval", next(iter(paths.values())), seed, bool(chat))
+        try:
+            res, _, _ = run_lm_eval(lm, task_dir, name, out / "lm_eval", next(iter(paths.values())), seed,
+                                    bool(chat))
+        except Exception as exc:
+            raise backend.failure(exc, out) from None
     made |= {"chat_template": bool(chat), "samples": ev.samples, "temperature": ev.temperature, "top_p": ev.top_p,
              "seed": seed, "batch_size": ev.batch_size, "max_gen_toks": max_gen_toks}
     values = res["results"][name]

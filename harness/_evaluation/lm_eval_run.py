@@ -50,6 +50,23 @@ def _drop_attention_mask_note() -> None:
 
 
 @functools.cache
+def _quiet_request_retries() -> None:
+    """lm-eval's API model logs every failed request and retry with its exception, and asyncio prints a traceback
+    for each request still in flight when one fails for good: a server that dies mid-run made dozens of them.
+    The harness reports the failure itself, once (``Backend.failure``)."""
+    class Drop(logging.Filter):
+        def __init__(self, text: str):
+            super().__init__()
+            self.text = text
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            return self.text not in record.getMessage()
+
+    logging.getLogger("lm_eval.models.api_models").addFilter(Drop("retrying"))
+    logging.getLogger("asyncio").addFilter(Drop("Task exception was never retrieved"))
+
+
+@functools.cache
 def _quiet_git_hash() -> None:
     """lm-eval records the git commit of the current directory with ``git describe``, whose "fatal: not a git
     repository" goes straight to the terminal outside a checkout: the same lookup, with git's complaint dropped."""
@@ -78,6 +95,7 @@ def run_lm_eval(lm: Any, task_dir: Path, name: str, out_dir: Path, model_path: s
     for logger in ("lm-eval", "lm_eval"):  # lm-eval's notes for CLI users
         logging.getLogger(logger).setLevel(logging.ERROR)
     _drop_attention_mask_note()
+    _quiet_request_retries()
     import datasets
 
     datasets.disable_progress_bars()
