@@ -91,18 +91,19 @@ def test_leaderboard_pivot_is_the_papers_table_shape(board, cli):
         path.write_text(json.dumps(data))
     md = cli("leaderboard", board, "--format", "markdown", "--reference").out.splitlines()
     header = md[0].split(" | ")
-    assert header[0] == "| strategy · student · teacher" and header[1:8] == [
+    # your own task first (it stays in view), then the paper's in the paper's order
+    assert header[0] == "| strategy · student · teacher" and header[1] == "synthetic_arithmetic" and header[2:8] == [
         "multiarith", "svamp", "date_understanding", "tracking_shuffled_objects", "last_letter_concatenation",
-        "coin_flip", "strategy_qa"] and header[8] == "synthetic_arithmetic |"
+        "coin_flip"] and header[8] == "strategy_qa |"
     assert md[2] == "| **your runs** |" + " |" * 8
-    assert md[3].startswith("| fine_tune_cot · gpt2-tiny · program | – | – |")
-    assert md[3].endswith("| **80.0 ± 3.0 (3)** |")  # 77, 80, 83: mean 80, sd 3, three seeds; the best of yours
+    assert md[3].startswith("| fine_tune_cot · gpt2-tiny · program | **80.0 ± 3.0 (3)** | – |")
+    # 77, 80, 83: mean 80, sd 3, three seeds; the best of yours
     assert md[4] == "| **your baselines** |" + " |" * 8
-    assert md[5].startswith("| vanilla · gpt2-tiny · program |") and md[5].endswith("| 15.0 ± 2.0 |")
-    assert md[6].startswith("| teacher (train questions) · program |") and md[6].endswith("| 90.0 |")
+    assert md[5].startswith("| vanilla · gpt2-tiny · program | 15.0 ± 2.0 | – |")
+    assert md[6].startswith("| teacher (train questions) · program | 90.0 | – |")
     assert md[7] == "| **Fine-tune-CoT paper (teacher text-davinci-002)** |" + " |" * 8
-    assert md[8] == "| zero_shot_cot · text-davinci-002 | 78.8 | 64.2 | 67.6 | 53.2 | 57.7 | 90.0 | 53.4 | – |"
-    assert "| fine_tune_cot · GPT-3 6.7B | 33.3 | 12.7 | 60.4 | 64.4 | 52.7 | 98.7 | 55.0 | – |" in md
+    assert md[8] == "| zero_shot_cot · text-davinci-002 | – | 78.8 | 64.2 | 67.6 | 53.2 | 57.7 | 90.0 | 53.4 |"
+    assert "| fine_tune_cot · GPT-3 6.7B | – | 33.3 | 12.7 | 60.4 | 64.4 | 52.7 | 98.7 | 55.0 |" in md
     rows = list(csv.reader(io.StringIO(cli("leaderboard", board, "--format", "csv").out)))
     assert rows[0][:7] == ["group", "strategy", "student", "teacher", "synthetic_arithmetic",
                            "synthetic_arithmetic_spread", "synthetic_arithmetic_seeds"]
@@ -405,3 +406,32 @@ def test_a_new_leaderboard_view_is_one_class(board, cli, monkeypatch):
     lines = [line for line in shown.out.splitlines() if line.startswith("| ") and "task" not in line]
     assert len(lines) == 1  # one task in the board, one row
     assert "only the best result per task" in cli("leaderboard", "--help").out
+
+
+def test_leaderboard_rows_are_configurations_and_baselines_are_not_yours(board, cli, tmp_path):
+    """Two recipes running the same strategy on the same student and teacher are two rows, each naming its
+    recipe (seeds of one recipe still average); CI's baselines under the folder are not listed as your runs
+    unless that folder is named; a benchmark's summary file gets a message that says what it is."""
+    other = results_file(board / "other", "fine_tune_cot", 0.40, 0.02)
+    data = json.loads(other.read_text())
+    data["harness"]["recipe"] = "r_long"
+    other.write_text(json.dumps(data))
+    md = cli("leaderboard", board, "--format", "markdown").out
+    assert "| fine_tune_cot · gpt2-tiny · program (r) | **77.0 ± 2.4** |" in md
+    assert "| fine_tune_cot · gpt2-tiny · program (r_long) | 40.0 ± 2.0 |" in md
+    results_file(board / "baselines" / "ci", "fine_tune_cot", 0.11, 0.02)
+    assert "11.0" not in cli("leaderboard", board, "--format", "markdown").out
+    assert "11.0" in cli("leaderboard", board / "baselines", "--format", "markdown").out
+    summary = tmp_path / "science.json"
+    summary.write_text(json.dumps({"summary": {"ftc": {"mean": 60.0}}}))
+    result = cli("leaderboard", summary)
+    assert result.code == 2 and "not an lm-eval results file (a benchmark's summary" in result.err
+
+
+def test_the_html_page_fits_a_phone_and_its_flat_table_has_a_cell_per_column(board, cli):
+    page = cli("leaderboard", board, "--format", "html", "--view", "flat").out
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    head = page[page.index("<thead>"):page.index("</thead>")]
+    for row in page[page.index("<tbody>"):page.index("</tbody>")].split("</tr>")[:-1]:
+        assert row.count("<td") == head.count("<th>")
+    assert '<div class="scroll">' in cli("leaderboard", board, "--format", "html").out

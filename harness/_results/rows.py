@@ -96,7 +96,10 @@ def read_file(path: Path) -> list[Row]:
     except (OSError, json.JSONDecodeError) as exc:
         raise BadInputError(f"{path}: not a readable lm-eval results file ({exc})") from None
     if not isinstance(data.get("results"), dict):
-        raise BadInputError(f"{path}: no 'results' table; is it an lm-eval results file?")
+        summary = " (a benchmark's summary: its Markdown table beside it is the one to read)" if \
+            isinstance(data.get("summary"), dict) else ""
+        raise BadInputError(f"{path}: not an lm-eval results file{summary}; the leaderboard reads the "
+                            f"results_<time>.json files that runs publish (a folder of them, searched recursively)")
     h = data.get("harness") or {}
     strategy = h.get("strategy") or {}
     diverse = (strategy.get("config") or {}).get("samples") if strategy.get("kind") == "diverse_reasoning" else None
@@ -123,11 +126,13 @@ def read_file(path: Path) -> list[Row]:
 
 
 def load(path: Path, latest: bool = True) -> list[Row]:
-    """Every row under ``path`` (a results file or a folder searched recursively); with ``latest``, only the
-    newest result of each (recipe, run, lm-eval task)."""
+    """Every row under ``path`` (a results file or a folder searched recursively, less the ``baselines`` folders
+    in it: CI's references, shown when named themselves); with ``latest``, only the newest result of each
+    (recipe, run, lm-eval task)."""
     if not path.exists():
         raise BadInputError(f"{path}: no such results file or directory")
-    files = [path] if path.is_file() else sorted(path.rglob("results_*.json"))
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("results_*.json")
+                                                 if "baselines" not in f.relative_to(path).parts)
     rows = [row for f in files for row in read_file(f)]
     if latest:
         newest: dict[tuple, Row] = {}

@@ -94,10 +94,13 @@ class PivotRow:
     student: str
     teacher: str
     cells: dict[str, Cell] = field(default_factory=dict)
+    recipe: str = ""
+    """Shown when runs of the same strategy, student and teacher come from several recipes (configurations)."""
 
     @property
     def label(self) -> str:
-        return " · ".join(x for x in (self.strategy, self.student, self.teacher) if x and x != "-")
+        text = " · ".join(x for x in (self.strategy, self.student, self.teacher) if x and x != "-")
+        return f"{text} ({self.recipe})" if self.recipe else text
 
 
 def _cell(rows: list[Row]) -> Cell:
@@ -110,23 +113,24 @@ def _cell(rows: list[Row]) -> Cell:
 def pivot(rows: Sequence[Row]) -> tuple[list[str], list[PivotRow]]:
     """The tasks (columns) and the rows of the pivot view, grouped: your runs, your baselines (vanilla runs and
     your runs' teachers), the paper's rows."""
-    tasks = sorted({r.task for r in rows}, key=lambda t: (t not in PAPER_TASKS, PAPER_TASKS.index(t)
+    mine = {r.task for r in rows if not r.reference}  # your tasks first, then the paper's others
+    tasks = sorted({r.task for r in rows}, key=lambda t: (t not in mine, t not in PAPER_TASKS, PAPER_TASKS.index(t)
                                                           if t in PAPER_TASKS else 0, t))
-    found: dict[tuple[str, str, str, str], dict[str, list[Row]]] = {}
+    found: dict[tuple[str, str, str, str, str], dict[str, list[Row]]] = {}
     teachers: dict[str, dict[str, list[float]]] = {}
     for r in rows:
-        if r.reference:
-            group, key = GROUPS[2], (r.strategy, r.student)
-        elif r.strategy == "vanilla":
-            group, key = GROUPS[1], (r.strategy, r.student)
-        else:
-            group, key = GROUPS[0], (r.strategy, r.student)
+        group = GROUPS[2] if r.reference else GROUPS[1] if r.strategy == "vanilla" else GROUPS[0]
         teacher = r.teacher if not r.reference else ""
-        found.setdefault((group, *key, teacher), {}).setdefault(r.task, []).append(r)
+        # one row per configuration: the seeds of one recipe's run average; another recipe is another row
+        found.setdefault((group, r.strategy, r.student, teacher, r.recipe), {}).setdefault(r.task, []).append(r)
         if not r.reference and r.teacher_accuracy is not None:
             teachers.setdefault(r.teacher, {}).setdefault(r.task, []).append(r.teacher_accuracy)
-    out = [PivotRow(group, strategy, student, teacher, {task: _cell(rs) for task, rs in by_task.items()})
-           for (group, strategy, student, teacher), by_task in found.items()]
+    recipes: dict[tuple[str, str, str, str], set[str]] = {}
+    for group, strategy, student, teacher, recipe in found:
+        recipes.setdefault((group, strategy, student, teacher), set()).add(recipe)
+    out = [PivotRow(group, strategy, student, teacher, {task: _cell(rs) for task, rs in by_task.items()},
+                    recipe if len(recipes[(group, strategy, student, teacher)]) > 1 else "")
+           for (group, strategy, student, teacher, recipe), by_task in found.items()]
     for teacher, by_task in teachers.items():
         out.append(PivotRow(GROUPS[1], "teacher (train questions)", teacher, "",
                             {t: Cell(statistics.fmean(v), None, 1) for t, v in by_task.items()}))
@@ -221,7 +225,7 @@ def _flat_html(rows: Sequence[Row]) -> str:
     body = []
     for row in rows:
         cells = _cells(row)
-        sort_values = [cells[0], cells[1], cells[2], cells[3], f"{row.acc:.6f}", cells[5], cells[6], cells[7]]
+        sort_values = [*cells[:4], f"{row.acc:.6f}", *cells[5:]]  # one per column, numbers as numbers
         tds = "".join(f'<td data-v="{html.escape(v)}">{html.escape(c)}</td>' for c, v in zip(cells, sort_values))
         body.append(f'<tr class="{"reference" if row.reference else "result"}">{tds}</tr>')
     return (f'<table id="leaderboard" class="sortable"><thead><tr>{head}</tr></thead>'
@@ -256,10 +260,14 @@ def html_page(rows: Sequence[Row], images: dict[str, bytes], table: str) -> str:
     mine = len([r for r in rows if not r.reference])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>harness leaderboard</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin-bottom: 2em; }}
-th, td {{ border: 1px solid #ddd; padding: 4px 10px; }}
+body {{ font-family: system-ui, sans-serif; margin: 1em; color: #222; max-width: 100%; }}
+.scroll {{ overflow-x: auto; max-width: 100%; margin-bottom: 2em; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #ddd; padding: 4px 10px; white-space: nowrap; }}
+#pivot th[scope=row], #pivot thead th:first-child {{ position: sticky; left: 0; background: #fff; z-index: 1; }}
+#pivot thead th:first-child {{ background: #f0f0f0; }}
 thead th {{ background: #f0f0f0; }}
 table.sortable th {{ cursor: pointer; }}
 td {{ text-align: right; font-variant-numeric: tabular-nums; }}
@@ -273,7 +281,7 @@ figure.plot svg {{ max-width: 100%; height: auto; }}
 <body><h1>harness leaderboard</h1>
 <p>{mine} results; accuracy in %. Your runs first; bold: the best of your results per task; reference rows (your
 baselines, the Fine-tune-CoT paper) in grey italics.</p>
-{table}
+<div class="scroll">{table}</div>
 {figures}
 <script>{_SCRIPT}</script>
 </body></html>
