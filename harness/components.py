@@ -332,7 +332,8 @@ class Student:
             settings: the recipe's ``[training]`` table.
             out_dir: where the trained model goes, in its native format.
             corpus: all text the student will see (prompts and targets), for a tokenizer built from scratch.
-            progress: call ``progress(k)`` after ``k`` optimizer steps.
+            progress: call ``progress(k)`` after ``k`` optimizer steps; ``progress(0, note="loss 0.71")`` shows a
+                short note beside the bar (the built-in student shows its loss).
             context: a checkpoint folder that survives a crash, and a validation scorer for model selection
                 (either may be None).
 

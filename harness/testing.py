@@ -184,14 +184,14 @@ def _bpe_tokenizer(corpus: Sequence[str], kind: str, vocab_size: int):
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials.values()),
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
         specials.pop("unk_token")
     else:
         tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
         tok.decoder = decoders.Sequence([decoders.Metaspace(replacement="▁", prepend_scheme="first"),
                                          decoders.ByteFallback(), decoders.Fuse()])
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size + 256, special_tokens=[
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size + 256, show_progress=False, special_tokens=[
             *specials.values(), *(f"<0x{i:02X}>" for i in range(256))])
     tok.train_from_iterator([*numbers, *corpus], trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=specials["eos_token"], **specials)

@@ -187,6 +187,9 @@ def test_two_students_side_by_side(tmp_path, tiny_recipe, cli):
     assert sorted(summary) == ["vanilla+deep", "vanilla+wide"]
     assert "teach" not in json.loads((tmp_path / "runs" / "tiny" / "manifest.json").read_text())["stages"]
     assert "vanilla+deep" in result.out and "vanilla+wide" in result.out
+    # piped (not a terminal): the summary lines only, one after another, no progress bars and no blank lines
+    lines = result.err.splitlines()
+    assert "" not in lines[1:] and all(line.startswith(("✓ ", "• ", "  ")) for line in lines[1:]), result.err
 
 
 def test_a_strategy_starts_from_an_earlier_strategy_trained_student(tmp_path, tiny_recipe, cli):

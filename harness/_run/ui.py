@@ -8,7 +8,15 @@ from typing import Any, Callable
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from harness.secrets import redact
@@ -33,14 +41,27 @@ class UI:
         """Results (stdout)."""
 
     @contextlib.contextmanager
-    def stage(self, label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    def stage(self, label: str, total: int | None) -> Iterator[Callable[..., None]]:
+        """A progress bar while the stage runs (with the time left when the total is known, and the note the
+        stage last gave: ``advance(0, note="loss 0.71")``), gone when it ends; nothing when the output is not a
+        terminal (a log file gets the summary lines only)."""
+        if not self.console.is_terminal:
+            yield lambda n=1, note=None: None
+            return
         columns = [SpinnerColumn(), TextColumn("[bold]{task.description}")]
         if total:
-            columns += [BarColumn(), MofNCompleteColumn()]
-        columns.append(TimeElapsedColumn())
+            columns += [BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("[dim]eta[/dim]"),
+                        TimeRemainingColumn()]
+        else:
+            columns.append(TimeElapsedColumn())
+        columns.append(TextColumn("{task.fields[note]}"))
         with Progress(*columns, console=self.console, transient=True) as progress:
-            task = progress.add_task(label, total=total)
-            yield lambda n=1: progress.advance(task, n)
+            task = progress.add_task(label, total=total, note="")
+
+            def advance(n: int = 1, note: str | None = None) -> None:
+                progress.update(task, advance=n, **({"note": escape(note)} if note is not None else {}))
+
+            yield advance
 
     def done(self, label: str, parts: Sequence[str], seconds: float) -> None:
         """A finished stage: its summary's parts (plain text, no markup), joined by ``;``, ``Trouble`` parts in

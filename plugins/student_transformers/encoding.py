@@ -25,7 +25,8 @@ def train_word_tokenizer(corpus: Sequence[str]):
     ])
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="never")
     numbers = " ".join(str(i) for i in range(100))
-    trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIALS.values()), min_frequency=1)
+    trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIALS.values()), min_frequency=1,
+                                        show_progress=False)  # the harness shows its own progress
     tok.train_from_iterator(itertools.chain([numbers, " " + numbers], corpus), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIALS["eos_token"], **SPECIALS)
 

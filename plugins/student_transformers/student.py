@@ -250,6 +250,11 @@ class TransformersStudent(Student):
                     selection.score(kwargs["model"], state.global_step)
 
             def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs and isinstance(logs.get("loss"), (int, float)):
+                    try:
+                        progress(0, note=f"loss {logs['loss']:.3f}")
+                    except TypeError:  # a progress callable that takes the step count only
+                        pass
                 if objective is not None and logs and "loss" in logs:
                     scalars = objective.logged()
                     if scalars:
