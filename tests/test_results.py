@@ -435,3 +435,27 @@ def test_the_html_page_fits_a_phone_and_its_flat_table_has_a_cell_per_column(boa
     for row in page[page.index("<tbody>"):page.index("</tbody>")].split("</tr>")[:-1]:
         assert row.count("<td") == head.count("<th>")
     assert '<div class="scroll">' in cli("leaderboard", board, "--format", "html").out
+
+
+def test_plots_keep_colours_per_series_join_one_configuration_and_spread_near_equal_sizes(tmp_path):
+    from harness._results import plots
+    from harness._results.rows import Row
+
+    def row(recipe, strategy, params, acc):
+        return Row("svamp", strategy, "gpt2", "program", acc, 0.02, 100, "t", recipe=recipe, run=strategy,
+                   parameters=params)
+
+    rows = [row("a", "ftc", 452_000, 0.9), row("b", "ftc", 453_000, 0.49), row("a", "vanilla", 452_000, 0.2)]
+    fig = plots.size(rows)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"ftc (a)", "ftc (b)", "vanilla (a)"}  # another recipe is another series: no line joins them
+    assert all(len(line.get_xdata()) == 1 for line in lines.values())
+    low, high = ax.get_xlim()
+    assert high / low >= 4  # not a panel from 452k to 453k
+    colour = lines["vanilla (a)"].get_color()
+    again = plots.size([row("a", "vanilla", 452_000, 0.2), row("c", "zz", 1e6, 0.5)]).axes[0]
+    assert {line.get_label(): line.get_color() for line in again.get_lines()}["vanilla (a)"] == colour
+    paper = plots.size(rows + reference_rows()).axes
+    markers = {line.get_marker() for a in paper for line in a.get_lines() if "(paper)" in line.get_label()}
+    assert len(markers) > 1  # the reference series are told apart by their markers

@@ -1,7 +1,8 @@
 """The leaderboard's plots: one small panel per task (faceted), the legend outside every panel, labels collected
 in the legend rather than written beside points (so none can overlap), your runs in colour and reference rows
-(the paper's) in hollow grey. Drawn with matplotlib as SVG (text kept as text, every panel and legend carrying
-an id, so a browser test can read their boxes) or PNG.
+(the paper's) in hollow grey, each series with its own marker, colours and markers fixed per series (the same in
+every call). A line joins only the points of one configuration. Drawn with matplotlib as SVG (text kept as text,
+every panel and legend carrying an id, so a browser test can read their boxes) or PNG.
 
 - ``accuracy vs student size``: x = student parameters; a line per strategy;
 - ``accuracy vs diverse samples``: x = rationales per question D; a line per student;
@@ -52,16 +53,35 @@ def _compact(x: float) -> str:
 
 
 def _ticks(ax, values: list[float], fmt: Callable[[float], str]) -> None:
-    """On a log axis, ticks at the values plotted (thinned to six), labelled plainly: no minor-tick labels, which
-    matplotlib would print on top of each other."""
+    """On a log axis, ticks at the values plotted, labelled plainly, at most four and each at least a fifth of
+    the axis's span from the last (no minor-tick labels, which matplotlib would print on top of each other); the
+    axis spans at least a factor of 4, so that two students of nearly one size are not drawn a panel apart."""
     from matplotlib.ticker import FixedLocator, NullLocator
 
-    if len(values) > 6:
-        step = math.ceil(len(values) / 6)
-        values = values[::step]
-    ax.xaxis.set_major_locator(FixedLocator(values))
+    low, high = min(values), max(values)
+    if high / low < 4:
+        middle = math.sqrt(low * high)
+        low, high = min(low, middle / 2), max(high, middle * 2)
+    ax.set_xlim(low / 1.3, high * 1.3)
+    span = math.log10(high * 1.3) - math.log10(low / 1.3)
+    kept: list[float] = []
+    for v in values:
+        if not kept or math.log10(v) - math.log10(kept[-1]) >= span / 5:
+            kept.append(v)
+    kept = kept[:: math.ceil(len(kept) / 4)]
+    ax.xaxis.set_major_locator(FixedLocator(kept))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticks(values, [fmt(v) for v in values])
+    ax.set_xticks(kept, [fmt(v) for v in kept])
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _stable(label: str, n: int) -> int:
+    """The same index for the same label in every call and every plot."""
+    import hashlib
+
+    return int(hashlib.sha256(label.encode()).hexdigest(), 16) % n
 
 
 def _facets(by_task: dict[str, Series], title: str, xlabel: str, log_x: bool, identity: bool = False,
@@ -74,7 +94,8 @@ def _facets(by_task: dict[str, Series], title: str, xlabel: str, log_x: bool, id
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.9 * rows), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     labels = sorted({label for series in by_task.values() for label in series})
-    colour = {label: colours[i % len(colours)] for i, label in enumerate(labels)}
+    colour = {label: colours[_stable(label, len(colours))] for label in labels}  # the same in every call
+    marker = {label: MARKERS[_stable(label, len(MARKERS))] for label in labels}
     handles = {}
     for i, ax in enumerate(axes.flat):
         if i >= len(tasks):
@@ -85,9 +106,11 @@ def _facets(by_task: dict[str, Series], title: str, xlabel: str, log_x: bool, id
         for label, points in sorted(by_task[task].items()):
             points = _mean_points(points)
             ref = points[0][2]
-            style = dict(color="#999999", marker="o", markerfacecolor="none", linestyle="--", linewidth=1) if ref \
-                else dict(color=colour[label], marker="o", linewidth=1.8)
-            (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], label=label, **style)
+            # a line only joins the points of one configuration (one recipe's strategy or student)
+            style = dict(color="#888888", marker=marker[label], markerfacecolor="none", linestyle="--",
+                         linewidth=1) if ref else dict(color=colour[label], marker=marker[label], linewidth=1.8)
+            (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], label=label, clip_on=False,
+                              **style)
             handles.setdefault(label, line)
         if identity:
             ax.plot([0, 100], [0, 100], color="#bbbbbb", linewidth=0.8, linestyle=":")
@@ -96,16 +119,16 @@ def _facets(by_task: dict[str, Series], title: str, xlabel: str, log_x: bool, id
             ax.set_xscale("log")
             _ticks(ax, sorted({p[0] for pts in by_task[task].values() for p in pts}), fmt_x)
         ax.set_ylim(0, 100)
-        ax.set_title(task, fontsize=9)
-        ax.set_xlabel(xlabel, fontsize=8)
-        ax.set_ylabel("accuracy (%)", fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.suptitle(title, fontsize=10)
+        ax.set_title(task, fontsize=11)
+        ax.set_xlabel(xlabel, fontsize=10)
+        ax.set_ylabel("accuracy (%)", fontsize=10)
+        ax.tick_params(labelsize=9)
+    fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     legend = fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5),
-                        fontsize=7, frameon=False, title="grey, hollow: reference" if any(
+                        fontsize=9, frameon=False, title="grey, hollow: reference" if any(
                             p[2] for s in by_task.values() for pts in s.values() for p in pts) else None,
-                        title_fontsize=7)
+                        title_fontsize=9)
     legend.set_gid("legend")
     return fig
 
@@ -119,11 +142,16 @@ def _render(fig, fmt: str) -> bytes:
 
 
 def _collect(rows: Sequence[Row], x: Callable[[Row], float | None], label: Callable[[Row], str]) -> dict[str, Series]:
+    """Points per task and series; a series is one configuration: its label, with the recipe named when the rows
+    come from several (points of unrelated recipes are never joined by one line)."""
+    recipes = {r.recipe for r in rows if not r.reference}
     by_task: dict[str, Series] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         value = x(r)
         if value is not None and value > 0:
-            by_task[r.task][label(r) + (" (paper)" if r.reference else "")].append((value, 100 * r.acc, r.reference))
+            name = label(r) + (" (paper)" if r.reference else f" ({r.recipe})" if len(recipes) > 1 and r.recipe
+                               else "")
+            by_task[r.task][name].append((value, 100 * r.acc, r.reference))
     return by_task
 
 
