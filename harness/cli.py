@@ -180,11 +180,13 @@ def cmd_leaderboard(args: argparse.Namespace, err: Console) -> int:
     from harness._results.views import VIEWS
 
     rows = _rows(args)
-    shown = VIEWS[args.view].render(rows, args.format, draw_all(rows, "svg") if args.format == "html" else None)
+    console = stdout_console()
+    shown = VIEWS[args.view].render(rows, args.format, draw_all(rows, "svg") if args.format == "html" else None,
+                                    width=console.width)
     if isinstance(shown, str):
         sys.stdout.write(shown)
     else:
-        stdout_console().print(shown)
+        console.print(shown)
     return 0
 
 

@@ -459,3 +459,21 @@ def test_plots_keep_colours_per_series_join_one_configuration_and_spread_near_eq
     paper = plots.size(rows + reference_rows()).axes
     markers = {line.get_marker() for a in paper for line in a.get_lines() if "(paper)" in line.get_label()}
     assert len(markers) > 1  # the reference series are told apart by their markers
+
+
+@pytest.mark.parametrize("width", [160, 80, 60])
+def test_the_pivot_table_fits_the_terminal_and_keeps_labels_and_numbers_whole(board, width):
+    from rich.console import Console
+
+    from harness._results.rows import select
+    from harness._results.views import VIEWS
+
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(VIEWS["pivot"].render(select(board, reference=True), "table", width=width))
+    lines = console.export_text().splitlines()
+    table = [line for line in lines if line[:1] in "┏┃┡│├└"]
+    assert all(len(line) <= width and line.rstrip()[-1] in "┓┃┩│┤┘" for line in table)  # nothing cut off
+    assert any("fine_tune_cot · gpt2-tiny · program" in line for line in lines)  # the label on one line
+    assert any("★ 77.0 ± 2.4" in line for line in lines)  # the number on one line
+    if width < 160:
+        assert any("more of the paper's tasks in a wider terminal" in line for line in lines)

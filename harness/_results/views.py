@@ -151,12 +151,27 @@ def pivot(rows: Sequence[Row]) -> tuple[list[str], list[PivotRow]]:
     return tasks, out
 
 
-def pivot_rich(rows: Sequence[Row]) -> Table:
+def pivot_rich(rows: Sequence[Row], width: int | None = None) -> Table:
+    """The pivot view for a terminal ``width`` columns wide: the labels kept whole, task names wrapped at their
+    underscores, and the paper's tasks you did not run left out (said in the caption) where they would not fit."""
     tasks, prows = pivot(rows)
-    table = Table(title="harness leaderboard: accuracy % per task (★ best of yours; ± sd over seeds (n) or stderr)")
-    table.add_column("strategy · student · teacher", overflow="fold")
-    for task in tasks:
-        table.add_column(task, justify="right", overflow="fold")
+    label_width = min(40, max([len(p.label) for p in prows] + [12]))
+    cell_width = max([len(c.text()) + 2 for p in prows for c in p.cells.values()] + [6])
+    headers = {t: t if len(t) <= cell_width else _lines(t.split("_"), cell_width) for t in tasks}
+    widths = {t: max(cell_width, *(len(line) for line in headers[t].split("\n"))) for t in tasks}
+    hidden: list[str] = []
+    if width:  # each column takes its width plus 3 (padding and a border), the table one more border
+        mine = {r.task for r in rows if not r.reference}
+        while len(tasks) > 1 and 1 + label_width + 3 + sum(widths[t] + 3 for t in tasks) > width and \
+                tasks[-1] not in mine:
+            hidden.append(tasks.pop())
+    caption = (f"{len(hidden)} more of the paper's tasks in a wider terminal (or --format markdown)"
+               if hidden else None)
+    table = Table(title="harness leaderboard: accuracy % per task (★ best of yours; ± sd over seeds (n) or stderr)",
+                  caption=caption)
+    table.add_column("strategy · student · teacher", min_width=label_width, overflow="fold")
+    for task in tasks:  # a long name on several lines, broken at its underscores; a cell fits its column
+        table.add_column(headers[task], justify="right", min_width=widths[task])
     group = None
     for p in prows:
         if p.group != group:
@@ -165,8 +180,20 @@ def pivot_rich(rows: Sequence[Row]) -> Table:
             table.add_row(f"[bold]{p.group}[/bold]", *[""] * len(tasks))
             group = p.group
         table.add_row(p.label, *[("★ " if c.best else "") + c.text() if (c := p.cells.get(t)) else "–"
-                                 for t in tasks], style="italic dim" if p.group != GROUPS[0] else None)
+                                 for t in tasks],
+                      style="italic dim" if p.group != GROUPS[0] else None)
     return table
+
+
+def _lines(words: list[str], width: int) -> str:
+    """Words joined with ``_`` into lines of at most ``width`` characters (a longer word on a line of its own)."""
+    lines: list[str] = []
+    for word in words:
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += "_" + word
+        else:
+            lines.append(word if not lines else "_" + word)
+    return "\n".join(lines)
 
 
 def pivot_markdown(rows: Sequence[Row]) -> str:
@@ -326,10 +353,12 @@ class View:
     def json(self, rows: Sequence[Row]) -> str:
         return json_text(rows)
 
-    def render(self, rows: Sequence[Row], fmt: str, images: dict[str, bytes] | None = None) -> Table | str:
-        """The rows in ``fmt`` (one of ``FORMATS``); ``images`` are the plots an HTML page shows below the table."""
+    def render(self, rows: Sequence[Row], fmt: str, images: dict[str, bytes] | None = None,
+               width: int | None = None) -> Table | str:
+        """The rows in ``fmt`` (one of ``FORMATS``); ``images`` are the plots an HTML page shows below the table;
+        ``width`` the terminal's, for ``table``."""
         if fmt == "table":
-            return self.rich(rows)
+            return self.rich(rows, width) if isinstance(self, PivotView) else self.rich(rows)
         if fmt == "html":
             return html_page(rows, images or {}, self.html_table(rows))
         return {"markdown": self.markdown, "csv": self.csv, "json": self.json}[fmt](rows)
@@ -339,8 +368,8 @@ class PivotView(View):
     name = "pivot"
     help = "one column per task, your runs above the reference rows (default)"
 
-    def rich(self, rows):
-        return pivot_rich(rows)
+    def rich(self, rows, width: int | None = None):
+        return pivot_rich(rows, width)
 
     def markdown(self, rows):
         return pivot_markdown(rows)

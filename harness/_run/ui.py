@@ -79,12 +79,19 @@ class UI:
         self.console.print(redact(text))
 
     def results_table(self, title: str, rows: Mapping[str, Mapping[str, Any]]) -> Table:
+        """The run's results; on a narrow terminal (under 90 columns) the accuracy, its stderr and n only, so
+        that no header or number is broken over lines."""
+        wide = self.out.width >= 90
         table = Table(title=title)
         table.add_column("run", overflow="fold")
         table.add_column("student", overflow="fold")
-        for col in ("accuracy", "± stderr", "contains answer", "correct format", "n"):
-            table.add_column(col, justify="right")
+        columns = ("accuracy", "± stderr", "contains answer", "correct format", "n") if wide else \
+            ("accuracy", "±", "n")
+        for col in columns:
+            table.add_column(col, justify="right", no_wrap=True)
         for name, r in rows.items():
-            table.add_row(name, r["student"], f"{100 * r['acc']:.1f}%", f"{100 * r['acc_stderr']:.1f}",
-                          f"{100 * r['contains_answer']:.1f}%", f"{100 * r['correct_format']:.1f}%", str(r["n"]))
+            cells = [f"{100 * r['acc']:.1f}%", f"{100 * r['acc_stderr']:.1f}"]
+            if wide:
+                cells += [f"{100 * r['contains_answer']:.1f}%", f"{100 * r['correct_format']:.1f}%"]
+            table.add_row(name, r["student"], *cells, str(r["n"]))
         return table
