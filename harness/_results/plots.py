@@ -22,8 +22,8 @@ from pathlib import Path
 
 from harness._results.rows import Row
 
-Series = dict[str, list[tuple[float, float, bool]]]
-"""label -> [(x, accuracy %, reference?)]"""
+Series = dict[str, list[tuple[float, float, bool, str]]]
+"""label -> [(x, accuracy %, reference?, recipe)]: a line joins the points of one recipe only."""
 
 
 def _plt():
@@ -37,12 +37,15 @@ def _plt():
     return plt
 
 
-def _mean_points(points: list[tuple[float, float, bool]]) -> list[tuple[float, float, bool]]:
-    """Seeds of one configuration (same x) averaged into one point."""
-    by_x: dict[tuple[float, bool], list[float]] = defaultdict(list)
-    for x, y, ref in points:
-        by_x[(x, ref)].append(y)
-    return sorted((x, statistics.fmean(ys), ref) for (x, ref), ys in by_x.items())
+def _mean_points(points: list[tuple[float, float, bool, str]]) -> dict[str, list[tuple[float, float, bool]]]:
+    """Per recipe, its seeds of one configuration (same x) averaged into one point."""
+    by_x: dict[tuple[str, float, bool], list[float]] = defaultdict(list)
+    for x, y, ref, recipe in points:
+        by_x[(recipe, x, ref)].append(y)
+    out: dict[str, list[tuple[float, float, bool]]] = defaultdict(list)
+    for (recipe, x, ref), ys in sorted(by_x.items()):
+        out[recipe].append((x, statistics.fmean(ys), ref))
+    return out
 
 
 def _compact(x: float) -> str:
@@ -84,6 +87,25 @@ def _stable(label: str, n: int) -> int:
     return int(hashlib.sha256(label.encode()).hexdigest(), 16) % n
 
 
+def _styles(labels: list[str], colours: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """A colour and a marker per series: each label's own (from its name, so the same in every call), or the next
+    one free where two labels of one figure would share it."""
+    colour: dict[str, str] = {}
+    marker: dict[str, str] = {}
+    for label in labels:
+        i = _stable(label, len(colours))
+        taken = set(colour.values())
+        while colours[i % len(colours)] in taken and len(taken) < len(colours):
+            i += 1
+        colour[label] = colours[i % len(colours)]
+        j = _stable(label + "/marker", len(MARKERS))
+        used = set(marker.values())
+        while MARKERS[j % len(MARKERS)] in used and len(used) < len(MARKERS):
+            j += 1
+        marker[label] = MARKERS[j % len(MARKERS)]
+    return colour, marker
+
+
 def _facets(by_task: dict[str, Series], title: str, xlabel: str, log_x: bool, identity: bool = False,
             fmt_x: Callable[[float], str] = _compact):
     """A figure with one panel per task; the legend to the right of all panels."""
@@ -92,10 +114,9 @@ def _facets(by_task: dict[str, Series], title: str, xlabel: str, log_x: bool, id
     cols = min(3, len(tasks))
     rows = math.ceil(len(tasks) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.9 * rows), squeeze=False)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] if str(c).lower() != "#7f7f7f"]  # grey: ref
     labels = sorted({label for series in by_task.values() for label in series})
-    colour = {label: colours[_stable(label, len(colours))] for label in labels}  # the same in every call
-    marker = {label: MARKERS[_stable(label, len(MARKERS))] for label in labels}
+    colour, marker = _styles(labels, colours)
     handles = {}
     for i, ax in enumerate(axes.flat):
         if i >= len(tasks):
@@ -104,14 +125,14 @@ def _facets(by_task: dict[str, Series], title: str, xlabel: str, log_x: bool, id
         task = tasks[i]
         ax.patch.set_gid(f"plotarea-{i}")
         for label, points in sorted(by_task[task].items()):
-            points = _mean_points(points)
-            ref = points[0][2]
-            # a line only joins the points of one configuration (one recipe's strategy or student)
-            style = dict(color="#888888", marker=marker[label], markerfacecolor="none", linestyle="--",
-                         linewidth=1) if ref else dict(color=colour[label], marker=marker[label], linewidth=1.8)
-            (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], label=label, clip_on=False,
-                              **style)
-            handles.setdefault(label, line)
+            # a line only joins the points of one recipe: results of other recipes are points of the same colour
+            for recipe_points in _mean_points(points).values():
+                ref = recipe_points[0][2]
+                style = dict(color="#888888", marker=marker[label], markerfacecolor="none", linestyle="--",
+                             linewidth=1) if ref else dict(color=colour[label], marker=marker[label], linewidth=1.8)
+                (line,) = ax.plot([p[0] for p in recipe_points], [p[1] for p in recipe_points], label=label,
+                                  clip_on=False, **style)
+                handles.setdefault(label, line)
         if identity:
             ax.plot([0, 100], [0, 100], color="#bbbbbb", linewidth=0.8, linestyle=":")
             ax.set_xlim(0, 100)
@@ -142,16 +163,13 @@ def _render(fig, fmt: str) -> bytes:
 
 
 def _collect(rows: Sequence[Row], x: Callable[[Row], float | None], label: Callable[[Row], str]) -> dict[str, Series]:
-    """Points per task and series; a series is one configuration: its label, with the recipe named when the rows
-    come from several (points of unrelated recipes are never joined by one line)."""
-    recipes = {r.recipe for r in rows if not r.reference}
+    """Points per task and series (a label: a strategy, a student), each point knowing its recipe."""
     by_task: dict[str, Series] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         value = x(r)
         if value is not None and value > 0:
-            name = label(r) + (" (paper)" if r.reference else f" ({r.recipe})" if len(recipes) > 1 and r.recipe
-                               else "")
-            by_task[r.task][name].append((value, 100 * r.acc, r.reference))
+            name = label(r) + (" (paper)" if r.reference else "")
+            by_task[r.task][name].append((value, 100 * r.acc, r.reference, "paper" if r.reference else r.recipe))
     return by_task
 
 
@@ -176,7 +194,8 @@ def teacher(rows: Sequence[Row]):
     by_task: dict[str, Series] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if not r.reference and r.teacher_accuracy is not None:
-            by_task[r.task][f"{r.strategy} · {r.student}"].append((100 * r.teacher_accuracy, 100 * r.acc, False))
+            by_task[r.task][f"{r.strategy} · {r.student}"].append((100 * r.teacher_accuracy, 100 * r.acc, False,
+                                                                    r.recipe))
     return _facets(by_task, "Teacher vs student accuracy (above the dotted line: the student surpassed its teacher)",
                    "teacher accuracy on train (%)", False, identity=True) if by_task else None
 

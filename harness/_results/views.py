@@ -103,6 +103,11 @@ class PivotRow:
         return f"{text} ({self.recipe})" if self.recipe else text
 
 
+def _params(n: float) -> str:
+    return next((f"{n / scale:.3g}{suffix}" for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")) if n >= scale),
+                f"{n:g}")
+
+
 def _cell(rows: list[Row]) -> Cell:
     accs = [r.acc for r in rows]
     if len(accs) > 1:
@@ -116,21 +121,31 @@ def pivot(rows: Sequence[Row]) -> tuple[list[str], list[PivotRow]]:
     mine = {r.task for r in rows if not r.reference}  # your tasks first, then the paper's others
     tasks = sorted({r.task for r in rows}, key=lambda t: (t not in mine, t not in PAPER_TASKS, PAPER_TASKS.index(t)
                                                           if t in PAPER_TASKS else 0, t))
-    found: dict[tuple[str, str, str, str, str], dict[str, list[Row]]] = {}
+    found: dict[tuple[str, str, str, str, float | None], dict[str, list[Row]]] = {}
     teachers: dict[str, dict[str, list[float]]] = {}
     for r in rows:
         group = GROUPS[2] if r.reference else GROUPS[1] if r.strategy == "vanilla" else GROUPS[0]
         teacher = r.teacher if not r.reference else ""
-        # one row per configuration: the seeds of one recipe's run average; another recipe is another row
-        found.setdefault((group, r.strategy, r.student, teacher, r.recipe), {}).setdefault(r.task, []).append(r)
+        size = None if r.reference else r.parameters  # two students of one name and another size: two rows
+        found.setdefault((group, r.strategy, r.student, teacher, size), {}).setdefault(r.task, []).append(r)
         if not r.reference and r.teacher_accuracy is not None:
             teachers.setdefault(r.teacher, {}).setdefault(r.task, []).append(r.teacher_accuracy)
-    recipes: dict[tuple[str, str, str, str], set[str]] = {}
-    for group, strategy, student, teacher, recipe in found:
-        recipes.setdefault((group, strategy, student, teacher), set()).add(recipe)
-    out = [PivotRow(group, strategy, student, teacher, {task: _cell(rs) for task, rs in by_task.items()},
-                    recipe if len(recipes[(group, strategy, student, teacher)]) > 1 else "")
-           for (group, strategy, student, teacher, recipe), by_task in found.items()]
+    sizes: dict[tuple[str, str, str, str], set] = {}
+    for group, strategy, student, teacher, size in found:
+        sizes.setdefault((group, strategy, student, teacher), set()).add(size)
+    out = []
+    for (group, strategy, student, teacher, size), by_task in found.items():
+        # one row per configuration: a recipe's seeds average, and recipes for different tasks share a row; two
+        # recipes with results for the same task are two configurations, a row each, named by recipe
+        clash = any(len({r.recipe for r in rs}) > 1 for rs in by_task.values())
+        parts: dict[str, dict[str, list[Row]]] = {}
+        for task, rs in by_task.items():
+            for r in rs:
+                parts.setdefault(r.recipe if clash else "", {}).setdefault(task, []).append(r)
+        sized = student + (f" {_params(size)}" if len(sizes[(group, strategy, student, teacher)]) > 1 and size
+                           else "")
+        out += [PivotRow(group, strategy, sized, teacher, {t: _cell(x) for t, x in cells.items()}, recipe)
+                for recipe, cells in parts.items()]
     for teacher, by_task in teachers.items():
         out.append(PivotRow(GROUPS[1], "teacher (train questions)", teacher, "",
                             {t: Cell(statistics.fmean(v), None, 1) for t, v in by_task.items()}))
@@ -302,6 +317,10 @@ th[scope=row] {{ text-align: left; font-weight: normal; }}
 tr.group th {{ text-align: left; background: #fafafa; font-weight: 600; }}
 tbody.reference td, tbody.reference th[scope=row], tr.reference td {{ font-style: italic; color: #777; }}
 td.best {{ font-weight: 700; background: #eef7ee; }}
+@media (max-width: 700px) {{
+  body {{ margin: 0.5em; }}
+  #pivot th[scope=row] {{ white-space: normal; min-width: 7em; max-width: 38vw; }}
+}}
 figure.plot {{ display: block; margin: 1em 0; }}
 figure.plot svg {{ max-width: 100%; height: auto; }}
 </style></head>
