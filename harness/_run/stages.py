@@ -86,7 +86,7 @@ def teach(teacher: Teacher, kind: str, task: Task, train: RecordTable[Example], 
           progress: Progress) -> tuple[Parts, dict[str, Any]]:
     """The teacher asked chunk by chunk (a list of questions per ``generate`` call, as the contract says); its
     answers written as they come, grouped by question in question order."""
-    questions = generations = failed = signal_size = signal_tokens = 0
+    questions = generations = failed = signal_size = signal_tokens = weighed = 0
     unusable: list[str] = []
     sizer = ChunkSizer(CHUNK)
     with RecordWriter(out / "generations.arrow", GENERATIONS) as writer:
@@ -100,7 +100,9 @@ def teach(teacher: Teacher, kind: str, task: Task, train: RecordTable[Example], 
                 generations += len(gens)
                 for g in gens:
                     failed += bool(g.meta.get("error"))
-                    weight += generation_bytes(g)
+                    weighed += 1
+                    if not weighed % 16:  # one generation in 16 weighed (sizing chunks needs no more)
+                        weight += 16 * generation_bytes(g)
                     signals = g.meta.get("signals")
                     if signals and (problem := signal_problem(signals)):
                         unusable.append(f"question {g.example_id} sample {g.sample_index}: {problem}")
@@ -208,6 +210,7 @@ def graded_chunks(train: RecordTable[Example], teach_dir: Path, filter_dir: Path
                 RecordTable(filter_dir / "grades.arrow", GRADES))
     pending: tuple[Generation, Grade] | None = next(pairs, None)
     sizer = ChunkSizer(size)
+    seen = 0
     for chunk in sizer.chunks(train):
         graded: dict[str, list[GradedGeneration]] = {}
         weight = 0
@@ -216,7 +219,9 @@ def graded_chunks(train: RecordTable[Example], teach_dir: Path, filter_dir: Path
             while pending is not None and pending[0].example_id == e.id:
                 g, verdict = pending
                 mine.append(GradedGeneration(g, verdict.prediction, verdict.correct))
-                weight += generation_bytes(g)
+                seen += 1
+                if not seen % 16:  # one generation in 16 weighed
+                    weight += 16 * generation_bytes(g)
                 pending = next(pairs, None)
         sizer.saw(len(chunk), weight)
         yield chunk, graded
