@@ -78,8 +78,6 @@ def recipe(work: Path, seed: int, teacher_dir: Path, tokenizer: Path, budget: in
 
 def storage(teacher_dir: Path, work: Path, questions: int) -> dict:
     """Bytes per teacher token of the recorded signals at k = 8 and 20, in both forms."""
-    import pyarrow as pa
-
     from harness.components import create
     from harness.records import GENERATIONS, RecordWriter
 
@@ -99,19 +97,13 @@ def storage(teacher_dir: Path, work: Path, questions: int) -> dict:
                                                  if n not in (dropped or ())}}) for g in gens]
             bare = [replace(g, meta={}) for g in gens]
             sizes = {}
-            for compression in (None, "zstd"):
+            for compression in (None, "zstd"):  # the JSON as such, and as the teach stage stores it
+                kind = replace(GENERATIONS, compression=compression)
                 per = []
                 for records, name in ((rows, "with"), (bare, "without")):
                     path = work / f"storage-{k}-{form}-{name}-{compression}.arrow"
-                    with RecordWriter(path, GENERATIONS) as w:
+                    with RecordWriter(path, kind) as w:
                         w.write(records)
-                    if compression:  # the same table, as Arrow IPC writes a zstd-compressed record batch
-                        with pa.memory_map(str(path)) as f:
-                            table = pa.ipc.open_file(f).read_all()
-                        path = path.with_suffix(".zstd.arrow")
-                        options = pa.ipc.IpcWriteOptions(compression=compression)
-                        with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, table.schema, options=options) as x:
-                            x.write_table(table)
                     per.append(path.stat().st_size)
                 sizes["json" if compression is None else compression] = round((per[0] - per[1]) / tokens, 1)
             out[f"k{k}_{form}"] = sizes
@@ -134,6 +126,9 @@ def main() -> int:
                    help="the student's BPE vocabulary (its 256 bytes and the merges on top)")
     p.add_argument("--storage-questions", type=int, default=200)
     p.add_argument("--quick", action="store_true", help="one seed, small sizes, a small teacher: minutes")
+    p.add_argument("--storage-only", action="store_true",
+                   help="measure the recorded signal's size again and rewrite the reports, keeping the students' "
+                        "results from --out's JSON")
     p.add_argument("--workdir", default=str(REPO / "runs" / "cross_tokenizer"))
     p.add_argument("--out", default=str(REPO / "results" / "cross_tokenizer"))
     args = p.parse_args()
@@ -153,7 +148,12 @@ def main() -> int:
     tokenizer = student_tokenizer(work / f"student-tokenizer-{args.vocab_size}", args.train_size, args.vocab_size)
 
     per_seed: dict[str, list[dict]] = {}
-    for seed in args.seeds:
+    if args.storage_only:
+        kept = json.loads(Path(args.out).with_suffix(".json").read_text())
+        per_seed, args.seeds = kept["runs"], kept["seeds"]
+        args.budget_tokens, args.vocab_size = kept["budget_tokens"], kept["student"]["vocab_size"]
+        started -= 60 * kept["minutes"]
+    for seed in [] if args.storage_only else args.seeds:
         results, run_dir = run(recipe(work, seed, teacher_dir, tokenizer, args.budget_tokens, args.train_size,
                                       Path(args.cache)), f"cross_seed{seed}")
         for name, m in results.items():
@@ -202,7 +202,8 @@ def main() -> int:
     said = {True: "yes", False: "no", None: "not decided (fewer than two seeds)"}
     lines += ["", "Answers (yes only when the lead is larger than the seed spread):", ""]
     lines += [f"- {q.replace('_', ' ')}: **{said[a]}**" for q, a in answers.items()]
-    lines += ["", "Recorded signal, bytes per teacher token (JSON as the teach stage stores it / zstd-compressed):",
+    lines += ["", "Recorded signal, bytes per teacher token (as JSON / as the teach stage stores it, zstd-compressed "
+                  "Arrow):",
               "", "| k | ids and text (hf teacher) | text only (hosted API) | ids only |", "|---|---|---|---|"]
     for k in (8, 20):
         b = bytes_per_token
