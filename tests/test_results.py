@@ -13,7 +13,6 @@ import pytest
 from harness._results.rows import load, read_file, reference_rows
 
 
-
 def results_file(folder: Path, run: str, acc: float, stderr: float, n: int = 100, strategy: str = "fine_tune_cot",
                  date: str = "1", samples: int | None = None, params: int = 850000, teacher_acc: float | None = 0.9):
     """An lm-eval results file as the local sink writes it (lm-eval schema plus the harness key)."""
