@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 
 PUBLIC_MODULES = (
     "harness",             # the names re-exported here: data types, base classes, errors, hookimpl
+    "harness.alignment",   # a teacher's tokens and top-k, as text, carried onto another tokenizer's tokens
     "harness.answers",     # answer cleansing and comparison (extract, is_correct, normalise_question)
     "harness.cache",       # the content-keyed JSON Lines cache for expensive calls
     "harness.cli",         # main(argv): a harness command in-process, its exit code returned (for tests)

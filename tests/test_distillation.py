@@ -321,7 +321,8 @@ def test_top_k_entries_survive_kill_9_in_the_teach_stage(tmp_path, teacher_dir):
     replayed = [g.meta["signals"] for g in RecordTable(tmp_path / "runs" / "kd" / "teach" / "generations.arrow",
                                                        GENERATIONS)]
     cached = [{k: v for k, v in value.items() if k != "text"} for value in before.values()]
-    assert all(signals in replayed for signals in cached)
+    # the cached ids are what the generations carry (beside the same tokens as text, made from them)
+    assert all(any(all(r.get(k) == v for k, v in signals.items()) for r in replayed) for signals in cached)
 
 
 def test_on_policy_samples_come_from_the_student_being_trained(tmp_path, teacher_dir):

@@ -49,16 +49,18 @@ class Backend:
         return exc
 
     def open(self, stack: contextlib.ExitStack, student: Student, paths: Mapping[str, str], strategy: Strategy,
-             task: Task, ev: Any, max_gen_toks: int, out: Path, seed: int) -> tuple[Any, dict[str, Any]]:
+             task: Task, ev: Any, max_gen_toks: int, out: Path, seed: int,
+             progress: Callable[[int], None] | None = None) -> tuple[Any, dict[str, Any]]:
         """Return the lm-eval ``LM`` that evaluates the student's models (``paths``: role -> folder) and what
-        the results' provenance records about where it ran. Anything started is stopped when ``stack`` closes."""
+        the results' provenance records about where it ran. Anything started is stopped when ``stack`` closes.
+        ``progress(n)``: call it as ``n`` more answers are generated, where the backend can tell."""
         raise NotImplementedError
 
 
 class HFBackend(Backend):
     name = "hf"
 
-    def open(self, stack, student, paths, strategy, task, ev, max_gen_toks, out, seed):
+    def open(self, stack, student, paths, strategy, task, ev, max_gen_toks, out, seed, progress=None):
         from harness._evaluation.lm_eval_run import hf_lm
 
         models = {role: student.load(Path(p)) for role, p in paths.items()}
@@ -66,7 +68,7 @@ class HFBackend(Backend):
         lm = strategy.lm_eval_model(models, ev.batch_size, task)  # several generate calls (Socratic CoT)
         if lm is None:
             model, tokenizer = models[""]
-            lm = hf_lm(model, tokenizer, ev.batch_size, max_positions(model))
+            lm = hf_lm(model, tokenizer, ev.batch_size, max_positions(model), progress)
         return lm, {"backend": self.name, **next(iter(placement.values()))}
 
 
@@ -110,7 +112,7 @@ class VLLMBackend(Backend):
     def failure(self, exc: Exception, out: Path) -> Exception:
         return _served_failure(exc, out)
 
-    def open(self, stack, student, paths, strategy, task, ev, max_gen_toks, out, seed):
+    def open(self, stack, student, paths, strategy, task, ev, max_gen_toks, out, seed, progress=None):
         """Serve each role's model and return lm-eval's completions model over it, or a multi-call strategy's
         loop run against the served models (``ServedModel`` stands in for each model wherever the harness
         generates)."""

@@ -18,7 +18,8 @@ from harness.types import Example
 
 def evaluate_student(student: Student, model_dirs: dict[str, Path], strategy: Strategy, task: Task,
                      examples: Sequence[Example], ev: Any, task_dir: Path, name: str, out: Path, seed: int,
-                     note: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+                     note: Callable[[str], None] = lambda _: None,
+                     progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Write the lm-eval task, evaluate the trained student on it (``ev.backend``: in this process, placed on
     ``ev.device`` in ``ev.dtype``, or served by vLLM) and return the metrics with how they were made."""
     max_gen_toks = strategy.max_gen_toks(ev.max_gen_toks)
@@ -32,7 +33,7 @@ def evaluate_student(student: Student, model_dirs: dict[str, Path], strategy: St
                strategy.prediction_prefix, stop, max_gen_toks, ev.samples, ev.temperature, ev.top_p)
     backend = backend_for(ev, paths, note)
     with contextlib.ExitStack() as stack:
-        lm, made = backend.open(stack, student, paths, strategy, task, ev, max_gen_toks, out, seed)
+        lm, made = backend.open(stack, student, paths, strategy, task, ev, max_gen_toks, out, seed, progress)
         # model_args names what the stock CLI loads: the model folder (several roles: the first, e.g. decomposer)
         try:
             res, _, _ = run_lm_eval(lm, task_dir, name, out / "lm_eval", next(iter(paths.values())), seed,

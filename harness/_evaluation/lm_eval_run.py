@@ -14,14 +14,17 @@ from harness.errors import RunError
 from harness.models import is_encoder_decoder
 
 
-def hf_lm(model: Any, tokenizer: Any, batch_size: int, max_length: int) -> Any:
-    """lm-eval's own HF model wrapper around an in-memory transformers model."""
+def hf_lm(model: Any, tokenizer: Any, batch_size: int, max_length: int, progress: Any = None) -> Any:
+    """lm-eval's own HF model wrapper around an in-memory transformers model (``progress(n)`` after each batch of
+    ``n`` generations; the batches are lm-eval's own)."""
     for logger in ("lm-eval", "lm_eval"):  # its notes on being handed an in-memory model are for CLI users
         logging.getLogger(logger).setLevel(logging.ERROR)
     backend = "seq2seq" if is_encoder_decoder(model) else "causal"
     # the device the model is on (``harness.models.place``): lm-eval uses an in-memory model's own device
-    return _quiet_hflm()(pretrained=model, tokenizer=tokenizer, device=str(model.device), batch_size=batch_size,
-                         max_length=max_length, backend=backend)
+    lm = _quiet_hflm()(pretrained=model, tokenizer=tokenizer, device=str(model.device), batch_size=batch_size,
+                       max_length=max_length, backend=backend)
+    lm.progress = progress
+    return lm
 
 
 @functools.cache
@@ -31,8 +34,17 @@ def _quiet_hflm() -> type:
     from lm_eval.models.huggingface import HFLM
 
     class QuietHFLM(HFLM):
+        progress: Any = None
+        """Called with the number of sequences each batch generated (the evaluate stage's bar)."""
+
         def generate_until(self, requests, disable_tqdm: bool = False):
             return super().generate_until(requests, disable_tqdm=True)
+
+        def _model_generate(self, context, *args, **kwargs):
+            out = super()._model_generate(context, *args, **kwargs)
+            if self.progress is not None:
+                self.progress(int(context.shape[0]))
+            return out
 
     return QuietHFLM
 

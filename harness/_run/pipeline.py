@@ -247,7 +247,7 @@ class Pipeline:
         def work(out: Path, progress) -> tuple[str, dict]:
             try:
                 metrics = evaluate_student(student, model_dirs, strategy, task, examples, ev, task_dir, name, out,
-                                           self.recipe.run.seed, self.ui.note)
+                                           self.recipe.run.seed, self.ui.note, progress)
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
@@ -261,7 +261,8 @@ class Pipeline:
                            f"maj@{ev.samples} {100 * metrics['maj']:.1f}% on {len(examples)} {ev.split} examples")
             return summary, metrics
 
-        folder = self._stage(f"evaluate-{run_name}", f"evaluate {run_name}", key, None, work)
+        # the bar counts answers where the backend can tell (hf: batch by batch; a served model: elapsed time only)
+        folder = self._stage(f"evaluate-{run_name}", f"evaluate {run_name}", key, len(examples) * ev.samples, work)
         return json.loads((folder / "metrics.json").read_text()), folder
 
     def publish(self, run_name: str, eval_key: str, eval_dir: Path, train_stages: list[str],
