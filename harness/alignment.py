@@ -31,7 +31,7 @@ from typing import Any
 
 END = None
 """In ``target_text`` / ``topk_text``: the teacher's end-of-sequence token."""
-VERSION = "align-1"
+VERSION = "align-2"
 """Changes whenever what ``to_student`` computes changes (token stores built with it are keyed by it)."""
 ANCHOR = "."
 """The text an alternative is tokenized after, to read it as the student reads a token in the middle of a text."""
@@ -94,9 +94,8 @@ class StudentVocabulary:
             ids = self._ids(ANCHOR + text)
             n = len(self._anchor)
             rest = ids[n:] if ids[:n] == self._anchor and len(ids) > n else self._ids(text)
-            unk = self.tokenizer.unk_token_id
-            rest = [t for t in rest if t != unk] if len(rest) > 1 else rest
-            self._first[text] = int(rest[0]) if rest and rest[0] != unk else None
+            unk = self.tokenizer.unk_token_id  # a text whose first token is unknown has no student token
+            self._first[text] = int(rest[0]) if rest and (unk is None or rest[0] != unk) else None
         return self._first[text]
 
 
