@@ -104,14 +104,17 @@ def tiny_causal_lm(path: Path, texts: list[str], positions: int = 512, width: in
 
 def _untracked() -> set[str]:
     """Files and folders in the checkout that git does not track, ignored ones included (a folder git does not
-    track at all counts once), with the top of ``runs/`` (ignored, where local runs write)."""
+    track at all counts once), with what lies two levels down in ``runs/`` and ``results/`` (where a recipe
+    without ``output_dir`` or a sink writes)."""
     import subprocess
 
     listed = subprocess.run(["git", "ls-files", "--others", "--directory", "--no-empty-directory"], cwd=REPO,
                             capture_output=True, text=True, check=False).stdout.split("\n")
-    runs = [f"runs/{p.name}" for p in (REPO / "runs").iterdir()] if (REPO / "runs").is_dir() else []
+    # where runs write by default (relative to the working directory): every entry two levels down
+    runs = {str(p.relative_to(REPO)) for top in ("runs", "results") if (REPO / top).is_dir()
+            for p in (REPO / top).glob("*/*")}
     tools = ("__pycache__", ".pytest_cache", ".ruff_cache", ".egg-info", ".coverage")  # made by the tools
-    return {p for p in listed if p and not any(t in p for t in tools)} | set(runs)
+    return {p for p in listed if p and not any(t in p for t in tools)} | runs
 
 
 def pytest_sessionstart(session):

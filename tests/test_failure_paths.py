@@ -204,7 +204,7 @@ def test_bad_data_files_are_named_with_exit_2(tmp_path, cli, damage, message):
     recipe = tmp_path / "r.toml"
     recipe.write_text((REPO / "recipes" / "quickstart.toml").read_text().replace(
         'kind = "synthetic_arithmetic"', f'kind = "svamp"\ndata_dir = "{root}"').replace(
-        'output_dir = "runs"', f'output_dir = "{tmp_path / "runs"}"'))
+        "[run]\n", f'[run]\noutput_dir = "{tmp_path / "runs"}"\n', 1))
     text = recipe.read_text()
     recipe.write_text("\n".join(line for line in text.splitlines()
                                 if not line.startswith(("train_size", "validation_size", "test_size"))))

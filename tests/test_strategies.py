@@ -242,7 +242,7 @@ def test_socratic_solver_share_splits_a_token_budget(tmp_path):
     text = text.replace('[[strategy]]\nkind = "vanilla"\n\n[[strategy]]\nkind = "fine_tune_cot"\n',
                         '[[strategy]]\nkind = "socratic"\npacked = true\nsolver_share = 0.75\n')
     recipe = tmp_path / "share.toml"
-    recipe.write_text(text)
+    recipe.write_text(text + f'\n[[sink]]\nkind = "local"\ndir = "{tmp_path / "results"}"\n')
     assert main(["run", str(recipe), "--set", "training.max_tokens=40000", "--set", "evaluation.limit=2"]) == 0
     run = tmp_path / "runs" / "tiny"
     tokens = {role: json.loads((run / f"train-socratic-{role}" / "done.json").read_text())["record"]["tokens"]

@@ -32,7 +32,8 @@ def test_vllm_backend_gives_the_hf_backends_predictions(tmp_path, monkeypatch):
         TINY.replace("[run]\n", f'[run]\noutput_dir = "{tmp_path / "runs"}"\n', 1)
         .replace("n_embd = 32", "n_embd = 64").replace("max_steps = 40", "max_steps = 400")
         .replace('[[strategy]]\nkind = "vanilla"\n', '[[strategy]]\nkind = "socratic"\nmode = "unified"\n'
-                                                     'packed = true\nmax_new_tokens = 24\n'))
+                                                     'packed = true\nmax_new_tokens = 24\n')
+        + f'\n[[sink]]\nkind = "local"\ndir = "{tmp_path / "results"}"\n')
     run = tmp_path / "runs" / "tiny"
     assert main(["run", str(recipe)]) == 0
     hf = {name: _samples(run / f"evaluate-{name}" / "lm_eval") for name in ("socratic", "fine_tune_cot")}
