@@ -1,5 +1,10 @@
 """Token-level distillation: ``logit_kd`` and ``on_policy``.
 
+One module, above the usual size, because the two strategies are one loss: ``on_policy``'s objective subclasses
+``logit_kd``'s (``OnPolicyLoss(KDLoss)``) and its strategy subclasses ``LogitKD``, and both register from here;
+the divergences (``buckets``, ``divergence``) are their shared core, tested against TRL. Split it where a third
+token-level strategy would share that core.
+
 ``logit_kd``: the student learns the teacher's own sampled rationales, token by token, and matches the teacher's
 distribution at every token, from the top-k log-probabilities the teacher recorded in the same pass that wrote the
 text (``teacher.top_logprobs = k``).

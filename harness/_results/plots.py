@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from harness._results.rows import Row
+from harness._results.rows import Row, compact
 
 Series = dict[str, list[tuple[float, float, bool, str]]]
 """label -> [(x, accuracy %, reference?, recipe)]: a line joins the points of one recipe only."""
@@ -46,13 +46,6 @@ def _mean_points(points: list[tuple[float, float, bool, str]]) -> dict[str, list
     for (recipe, x, ref), ys in sorted(by_x.items()):
         out[recipe].append((x, statistics.fmean(ys), ref))
     return out
-
-
-def _compact(x: float) -> str:
-    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if x >= scale:
-            return f"{x / scale:.3g}{suffix}"
-    return f"{x:.3g}"
 
 
 def _ticks(ax, values: list[float], fmt: Callable[[float], str]) -> None:
@@ -107,7 +100,7 @@ def _styles(labels: list[str], colours: list[str]) -> tuple[dict[str, str], dict
 
 
 def _facets(by_task: dict[str, Series], title: str, xlabel: str, log_x: bool, identity: bool = False,
-            fmt_x: Callable[[float], str] = _compact):
+            fmt_x: Callable[[float], str] = compact):
     """A figure with one panel per task; the legend to the right of all panels."""
     plt = _plt()
     tasks = sorted(by_task)

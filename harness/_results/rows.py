@@ -29,6 +29,14 @@ PAPER_TASKS = ["multiarith", "svamp", "date_understanding", "tracking_shuffled_o
                "coin_flip", "strategy_qa"]
 
 
+def compact(x: float) -> str:
+    """A count the way the tables and plots show it: 850k, 124M, 6.7B."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if x >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
 @dataclass(frozen=True)
 class Row:
     task: str

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from rich.table import Table
 
-from harness._results.rows import PAPER, PAPER_TASKS, Row
+from harness._results.rows import PAPER, PAPER_TASKS, Row, compact
 
 COLUMNS = ("task", "strategy", "student", "teacher", "accuracy", "stderr", "maj@n", "n", "evaluation", "teacher cost",
            "run")
@@ -103,11 +103,6 @@ class PivotRow:
         return f"{text} ({self.recipe})" if self.recipe else text
 
 
-def _params(n: float) -> str:
-    return next((f"{n / scale:.3g}{suffix}" for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")) if n >= scale),
-                f"{n:g}")
-
-
 def _cell(rows: list[Row]) -> Cell:
     accs = [r.acc for r in rows]
     if len(accs) > 1:
@@ -142,7 +137,7 @@ def pivot(rows: Sequence[Row]) -> tuple[list[str], list[PivotRow]]:
         for task, rs in by_task.items():
             for r in rs:
                 parts.setdefault(r.recipe if clash else "", {}).setdefault(task, []).append(r)
-        sized = student + (f" {_params(size)}" if len(sizes[(group, strategy, student, teacher)]) > 1 and size
+        sized = student + (f" {compact(size)}" if len(sizes[(group, strategy, student, teacher)]) > 1 and size
                            else "")
         out += [PivotRow(group, strategy, sized, teacher, {t: _cell(x) for t, x in cells.items()}, recipe)
                 for recipe, cells in parts.items()]
