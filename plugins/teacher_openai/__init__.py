@@ -343,15 +343,14 @@ class OpenAITeacher(Teacher):
         else:
             texts = _stream_text([t for t, _ in steps])
             alternatives = [[_token_text(t) for t, _ in top[:k]] for _, top in steps]
-        out = {"target_text": texts, "topk_text": alternatives, "topk_logprobs": top_lps}
         eos = tok.eos_token_id if tok is not None else None
-        if tok is not None:
-            if stopped and eos is not None and (not ids or ids[-1] != eos):
+        if stopped and (tok is None or eos is not None and (not ids or ids[-1] != eos)):
+            texts, alternatives, top_lps = texts + [alignment.END], alternatives + [[alignment.END]], top_lps + [[0.0]]
+            if tok is not None:
                 ids, top_ids = ids + [eos], top_ids + [[eos]]
-                texts.append(alignment.END), alternatives.append([alignment.END]), top_lps.append([0.0])
+        out = {"target_text": texts, "topk_text": alternatives, "topk_logprobs": top_lps}
+        if tok is not None:
             out.update({"target_ids": ids, "topk_ids": top_ids})
-        elif stopped:
-            texts.append(alignment.END), alternatives.append([alignment.END]), top_lps.append([0.0])
         return out
 
     def _vocabulary_size(self) -> int | None:
