@@ -3,6 +3,7 @@
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,12 @@ EXAMPLE = REPO / "examples" / "harness-self-consistency"
 
 
 def install(source: Path, target: Path) -> dict:
+    """pip-install ``source`` into ``target``. setuptools builds in the source tree (build/, *.egg-info), so a
+    source inside the checkout is copied next to ``target`` first."""
+    if source.is_relative_to(REPO):
+        copy = target.parent / f"src-{source.name}"
+        shutil.copytree(source, copy, ignore=shutil.ignore_patterns("build", "*.egg-info"), dirs_exist_ok=True)
+        source = copy
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
                     "--target", str(target), str(source)], check=True, capture_output=True, timeout=300)
     return {**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
