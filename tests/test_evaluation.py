@@ -222,3 +222,25 @@ def test_a_new_backend_is_one_class(cli, tiny_recipe, monkeypatch):
     assert checked.code == 2 and "evaluation.serve: no remote endpoint is configured" in checked.err
     assert cli("validate", tiny_recipe, "--set", 'evaluation.backend="remote"', "--set", "evaluation.batch_size=8",
                "--no-load-checks").code == 0
+
+
+def test_served_evaluation_counts_the_answers_as_they_arrive(tmp_path):
+    """The evaluate stage's bar on the vllm backend: lm-eval's completions model over a served student reports
+    each request's answers as they arrive (here the fake OpenAI-compatible server stands in for vLLM)."""
+    from lm_eval.api.instance import Instance
+
+    from harness._evaluation.lm_eval_run import served_lm
+    from harness.serve import managed_server
+
+    from .conftest import REPO, tiny_causal_lm
+
+    model = tiny_causal_lm(tmp_path / "student", ["one two three plus four five"], positions=64)
+    seen: list[int] = []
+    command = f"{sys.executable} {REPO / 'tests' / 'fake_openai.py'} --port {{port}} --model {{model}}"
+    with managed_server(command, str(model), tmp_path / "serve.log", 60) as url:
+        lm = served_lm(seen.append, base_url=f"{url}/completions", model=str(model), tokenizer=str(model),
+                       tokenizer_backend="huggingface", num_concurrent=4, max_gen_toks=4, max_length=64, seed=0)
+        requests = [Instance("generate_until", {}, (f"one two {i}", {"until": ["\n"], "max_gen_toks": 4}), i)
+                    for i in range(10)]
+        answers = lm.generate_until(requests)
+    assert len(answers) == 10 and sum(seen) == 10 and len(seen) >= 3

@@ -134,13 +134,12 @@ class VLLMBackend(Backend):
                 models[role] = (ServedModel(url, path, AutoConfig.from_pretrained(path), tokenizer, ev.batch_size),
                                 tokenizer)
             return strategy.lm_eval_model(models, ev.batch_size, task), made
-        from lm_eval.models.openai_completions import LocalCompletionsAPI
+        from harness._evaluation.lm_eval_run import served_lm
 
         url, path = served[""]
-        lm = LocalCompletionsAPI(base_url=f"{url}/completions", model=path, tokenizer=path,
-                                 tokenizer_backend="huggingface", num_concurrent=min(ev.batch_size, 32),
-                                 max_gen_toks=max_gen_toks, max_length=max_positions(AutoConfig.from_pretrained(path)),
-                                 seed=seed)
+        lm = served_lm(progress, base_url=f"{url}/completions", model=path, tokenizer=path,
+                       tokenizer_backend="huggingface", num_concurrent=min(ev.batch_size, 32),
+                       max_gen_toks=max_gen_toks, max_length=max_positions(AutoConfig.from_pretrained(path)), seed=seed)
         return lm, made
 
 

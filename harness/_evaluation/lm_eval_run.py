@@ -49,6 +49,30 @@ def _quiet_hflm() -> type:
     return QuietHFLM
 
 
+def served_lm(progress: Any = None, **kwargs: Any) -> Any:
+    """lm-eval's OpenAI-compatible completions model (``LocalCompletionsAPI``, ``kwargs`` as its own) that calls
+    ``progress(n)`` as each request's ``n`` answers arrive (retried requests count once, when they succeed)."""
+    lm = _counting_completions()(**kwargs)
+    lm.progress = progress
+    return lm
+
+
+@functools.cache
+def _counting_completions() -> type:
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    class CountingCompletionsAPI(LocalCompletionsAPI):
+        progress: Any = None
+
+        def parse_generations(self, outputs: Any, **kwargs: Any) -> list[str]:  # type: ignore[override]
+            answers = LocalCompletionsAPI.parse_generations(outputs=outputs, **kwargs)
+            if self.progress is not None:
+                self.progress(len(answers))
+            return answers
+
+    return CountingCompletionsAPI
+
+
 @functools.cache
 def _drop_attention_mask_note() -> None:
     """transformers' one-time note that a generate call got no attention mask: lm-eval's HFLM passes none (its
