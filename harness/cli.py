@@ -424,8 +424,19 @@ def entry() -> None:
     argv = sys.argv[1:]
     if argv[:1] == ["run"] and not os.environ.get(SUPERVISED_ENV) and sys.platform == "linux":
         sys.exit(supervise(argv, Console(stderr=True, highlight=False, soft_wrap=True)))
-    sys.exit(main(argv))
+    _exit(main(argv))
+
+
+def _exit(code: int) -> None:
+    """Leave with ``code``. After a SIGTERM (143) the run has unwound (servers stopped, stages kept) and leaves at
+    once: the interpreter's shutdown would wait for requests still in flight in other threads and could end the
+    process by another signal than the one the scheduler sent."""
+    if code == 143:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())

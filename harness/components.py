@@ -182,6 +182,11 @@ class Task:
 class Teacher:
     """Produces rationales (and optionally decompositions) for examples."""
 
+    parallel: bool = False
+    """True when ``generate`` is plain computation on its arguments (no server, no GPU, no state kept between
+    calls, the object picklable): a large run then calls it on separate chunks in worker processes
+    (``run.workers``), where ``progress`` is counted per chunk and ``usage`` is not asked."""
+
     def generate(self, examples: Sequence[Example], task: Task, progress: Progress) -> list[list[Generation]]:
         """Return, for each example in order, its list of samples (``sample_index`` 0..n-1).
 
@@ -243,6 +248,9 @@ class Strategy:
     multi_call: bool = False
     """True when inference is more than one generate call (``lm_eval_model`` returns the model lm-eval runs);
     validation-based model selection refuses such strategies."""
+    parallel: bool = False
+    """True when ``build`` is plain computation on its arguments (the object picklable): a large run then builds
+    separate chunks in worker processes (``run.workers``); numbers in ``stats`` are summed over the chunks."""
 
     def setup(self, task: Task) -> None:
         """Called once, before ``build`` and any ``prompt``: the default keeps the task as ``self.task`` so

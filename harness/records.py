@@ -45,12 +45,35 @@ _STEPS = pa.list_(pa.struct([("question", pa.string()), ("answer", pa.string())]
 _TURNS = pa.list_(pa.struct([("context", pa.string()), ("target", pa.string())]))
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+"""One encoder for every value (``json.dumps`` with options builds a new one per call)."""
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False) if value else ""
+    return _ENCODE(value) if value else ""
 
 
-def _unjson(text: str | None) -> dict[str, Any]:
-    return json.loads(text) if text else {}
+def _unjson_all(texts: list[str | None]) -> list[dict[str, Any]]:
+    """A column of JSON texts (``""``: empty) decoded in one parse: several times faster than one per row."""
+    full = [t for t in texts if t]
+    if not full:
+        return [{} for _ in texts]
+    values = iter(json.loads("[" + ",".join(full) + "]"))
+    return [next(values) if t else {} for t in texts]
+
+
+def _maker(cls: type) -> Callable[..., Any]:
+    """A constructor for a frozen dataclass that fills its fields directly (its own ``__init__`` sets each
+    through ``object.__setattr__``: twice as slow, and records are built by the million). The same object."""
+    names = tuple(f for f in cls.__dataclass_fields__)
+    new = object.__new__
+
+    def make(*values: Any) -> Any:
+        obj = new(cls)
+        obj.__dict__.update(zip(names, values))
+        return obj
+
+    return make
 
 
 @dataclass(frozen=True)
@@ -65,27 +88,50 @@ class Kind(Generic[T]):
     compression: str | None = None
     """Arrow IPC's buffer compression for this kind's files (``zstd`` for the text-heavy ones)."""
 
+    def batch(self, records: list[T]) -> pa.RecordBatch:
+        """Records as one Arrow record batch (what a worker process hands back: it pickles as Arrow IPC)."""
+        return pa.RecordBatch.from_pydict(self.to_columns(records), schema=self.schema)
 
-def _steps(steps: Sequence[SubStep]) -> list[dict[str, str]]:
-    return [{"question": s.question, "answer": s.answer} for s in steps]
+
+def _pairs_array(rows: list[Sequence[tuple[str, str]]], type_: pa.DataType) -> pa.Array:
+    """A list-of-pairs column (steps, turns) built from flat columns and offsets, no dictionary per pair."""
+    offsets, firsts, seconds, n = [0], [], [], 0
+    for pairs in rows:
+        for a, b in pairs:
+            firsts.append(a)
+            seconds.append(b)
+        n += len(pairs)
+        offsets.append(n)
+    fields = list(type_.value_type)
+    values = pa.StructArray.from_arrays([pa.array(firsts, pa.string()), pa.array(seconds, pa.string())],
+                                        fields=fields)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, type=type_)
+
+
+def _steps(records: list[Any]) -> pa.Array:
+    return _pairs_array([[(s.question, s.answer) for s in r.steps] for r in records], _STEPS)
+
+
+_SUBSTEP = _maker(SubStep)
 
 
 def _substeps(rows: list[tuple[str, str]] | None) -> tuple[SubStep, ...]:
-    return tuple(SubStep(q, a) for q, a in rows) if rows else ()
+    return tuple([_SUBSTEP(q, a) for q, a in rows]) if rows else ()
 
 
 _ZSTD = "zstd" if pa.Codec.is_available("zstd") else None
 """Rationales and top-k signals (JSON) compress about 3x; a batch is decompressed as it is read."""
+
+_EXAMPLE, _GENERATION, _TRAINING = _maker(Example), _maker(Generation), _maker(TrainingExample)
 
 EXAMPLES: Kind[Example] = Kind(
     "examples",
     pa.schema([("id", pa.string()), ("question", pa.string()), ("answer", pa.string()),
                ("rationale", pa.string()), ("steps", _STEPS), ("meta", pa.string())]),
     lambda rs: {"id": [e.id for e in rs], "question": [e.question for e in rs], "answer": [e.answer for e in rs],
-                "rationale": [e.rationale for e in rs], "steps": [_steps(e.steps) for e in rs],
-                "meta": [_json(e.meta) for e in rs]},
-    lambda c: [Example(*row[:4], _substeps(row[4]), _unjson(row[5])) for row in zip(
-        c["id"], c["question"], c["answer"], c["rationale"], c["steps"], c["meta"])])
+                "rationale": [e.rationale for e in rs], "steps": _steps(rs), "meta": [_json(e.meta) for e in rs]},
+    lambda c: [_EXAMPLE(*row[:4], _substeps(row[4]), row[5]) for row in zip(
+        c["id"], c["question"], c["answer"], c["rationale"], c["steps"], _unjson_all(c["meta"]))])
 
 GENERATIONS: Kind[Generation] = Kind(
     "generations",
@@ -93,9 +139,9 @@ GENERATIONS: Kind[Generation] = Kind(
                ("answer_text", pa.string()), ("steps", _STEPS), ("meta", pa.string())]),
     lambda rs: {"example_id": [g.example_id for g in rs], "sample_index": [g.sample_index for g in rs],
                 "rationale": [g.rationale for g in rs], "answer_text": [g.answer_text for g in rs],
-                "steps": [_steps(g.steps) for g in rs], "meta": [_json(g.meta) for g in rs]},
-    lambda c: [Generation(*row[:4], _substeps(row[4]), _unjson(row[5])) for row in zip(
-        c["example_id"], c["sample_index"], c["rationale"], c["answer_text"], c["steps"], c["meta"])],
+                "steps": _steps(rs), "meta": [_json(g.meta) for g in rs]},
+    lambda c: [_GENERATION(*row[:4], _substeps(row[4]), row[5]) for row in zip(
+        c["example_id"], c["sample_index"], c["rationale"], c["answer_text"], c["steps"], _unjson_all(c["meta"]))],
     _ZSTD)
 
 
@@ -107,11 +153,13 @@ class Grade:
     correct: bool
 
 
+_GRADE = _maker(Grade)
+
 GRADES: Kind[Grade] = Kind(
     "grades",
     pa.schema([("prediction", pa.string()), ("correct", pa.bool_())]),
     lambda rs: {"prediction": [g.prediction for g in rs], "correct": [g.correct for g in rs]},
-    lambda c: [Grade(p, bool(k)) for p, k in zip(c["prediction"], c["correct"])])
+    lambda c: [_GRADE(p, bool(k)) for p, k in zip(c["prediction"], c["correct"])])
 
 
 def _turns(rows: list[tuple[str, str]] | None) -> tuple[tuple[str, str], ...]:
@@ -124,10 +172,10 @@ TRAINING: Kind[TrainingExample] = Kind(
                ("weight", pa.float64()), ("turns", _TURNS), ("signals", pa.string())]),
     lambda rs: {"example_id": [t.example_id for t in rs], "prompt": [t.prompt for t in rs],
                 "target": [t.target for t in rs], "role": [t.role for t in rs], "weight": [t.weight for t in rs],
-                "turns": [[{"context": c, "target": x} for c, x in t.turns] for t in rs],
+                "turns": _pairs_array([t.turns for t in rs], _TURNS),
                 "signals": [_json(dict(t.signals)) for t in rs]},
-    lambda c: [TrainingExample(*row[:5], _turns(row[5]), _unjson(row[6])) for row in zip(
-        c["example_id"], c["prompt"], c["target"], c["role"], c["weight"], c["turns"], c["signals"])],
+    lambda c: [_TRAINING(*row[:5], _turns(row[5]), row[6]) for row in zip(
+        c["example_id"], c["prompt"], c["target"], c["role"], c["weight"], c["turns"], _unjson_all(c["signals"]))],
     _ZSTD)
 
 
@@ -171,9 +219,16 @@ class RecordWriter(Generic[T]):
 
     def _flush(self) -> None:
         if self._buffer:
-            columns = self.kind.to_columns(self._buffer)
-            self._writer.write_batch(pa.RecordBatch.from_pydict(columns, schema=self.kind.schema))
+            self._writer.write_batch(self.kind.batch(self._buffer))
             self._buffer = []
+
+    def write_batch(self, batch: pa.RecordBatch) -> int:
+        """Add records already made into a batch (``Kind.batch``), after any buffered ones; returns how many."""
+        self._flush()
+        if batch.num_rows:
+            self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+        return batch.num_rows
 
     def close(self) -> None:
         self._flush()
@@ -314,11 +369,29 @@ class RecordTable(Sequence[T]):
         """The records in lists of ``size`` (the last one shorter)."""
         return chunked(self, size)
 
+    def rows(self, start: int, stop: int) -> list[T]:
+        """The records ``start`` to ``stop`` (exclusive), converting only those rows of the batches they lie in."""
+        out: list[T] = []
+        stop = min(stop, len(self))
+        b = bisect.bisect_right(self._starts, start) - 1
+        while start < stop:
+            first, end = self._starts[b], self._starts[b + 1]
+            if start == first and stop >= end:  # a whole batch: the cached conversion serves it
+                out.extend(self._batch(b))
+            else:
+                with pa.memory_map(str(self.path)) as f:
+                    batch = pa.ipc.open_file(f).get_batch(b).slice(start - first, min(stop, end) - start)
+                    out.extend(self.kind.from_columns({n: _pylist(batch.column(n)) for n in batch.schema.names}))
+            start, b = min(stop, end), b + 1
+        return out
+
     def column(self, name: str) -> Iterator[list[Any]]:
-        """One column's plain values, batch by batch (no records built)."""
+        """One column's plain values, batch by batch (no records built; only that column is read and, in a
+        compressed file, decompressed)."""
+        options = pa.ipc.IpcReadOptions(included_fields=[self.kind.schema.get_field_index(name)])
         for b in range(len(self._starts) - 1):
             with pa.memory_map(str(self.path)) as f:
-                values = pa.ipc.open_file(f).get_batch(b).column(name).to_pylist()
+                values = pa.ipc.open_file(f, options=options).get_batch(b).column(0).to_pylist()
             yield values
 
 

@@ -34,6 +34,8 @@ class Config:
 class DiverseReasoning(FormattedStrategy):
     """Fine-tune-CoT's format on the first D samples of each question."""
 
+    parallel = True  # plain computation: a large run builds chunks in worker processes
+
     Config = Config
 
     def __init__(self, config: Config):
@@ -58,8 +60,7 @@ class DiverseReasoning(FormattedStrategy):
                 seen.add(" ".join(rationale.split()))
                 out.append(TrainingExample(e.id, self.prompt(e), self.format.render_target(rationale, e.answer)))
         counts = {"offered": offered, "wrong": wrong, "duplicates": duplicates, "kept": len(out)}
-        self._stats = {"samples_per_question": self.config.samples,  # build is called once per chunk: add up
-                       **{k: self._stats.get(k, 0) + n for k, n in counts.items()}}
+        self._stats = {k: self._stats.get(k, 0) + n for k, n in counts.items()}  # build is called once per chunk
         return out
 
     def stats(self) -> dict[str, int]:

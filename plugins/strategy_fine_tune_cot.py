@@ -42,6 +42,8 @@ class Config:
 class FineTuneCoT(FormattedStrategy):
     """Question -> teacher rationale + answer, with the correctness filter."""
 
+    parallel = True  # plain computation: a large run builds chunks in worker processes
+
     Config = Config
 
     def __init__(self, config: Config):

@@ -92,6 +92,8 @@ def transcript(steps: Sequence[SubStep]) -> str:
 
 
 class Socratic(Strategy):
+    parallel = True  # plain computation: a large run builds chunks in worker processes
+
     Config = Config
     prediction_prefix = "-->"
     multi_call = True

@@ -22,6 +22,8 @@ class Config:
 
 
 class StepByStep(Strategy):
+    parallel = True  # plain computation: a large run builds chunks in worker processes
+
     Config = Config
 
     def __init__(self, config: Config):

@@ -16,6 +16,8 @@ class Config:
 class Vanilla(Strategy):
     """Answer-only fine-tuning on the gold answers; needs no teacher output."""
 
+    parallel = True  # plain computation: a large run builds chunks in worker processes
+
     Config = Config
     uses_teacher = False
 

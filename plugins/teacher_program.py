@@ -79,6 +79,8 @@ class Config:
 class ProgramTeacher(Teacher):
     """Correct (or deliberately slipped) step-by-step rationales from a problem's structure."""
 
+    parallel = True  # plain computation: a large run answers chunks in worker processes
+
     Config = Config
 
     def __init__(self, config: Config):
@@ -90,34 +92,49 @@ class ProgramTeacher(Teacher):
             if "ops" not in example.meta:
                 raise DataError(f"the program teacher explains synthetic_arithmetic problems only; example "
                                 f"'{example.id}' has no problem structure. Use another teacher for this task")
-            out.append([self._sample(example, i) for i in range(self.config.samples)])
+            correct = _Worked(example.meta, [o["after"] for o in example.meta["ops"]], self.config.trace_words)
+            out.append([self._sample(example, i, correct) for i in range(self.config.samples)])
             progress(1)
         return out
 
-    def _sample(self, example: Example, index: int) -> Generation:
+    def _sample(self, example: Example, index: int, correct: _Worked) -> Generation:
         c = self.config
         rng = random.Random(f"{c.seed}/{example.id}/{index}")
-        p = dict(example.meta)
-        results = [o["after"] for o in p["ops"]]
+        worked = correct
         slipped = rng.random() < c.error_rate
         if slipped:  # one arithmetic slip, carried through the remaining steps
-            at = rng.randrange(len(results))
+            at = rng.randrange(len(correct.results))
             delta = rng.choice([-1, 1])
-            results = results[:at] + [r + delta for r in results[at:]]
+            worked = _Worked(example.meta, correct.results[:at] + [r + delta for r in correct.results[at:]],
+                             c.trace_words)
         phrasing = c.phrasings[0] if c.temperature == 0 else rng.choice(c.phrasings)
-        rationale = PHRASINGS[phrasing](p, results)
-        if c.trace_words:
-            checks = " ".join(f"Check: {_eq(o, r)}." for o, r in zip(p["ops"], results))
-            have, per = len(rationale.split()), len(checks.split())
-            if have < c.trace_words:
-                rationale += " " + " ".join([checks] * -(-(c.trace_words - have) // per))
-        steps = tuple(
-            SubStep(SUBQUESTION[o["op"]].format(items=p["items"], x=o["x"]), _eq(o, r))
-            for o, r in zip(p["ops"], results)
-        )
-        return Generation(example_id=example.id, sample_index=index, rationale=rationale,
-                          answer_text=str(results[-1]), steps=steps,
+        return Generation(example_id=example.id, sample_index=index, rationale=worked.rationale(phrasing),
+                          answer_text=str(worked.results[-1]), steps=worked.steps,
                           meta={"phrasing": phrasing, "slipped": slipped})
+
+
+class _Worked:
+    """One problem worked with given step results: its sub-question steps, and its rationale in each phrasing
+    (made once, whichever samples ask for it)."""
+
+    def __init__(self, p: dict, results: list[int], trace_words: int):
+        self.p, self.results, self.trace_words = p, results, trace_words
+        self.steps = tuple(SubStep(SUBQUESTION[o["op"]].format(items=p["items"], x=o["x"]), _eq(o, r))
+                           for o, r in zip(p["ops"], results))
+        self._texts: dict[str, str] = {}
+
+    def rationale(self, phrasing: str) -> str:
+        text = self._texts.get(phrasing)
+        if text is None:
+            p, results = self.p, self.results
+            text = PHRASINGS[phrasing](p, results)
+            if self.trace_words:
+                checks = " ".join(f"Check: {_eq(o, r)}." for o, r in zip(p["ops"], results))
+                have, per = len(text.split()), len(checks.split())
+                if have < self.trace_words:
+                    text += " " + " ".join([checks] * -(-(self.trace_words - have) // per))
+            self._texts[phrasing] = text
+        return text
 
 
 @hookimpl

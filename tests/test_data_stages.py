@@ -179,3 +179,39 @@ def test_export_push_goes_where_the_recipes_hub_sink_says(streamed, tmp_path, mo
     assert hub.files["data.parquet"] == (out / "data.parquet").read_bytes() and "README.md" in hub.files
     assert hub.validated and "task_categories" in hub.validated[0]  # the card's metadata went through the check
     assert "hf_test_token" not in "".join(v.decode(errors="replace") for v in hub.files.values())
+
+
+def test_teach_and_build_in_worker_processes_give_what_one_process_gives(tmp_path, monkeypatch):
+    """A large run hands the chunks of a parallel teacher (program) and strategy (diverse reasoning) to worker
+    processes: the same records in the same order, and the strategy's counts summed over the chunks."""
+    from harness._run import stages, workers
+    from harness.cli import main
+    from harness.records import ChunkSizer
+
+    # chunks of changing size (about 60 kB of rationales each, the first of 50 questions)
+    monkeypatch.setattr(stages, "ChunkSizer", lambda most: ChunkSizer(most, budget=60_000, first=50))
+    monkeypatch.setattr(workers, "PARALLEL_FROM", 100)  # 700 questions count as a large run
+    assert workers.workers(2, 700) == 2 and workers.workers(2, 99) == 1
+    used = []
+
+    def spy(fn, jobs, state, processes, stage):
+        used.append((stage, processes))
+        return workers.ordered_map(fn, jobs, state, processes, stage)
+
+    monkeypatch.setattr(stages, "ordered_map", spy)
+    runs = {}
+    for n in (1, 2):
+        recipe = tmp_path / f"w{n}.toml"
+        recipe.write_text(RECIPE.format(runs=tmp_path / f"runs{n}", results=tmp_path / "results")
+                          .replace('output_dir = "', f'workers = {n}\noutput_dir = "'))
+        assert main(["run", str(recipe)]) == 0
+        runs[n] = tmp_path / f"runs{n}" / "stream"
+    assert len(RecordTable(runs[2] / "teach" / "generations.arrow", GENERATIONS)) == 2100
+    for folder, name, kind in (("teach", "generations", GENERATIONS), ("filter", "grades", GRADES),
+                               ("build-diverse_reasoning", "train", TRAINING)):
+        assert list(RecordTable(runs[2] / folder / f"{name}.arrow", kind)) == list(
+            RecordTable(runs[1] / folder / f"{name}.arrow", kind)), folder
+    records = [json.loads((run / "build-diverse_reasoning" / "done.json").read_text())["record"]
+               for run in runs.values()]
+    assert records[0] == records[1] and records[1]["strategy"]["offered"] == 2100
+    assert used == [("teach", 1), ("build diverse_reasoning", 1), ("teach", 2), ("build diverse_reasoning", 2)]

@@ -31,7 +31,7 @@ def test_diverse_reasoning_keeps_first_d_correct_distinct_rationales():
     s = DiverseReasoning(DiverseConfig(samples=5))
     rows = s.build([E], gens, TASK)
     assert [r.target for r in rows] == [f" a --> {E.answer}", f" c --> {E.answer}"]
-    assert s.stats() == {"samples_per_question": 5, "offered": 5, "wrong": 1, "duplicates": 2, "kept": 2}
+    assert s.stats() == {"offered": 5, "wrong": 1, "duplicates": 2, "kept": 2}
     assert len(DiverseReasoning(DiverseConfig(samples=5, deduplicate=False)).build([E], gens, TASK)) == 4
     assert len(DiverseReasoning(DiverseConfig(samples=6, filter=False)).build([E], gens, TASK)) == 4
 

@@ -33,6 +33,7 @@ from harness._run.registry import Registry
 from harness._run.rundir import RunDir
 from harness._run.supervise import note_stage
 from harness._run.ui import UI
+from harness._run.workers import workers
 from harness.components import Objective, Strategy, Student, Task, Teacher
 from harness.errors import BadInputError, RecipeError, RunError, is_out_of_memory
 from harness.records import TRAINING, RecordTable, TextView
@@ -146,7 +147,8 @@ class Pipeline:
 
         def work(out: Path, progress) -> tuple[list[str], dict]:
             try:
-                return stages.teach(teacher, self.recipe.teacher.kind, task, train, out, progress)
+                return stages.teach(teacher, self.recipe.teacher.kind, task, train, out, progress,
+                                    workers(self.recipe.run.workers, len(train)))
             finally:
                 teacher.close()  # a server it started for the chunks is stopped
 
@@ -167,9 +169,8 @@ class Pipeline:
         filter_dir = self.rundir.path("filter")
 
         def work(out: Path, progress) -> tuple[list[str], dict]:
-            chunks = (stages.graded_chunks(train, self.rundir.path("teach"), graded) if graded is not None
-                      else ((chunk, {}) for chunk in train.chunks(stages.CHUNK)))
-            return stages.build(name, strategy, task, chunks, out, filter_dir, progress)
+            return stages.build(name, strategy, task, train, graded and self.rundir.path("teach"), filter_dir, out,
+                                progress, workers(self.recipe.run.workers, len(train)))
 
         folder = self._stage(f"build-{name}", f"build {name}", key, len(train), work)
         return RecordTable(folder / "train.arrow", TRAINING)

@@ -36,11 +36,17 @@ class RunSettings:
     seed: int = 0
     output_dir: str = "runs"
     """Where run directories go, relative to the current directory unless absolute."""
+    workers: int = 0
+    """Processes for the data stages of a large run (teach with a program teacher, build): 0, one per CPU; 1, the
+    run's own process only. Components that talk to a server or a GPU always run in the run's own process."""
 
     def check(self) -> list[tuple[str, str]]:
+        problems = []
         if self.name and not _NAME.match(self.name):
-            return [("name", f"'{self.name}' must be letters, digits, '_', '-', '.'")]
-        return []
+            problems.append(("name", f"'{self.name}' must be letters, digits, '_', '-', '.'"))
+        if self.workers < 0:
+            problems.append(("workers", "must be 0 (one per CPU) or more"))
+        return problems
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,18 @@ row beside the teach file, no copy of the text) and ``build-<strategy>/train.arr
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from harness import answers
 from harness._run.ui import Trouble
+from harness._run.workers import ordered_map
 from harness.components import Strategy, Task, Teacher
 from harness.errors import BadInputError, RunError
 from harness.generation import signal_problem
@@ -29,11 +34,12 @@ from harness.records import (
     Grade,
     RecordTable,
     RecordWriter,
+    _maker,
     chunked,
     file_digest,
     generation_bytes,
 )
-from harness.types import Example, Generation, GradedGeneration
+from harness.types import Example, GradedGeneration
 
 CHUNK = 8192
 """The most questions handed to the teacher or a strategy in one call; fewer when their rationales are long
@@ -82,37 +88,74 @@ def write_splits(task: Task, kind: str, out: Path) -> tuple[Parts, dict[str, Any
 
 # teach ------------------------------------------------------------------------------------------------------
 
+@dataclass
+class _Taught:
+    """What one chunk of the teach stage made: its generations as a record batch, and what the stage counts."""
+
+    questions: int
+    batch: pa.RecordBatch
+    failed: int = 0
+    weight: int = 0
+    unusable: list[str] = field(default_factory=list)
+    signal_size: int = 0
+    signal_tokens: int = 0
+
+
+def _teach_chunk(job: tuple[str, int, int], state: dict[str, Any]) -> _Taught:
+    """Questions ``start`` to ``stop`` of the train file, answered by the teacher (in a worker process, or in the
+    stage's own)."""
+    path, start, stop = job
+    chunk = RecordTable(Path(path), EXAMPLES).rows(start, stop)
+    samples = state["teacher"].generate(chunk, state["task"], state.get("progress", lambda n: None))
+    if len(samples) != len(chunk):
+        raise RunError(f"teacher '{state['kind']}' returned {len(samples)} results for {len(chunk)} examples")
+    flat = [g for gens in samples for g in gens]
+    out = _Taught(len(chunk), GENERATIONS.batch(flat))
+    for i, g in enumerate(flat, 1):
+        out.failed += bool(g.meta.get("error"))
+        if not i % 16:  # one generation in 16 weighed (sizing chunks needs no more)
+            out.weight += 16 * generation_bytes(g)
+        signals = g.meta.get("signals")
+        if signals and (problem := signal_problem(signals)):
+            out.unusable.append(f"question {g.example_id} sample {g.sample_index}: {problem}")
+        tokens = signals and (signals.get("target_ids") or signals.get("target_text"))
+        if tokens:  # token-level signals beside the text
+            out.signal_size += len(json.dumps(signals))
+            out.signal_tokens += len(tokens)
+    return out
+
+
 def teach(teacher: Teacher, kind: str, task: Task, train: RecordTable[Example], out: Path,
-          progress: Progress) -> tuple[Parts, dict[str, Any]]:
+          progress: Progress, processes: int = 1) -> tuple[Parts, dict[str, Any]]:
     """The teacher asked chunk by chunk (a list of questions per ``generate`` call, as the contract says); its
-    answers written as they come, grouped by question in question order."""
-    questions = generations = failed = signal_size = signal_tokens = weighed = 0
-    unusable: list[str] = []
+    answers written as they come, grouped by question in question order. A teacher whose ``parallel`` says so
+    answers in ``processes`` worker processes, chunk by chunk, written in the same order."""
+    questions = generations = failed = signal_size = signal_tokens = 0
     sizer = ChunkSizer(CHUNK)
+    processes = processes if teacher.parallel else 1
+    state: dict[str, Any] = {"teacher": teacher, "task": task, "kind": kind}
+    if processes <= 1:
+        state["progress"] = progress
+
+    def jobs() -> Iterator[tuple[str, int, int]]:
+        start = 0
+        while start < len(train):
+            stop = min(len(train), start + sizer.size)  # the size may change while the chunk is out
+            yield str(train.path), start, stop
+            start = stop
+
     with RecordWriter(out / "generations.arrow", GENERATIONS) as writer:
-        for chunk in sizer.chunks(train):
-            samples = teacher.generate(chunk, task, progress)
-            if len(samples) != len(chunk):
-                raise RunError(f"teacher '{kind}' returned {len(samples)} results for {len(chunk)} examples")
-            weight = 0
-            for gens in samples:
-                writer.write(gens)
-                generations += len(gens)
-                for g in gens:
-                    failed += bool(g.meta.get("error"))
-                    weighed += 1
-                    if not weighed % 16:  # one generation in 16 weighed (sizing chunks needs no more)
-                        weight += 16 * generation_bytes(g)
-                    signals = g.meta.get("signals")
-                    if signals and (problem := signal_problem(signals)):
-                        unusable.append(f"question {g.example_id} sample {g.sample_index}: {problem}")
-                    tokens = signals and (signals.get("target_ids") or signals.get("target_text"))
-                    if tokens:  # token-level signals beside the text
-                        signal_size += len(json.dumps(signals))
-                        signal_tokens += len(tokens)
-            sizer.saw(len(chunk), weight)
-            questions += len(chunk)
-            if unusable:  # the teacher has answered (and cached) this chunk: stop before paying for more
+        for taught in ordered_map(_teach_chunk, jobs(), state, processes, "teach"):
+            generations += writer.write_batch(taught.batch)
+            failed += taught.failed
+            signal_size += taught.signal_size
+            signal_tokens += taught.signal_tokens
+            sizer.saw(taught.questions, taught.weight)
+            questions += taught.questions
+            if processes > 1:
+                progress(taught.questions)
+            if taught.unusable:  # the teacher has answered (and cached) this chunk: stop before paying for more
+                unusable = taught.unusable
                 raise BadInputError(
                     f"teacher '{kind}': {len(unusable)} generations carry unusable top-k signals, which would "
                     f"train a broken student: " + "; ".join(unusable[:5]) + (" ..." if len(unusable) > 5 else "")
@@ -202,31 +245,6 @@ def _columns(table: RecordTable[Any], *names: str) -> Iterator[tuple[Any, ...]]:
         yield from zip(*values)
 
 
-def graded_chunks(train: RecordTable[Example], teach_dir: Path, filter_dir: Path,
-                  size: int = CHUNK) -> Iterator[tuple[list[Example], dict[str, list[GradedGeneration]]]]:
-    """The train questions at most ``size`` at a time (fewer when their generations are long: ``ChunkSizer``),
-    each chunk with its graded generations, read in step from the teach and filter files."""
-    pairs = zip(RecordTable(teach_dir / "generations.arrow", GENERATIONS),
-                RecordTable(filter_dir / "grades.arrow", GRADES))
-    pending: tuple[Generation, Grade] | None = next(pairs, None)
-    sizer = ChunkSizer(size)
-    seen = 0
-    for chunk in sizer.chunks(train):
-        graded: dict[str, list[GradedGeneration]] = {}
-        weight = 0
-        for e in chunk:
-            mine = graded.setdefault(e.id, [])
-            while pending is not None and pending[0].example_id == e.id:
-                g, verdict = pending
-                mine.append(GradedGeneration(g, verdict.prediction, verdict.correct))
-                seen += 1
-                if not seen % 16:  # one generation in 16 weighed
-                    weight += 16 * generation_bytes(g)
-                pending = next(pairs, None)
-        sizer.saw(len(chunk), weight)
-        yield chunk, graded
-
-
 # build ------------------------------------------------------------------------------------------------------
 
 def usable_generations(graded: Mapping[str, list[GradedGeneration]]) -> tuple[dict[str, list[GradedGeneration]],
@@ -242,23 +260,103 @@ def usable_generations(graded: Mapping[str, list[GradedGeneration]]) -> tuple[di
     return usable, left_out
 
 
-def build(name: str, strategy: Strategy, task: Task, chunks: Iterable[tuple[list[Example], Mapping]], out: Path,
-          filter_dir: Path, progress: Progress) -> tuple[Parts, dict[str, Any]]:
+def _plan(train: RecordTable[Example], teach_dir: Path | None, sizer: ChunkSizer) -> Iterator[tuple[int, ...]]:
+    """The build stage's chunks: question rows ``q0:q1`` with their generation rows ``g0:g1`` (the teach file
+    holds each question's generations together, in question order), as many questions as ``sizer`` says."""
+    ids = (i for batch in train.column("id") for i in batch)
+    owners = iter(()) if teach_dir is None else (
+        i for batch in RecordTable(teach_dir / "generations.arrow", GENERATIONS).column("example_id") for i in batch)
+    pending = next(owners, None)
+    q = g = 0
+    while q < len(train):
+        q0, g0 = q, g
+        for example_id in itertools.islice(ids, sizer.size):
+            q += 1
+            while pending is not None and pending == example_id:
+                g += 1
+                pending = next(owners, None)
+        if q == q0:  # the task file ended early: nothing more to plan
+            break
+        yield q0, q, g0, g
+    if pending is not None:
+        raise RunError(f"the teach stage's output names example '{pending}' out of the task's order; re-run with "
+                       f"--from teach")
+
+
+@dataclass
+class _Built:
+    """What one chunk of the build stage made: its training pairs as a record batch, and what the stage counts."""
+
+    questions: int
+    batch: pa.RecordBatch
+    covered: int
+    roles: dict[str, int]
+    unusable: int
+    weight: int
+    stats: dict[str, Any]
+
+
+_GRADED = _maker(GradedGeneration)
+
+
+def _build_chunk(job: tuple[Any, ...], state: dict[str, Any]) -> _Built:
+    """One chunk of questions with their graded generations, read from the stage files and built into training
+    pairs by the strategy (in a worker process, or in the stage's own)."""
+    train, teach_dir, filter_dir, q0, q1, g0, g1 = job
+    strategy: Strategy = state["strategy"]
+    chunk = RecordTable(Path(train), EXAMPLES).rows(q0, q1)
+    graded: dict[str, list[GradedGeneration]] = {e.id: [] for e in chunk}
+    weight = 0
+    if teach_dir is not None and g1 > g0:
+        gens = RecordTable(Path(teach_dir) / "generations.arrow", GENERATIONS).rows(g0, g1)
+        verdicts = RecordTable(Path(filter_dir) / "grades.arrow", GRADES).rows(g0, g1)
+        for i, (g, verdict) in enumerate(zip(gens, verdicts), g0 + 1):
+            graded[g.example_id].append(_GRADED(g, verdict.prediction, verdict.correct))
+            if not i % 16:  # one generation in 16 weighed
+                weight += 16 * generation_bytes(g)
+    usable, left_out = usable_generations(graded)
+    before = dict(strategy.stats()) if state.get("worker") else {}
+    rows = strategy.build(chunk, usable if strategy.uses_teacher else {}, state["task"])
+    roles: dict[str, int] = {}
+    for t in rows:
+        roles[t.role] = roles.get(t.role, 0) + 1
+    stats = {}
+    if state.get("worker"):  # what this call added to the strategy's figures (summed over the chunks)
+        stats = {k: v - before.get(k, 0) if _number(v) and _number(before.get(k, 0)) else v
+                 for k, v in strategy.stats().items()}
+    return _Built(len(chunk), TRAINING.batch(rows), len({t.example_id for t in rows}), roles, left_out, weight,
+                  stats)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def build(name: str, strategy: Strategy, task: Task, train: RecordTable[Example], teach_dir: Path | None,
+          filter_dir: Path, out: Path, progress: Progress, processes: int = 1) -> tuple[Parts, dict[str, Any]]:
     """The strategy's training pairs, built chunk by chunk (``Strategy.build`` gets a chunk of questions and
-    their generations per call) and written as they come."""
+    their graded generations per call) and written as they come; ``teach_dir`` None: a strategy that uses no
+    teacher. A strategy whose ``parallel`` says so builds in ``processes`` worker processes, chunk by chunk,
+    written in the same order."""
     examples = unusable = covered = 0
     roles: dict[str, int] = {}
+    processes = processes if strategy.parallel else 1
+    state: dict[str, Any] = {"strategy": strategy, "task": task, "worker": processes > 1}
+    sizer = ChunkSizer(CHUNK)
+    merged: dict[str, Any] = {}
+    jobs = ((str(train.path), teach_dir and str(teach_dir), str(filter_dir), *span)
+            for span in _plan(train, teach_dir, sizer))
     with RecordWriter(out / "train.arrow", TRAINING) as writer:
-        for chunk, graded in chunks:
-            usable, left_out = usable_generations(graded)
-            unusable += left_out
-            rows = strategy.build(chunk, usable if strategy.uses_teacher else {}, task)
-            writer.write(rows)
-            examples += len(rows)
-            covered += len({t.example_id for t in rows})
-            for t in rows:
-                roles[t.role] = roles.get(t.role, 0) + 1
-            progress(len(chunk))
+        for built in ordered_map(_build_chunk, jobs, state, processes, f"build {name}"):
+            examples += writer.write_batch(built.batch)
+            unusable += built.unusable
+            covered += built.covered
+            for role, n in built.roles.items():
+                roles[role] = roles.get(role, 0) + n
+            for k, v in built.stats.items():
+                merged[k] = merged.get(k, 0) + v if _number(v) and _number(merged.get(k, 0)) else v
+            sizer.saw(built.questions, built.weight)
+            progress(built.questions)
     if not examples:
         raise RunError(f"strategy '{name}' built no training examples (did the filter drop everything? "
                        f"see {filter_dir / 'teacher_report.json'})")
@@ -271,7 +369,7 @@ def build(name: str, strategy: Strategy, task: Task, chunks: Iterable[tuple[list
         record["roles"] = {role: roles[role] for role in sorted(roles)}
         summary += " (" + ", ".join(f"{n} {role}" for role, n in record["roles"].items()) + ")"
     parts: Parts = [Trouble(summary) if record.get("failed_or_empty_generations") else summary]
-    stats = dict(strategy.stats())
+    stats = merged if processes > 1 else dict(strategy.stats())
     if stats:
         record["strategy"] = stats
         parts.append(", ".join(f"{k} {v}" for k, v in stats.items()))
