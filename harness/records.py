@@ -223,10 +223,11 @@ class RecordWriter(Generic[T]):
             self._buffer = []
 
     def write_batch(self, batch: pa.RecordBatch) -> int:
-        """Add records already made into a batch (``Kind.batch``), after any buffered ones; returns how many."""
+        """Add records already made into a batch (``Kind.batch``), after any buffered ones, stored as batches of
+        at most ``batch_rows`` (what a reader holds at a time); returns how many."""
         self._flush()
-        if batch.num_rows:
-            self._writer.write_batch(batch)
+        for start in range(0, batch.num_rows, self.batch_rows):
+            self._writer.write_batch(batch.slice(start, self.batch_rows))
         self.rows += batch.num_rows
         return batch.num_rows
 

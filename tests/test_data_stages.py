@@ -215,3 +215,23 @@ def test_teach_and_build_in_worker_processes_give_what_one_process_gives(tmp_pat
                for run in runs.values()]
     assert records[0] == records[1] and records[1]["strategy"]["offered"] == 2100
     assert used == [("teach", 1), ("build diverse_reasoning", 1), ("teach", 2), ("build diverse_reasoning", 2)]
+
+
+def _square_or_die(job, state):
+    import os
+    import signal
+
+    if job == state["die_at"]:
+        os.kill(os.getpid(), signal.SIGKILL)  # what the kernel does to a process out of memory
+    return job * job
+
+
+def test_worker_processes_keep_order_and_a_killed_worker_is_a_message():
+    from harness._run.workers import ordered_map
+    from harness.errors import RunError
+
+    assert list(ordered_map(_square_or_die, range(12), {"die_at": -1}, 2, "build x")) == [i * i for i in range(12)]
+    assert list(ordered_map(_square_or_die, range(5), {"die_at": -1}, 1, "build x")) == [0, 1, 4, 9, 16]
+    with pytest.raises(RunError, match=r"build x: a worker process died \(killed by the kernel, most likely out of "
+                                       r"memory\). To fit: set run.workers to fewer processes"):
+        list(ordered_map(_square_or_die, range(12), {"die_at": 5}, 2, "build x"))

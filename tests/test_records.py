@@ -90,3 +90,15 @@ def test_chunks_are_bounded_by_bytes_as_well_as_by_count():
         sizes.append(len(chunk))
         long.saw(len(chunk), 2_000 * len(chunk))  # 2 kB a question: 5 fit the budget
     assert sizes[0] == 10 and set(sizes[1:-1]) == {5} and sum(sizes) == 300
+
+
+def test_a_large_batch_is_stored_in_batches_a_reader_can_hold(tmp_path):
+    from harness.records import GRADES, Grade, RecordTable, RecordWriter
+
+    grades = [Grade(str(i), i % 3 == 0) for i in range(25)]
+    with RecordWriter(tmp_path / "g.arrow", GRADES, batch_rows=10) as writer:
+        writer.write(grades[:3])
+        assert writer.write_batch(GRADES.batch(grades[3:])) == 22
+    table = RecordTable(tmp_path / "g.arrow", GRADES)
+    assert [len(b) for b in table.batches()] == [3, 10, 10, 2]
+    assert list(table) == grades and table.rows(2, 14) == grades[2:14] and table.rows(20, 99) == grades[20:]

@@ -101,7 +101,7 @@ def _encode_chunk(job: tuple[str, int, int, Any, int, bool, Any]) -> list[dict]:
     from harness.records import TRAINING
 
     table = RecordTable(Path(path), TRAINING)
-    return encode(tokenizer, table[start:stop], max_length, encoder_decoder, chat)
+    return encode(tokenizer, table.rows(start, stop), max_length, encoder_decoder, chat)
 
 
 def build_store(train: Sequence[Any], tokenizer: Any, max_length: int, encoder_decoder: bool, chat: Any,
@@ -165,7 +165,8 @@ def build_store(train: Sequence[Any], tokenizer: Any, max_length: int, encoder_d
             return build_store(train, tokenizer, max_length, encoder_decoder, chat, folder, processes=1)
     else:
         for a, b in spans:
-            add(encode(tokenizer, train[a:b], max_length, encoder_decoder, chat))
+            rows = train.rows(a, b) if isinstance(train, RecordTable) else train[a:b]
+            add(encode(tokenizer, rows, max_length, encoder_decoder, chat))
     for f, handle in files.items():
         handle.close()
         offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts[f]), dtype=np.int64)])
