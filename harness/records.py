@@ -313,18 +313,35 @@ def write_records(path: Path, kind: Kind[T], records: Iterable[T]) -> int:
         return out.write(records)
 
 
+_STARTS: dict[tuple[str, int, int, int], list[int]] = {}
+"""Where each record batch of a file starts, per file version (stage files are replaced whole, never changed):
+a worker process opening the same file for every chunk counts its rows once."""
+
+
+def _batch_starts(path: Path, kind: Kind[Any]) -> list[int]:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _STARTS:
+        # one narrow column read (and, in a compressed file, decompressed) per batch, only to count its rows
+        narrow = next((i for i, f in enumerate(kind.schema) if pa.types.is_primitive(f.type)), 0)
+        with pa.memory_map(str(path)) as f:
+            reader = pa.ipc.open_file(f, options=pa.ipc.IpcReadOptions(included_fields=[narrow]))
+            starts = [0]
+            for i in range(reader.num_record_batches):
+                starts.append(starts[-1] + reader.get_batch(i).num_rows)
+        if len(_STARTS) > 64:
+            _STARTS.clear()
+        _STARTS[key] = starts
+    return _STARTS[key]
+
+
 class RecordTable(Sequence[T]):
     """The records of an Arrow IPC file as a read-only sequence: ``len``, ``[i]``, slices and iteration read one
     record batch at a time (the last one read is kept), so memory does not grow with the file."""
 
     def __init__(self, path: Path, kind: Kind[T]):
         self.path, self.kind = Path(path), kind
-        with pa.memory_map(str(self.path)) as f:  # mapped: counting rows touches only the batches' headers
-            reader = pa.ipc.open_file(f)
-            sizes = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
-        self._starts = [0]
-        for n in sizes:
-            self._starts.append(self._starts[-1] + n)
+        self._starts = _batch_starts(self.path, kind)
         self._cached: tuple[int, list[T]] | None = None
         self._digest: str | None = None
 
