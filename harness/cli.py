@@ -3,7 +3,7 @@
 Exit codes: 0 success, 1 a failure while running, 2 bad input (recipe, options, data, plugins) or an environment that
 refuses (an unwritable file, a server that errs), 130 interrupted, 143 terminated.
 
-About 420 lines, on purpose: the parser and the command functions it dispatches to stay in one file, the one
+About 440 lines, on purpose: the parser and the command functions it dispatches to stay in one file, the one
 place that lists every command and its options; the error boundary lives in ``harness._boundary``.
 """
 

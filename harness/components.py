@@ -9,6 +9,9 @@ no default: a component without one is refused with a message naming it.
 Components talk in batches: a list in, a list out, in the same order (like lm-eval's ``LM``). Every component
 class may declare a nested ``Config`` dataclass; the recipe section is validated against it and the component is
 built as ``Component(config)``.
+
+About 440 lines, on purpose: every interface a plugin implements, with each optional member's default and its
+documentation, is in this one file, which the plugin guide's tables follow.
 """
 
 from __future__ import annotations
