@@ -293,13 +293,14 @@ class ChunkSizer:
         per = self._bytes / max(1, self._questions)
         self.size = max(1, min(self.most, int(self.budget / max(per, 1.0))))
 
-    def chunks(self, items: Iterable[T]) -> Iterator[list[T]]:
-        """``items`` in lists of the current ``size`` (set again by ``saw`` between chunks)."""
-        import itertools
-
-        it = iter(items)
-        while chunk := list(itertools.islice(it, self.size)):
-            yield chunk
+    def spans(self, total: int) -> Iterator[tuple[int, int]]:
+        """``(start, stop)`` rows of ``total`` in spans of the current ``size`` (set again by ``saw`` between
+        spans; a span handed out keeps its size)."""
+        start = 0
+        while start < total:
+            stop = min(total, start + self.size)
+            yield start, stop
+            start = stop
 
 
 def generation_bytes(g: Generation) -> int:

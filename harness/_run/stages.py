@@ -137,15 +137,9 @@ def teach(teacher: Teacher, kind: str, task: Task, train: RecordTable[Example], 
     if processes <= 1:
         state["progress"] = progress
 
-    def jobs() -> Iterator[tuple[str, int, int]]:
-        start = 0
-        while start < len(train):
-            stop = min(len(train), start + sizer.size)  # the size may change while the chunk is out
-            yield str(train.path), start, stop
-            start = stop
-
+    jobs = ((str(train.path), start, stop) for start, stop in sizer.spans(len(train)))
     with RecordWriter(out / "generations.arrow", GENERATIONS) as writer:
-        for taught in ordered_map(_teach_chunk, jobs(), state, processes, "teach"):
+        for taught in ordered_map(_teach_chunk, jobs, state, processes, "teach"):
             generations += writer.write_batch(taught.batch)
             failed += taught.failed
             signal_size += taught.signal_size
