@@ -96,7 +96,8 @@ def teacher_recipe(work: Path, steps: int, train_size: int) -> dict:
 
 
 def student_recipe(work: Path, seed: int, teacher_dir: Path, budget: int, train_size: int,
-                   strategies: list[dict], name: str = "kd", architecture: dict | None = None) -> dict:
+                   strategies: list[dict], name: str = "kd", architecture: dict | None = None,
+                   threads: int = 2) -> dict:
     return {
         "run": {"name": f"{name}_seed{seed}", "seed": seed, "output_dir": str(work)},
         "task": {"kind": "synthetic_arithmetic", "train_size": train_size, "validation_size": 200, "test_size": 300},
@@ -106,7 +107,7 @@ def student_recipe(work: Path, seed: int, teacher_dir: Path, budget: int, train_
         "strategy": strategies,
         "student": [{"kind": "transformers", "name": "gpt2-large" if architecture else "gpt2-0.85M",
                      "tokenizer": str(teacher_dir), "architecture": architecture or STUDENT}],
-        "training": {"max_tokens": budget, "batch_size": 16, "learning_rate": 2e-3, "threads": 2},
+        "training": {"max_tokens": budget, "batch_size": 16, "learning_rate": 2e-3, "threads": threads},
         "evaluation": {"batch_size": 100, "max_gen_toks": 96},
         "sink": [{"kind": "local", "dir": str(work / "results")}],
     }
@@ -128,6 +129,7 @@ def main() -> int:
     p.add_argument("--no-large", action="store_true",
                    help="leave out the student of the teacher's size (the slowest part: about 15 minutes per "
                         "student on 2 CPU cores)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of each student's training")
     p.add_argument("--workdir", default=str(REPO / "runs" / "kd_science"))
     p.add_argument("--out", default=str(REPO / "results" / "kd_science"))
     args = p.parse_args()
@@ -163,7 +165,8 @@ def main() -> int:
                     continue
             else:
                 results, run_dir = run(student_recipe(work, seed, teacher_dir, args.budget_tokens,
-                                                      args.train_size, strategies, group, architecture),
+                                                      args.train_size, strategies, group, architecture,
+                                                      args.threads),
                                        f"{group}_seed{seed}")
             if not report:
                 report = json.loads((run_dir / "filter" / "teacher_report.json").read_text())

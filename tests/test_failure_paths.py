@@ -339,6 +339,8 @@ def test_a_secret_wherever_it_is_put_is_refused_before_anything_is_written(tmp_p
     result = cli("validate", recipe)
     assert result.code == 2, result.err
     assert f"teacher.{field}" in result.err and "Traceback" not in result.err
+    said = [x for x in result.err.splitlines() if x.startswith("error: ") and "secret" in x.split(": ", 3)[3]]
+    assert len(said) == len({x.split(": ")[2] for x in said}), "one message per secret"
     for secret in (KEY, HF, GROQ):
         assert secret not in result.err + result.out
     assert not (tmp_path / "runs").exists() or not _files_hold(tmp_path / "runs", KEY)

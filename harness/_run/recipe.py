@@ -302,10 +302,10 @@ def _key_shaped_values(value: Any, where: str) -> list[str]:
 
 def recipe_from_dict(data: Mapping[str, Any], path: Path, registry: Registry) -> Recipe:
     file = str(path)
-    problems: list[str] = [f"{file}: {where}: looks like an API key or token; keys never go in a recipe (it would be "
+    key_shaped = [f"{file}: {where}:" for where in _key_shaped_values(data, "")]
+    problems: list[str] = [f"{where} looks like an API key or token; keys never go in a recipe (it would be "
                            f"recorded with the results): export it as an environment variable and name that "
-                           f"variable (e.g. api_key_env = \"OPENAI_API_KEY\")"
-                           for where in _key_shaped_values(data, "")]
+                           f"variable (e.g. api_key_env = \"OPENAI_API_KEY\")" for where in key_shaped]
     for key in data:
         if key not in TOP_LEVEL:
             problems.append(f"{file}: {key}: unknown section.{did_you_mean(key, TOP_LEVEL)} "
@@ -372,8 +372,11 @@ def recipe_from_dict(data: Mapping[str, Any], path: Path, registry: Registry) ->
                             f"above it: {choices}")
     students = many("student", "student")
     sinks = many("sink", "sink", default=[{"kind": "local"}])
-    if problems:
-        raise RecipeError(problems)
+    if problems:  # where a component's own check names the secret too, its words say more: once is enough
+        said = [p for p in problems[len(key_shaped):] if any(p.startswith(where) and "secret" in p[len(where):]
+                                                               for where in key_shaped)]
+        raise RecipeError([p for p, where in zip(problems, key_shaped)
+                           if not any(s.startswith(where) for s in said)] + problems[len(key_shaped):])
     assert task is not None and teacher is not None
     return Recipe(path=path, run=run, task=task, teacher=teacher, strategies=strategies, students=students,
                   training=training, evaluation=evaluation, sinks=sinks)
