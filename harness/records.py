@@ -24,10 +24,12 @@ as JSON text.
 from __future__ import annotations
 
 import bisect
+import gc
 import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -62,6 +64,21 @@ def _unjson_all(texts: list[str | None]) -> list[dict[str, Any]]:
     return [next(values) if t else {} for t in texts]
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cycle collector held off while records are made, converted or worked on a chunk at a time. Records
+    are millions of small objects without cycles, and each batch of them alive at once set off collections that
+    scan every live object: a quarter to a third of the data stages' time (measured). It is back on as soon as
+    the block ends, so cycles made meanwhile (an HTTP client's, say) are still collected, a chunk later."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _maker(cls: type) -> Callable[..., Any]:
     """A constructor for a frozen dataclass that fills its fields directly (its own ``__init__`` sets each
     through ``object.__setattr__``: twice as slow, and records are built by the million). The same object."""
@@ -90,7 +107,13 @@ class Kind(Generic[T]):
 
     def batch(self, records: list[T]) -> pa.RecordBatch:
         """Records as one Arrow record batch (what a worker process hands back: it pickles as Arrow IPC)."""
-        return pa.RecordBatch.from_pydict(self.to_columns(records), schema=self.schema)
+        with gc_paused():
+            return pa.RecordBatch.from_pydict(self.to_columns(records), schema=self.schema)
+
+    def records(self, batch: pa.RecordBatch) -> list[T]:
+        """An Arrow record batch (or a slice of one) as records."""
+        with gc_paused():
+            return self.from_columns({name: _pylist(batch.column(name)) for name in batch.schema.names})
 
 
 def _pairs_array(rows: list[Sequence[tuple[str, str]]], type_: pa.DataType) -> pa.Array:
@@ -115,8 +138,18 @@ def _steps(records: list[Any]) -> pa.Array:
 _SUBSTEP = _maker(SubStep)
 
 
-def _substeps(rows: list[tuple[str, str]] | None) -> tuple[SubStep, ...]:
-    return tuple([_SUBSTEP(q, a) for q, a in rows]) if rows else ()
+def _substeps(rows: list[tuple[str, str]] | None, seen: dict[tuple[str, str], SubStep]) -> tuple[SubStep, ...]:
+    """A row's steps; ``seen``: the steps made for this batch so far (frozen, so one object serves every row with
+    the same step: generated and sampled data repeat their steps a lot, and a lookup costs a tenth of a new one)."""
+    if not rows:
+        return ()
+    out = []
+    for pair in rows:
+        step = seen.get(pair)
+        if step is None:
+            step = seen[pair] = _SUBSTEP(*pair)
+        out.append(step)
+    return tuple(out)
 
 
 _ZSTD = "zstd" if pa.Codec.is_available("zstd") else None
@@ -124,14 +157,20 @@ _ZSTD = "zstd" if pa.Codec.is_available("zstd") else None
 
 _EXAMPLE, _GENERATION, _TRAINING = _maker(Example), _maker(Generation), _maker(TrainingExample)
 
+
+def _with_steps(make: Callable[..., T], rows: Iterable[tuple[Any, ...]]) -> list[T]:
+    """Records from rows of four values, the steps and the metadata (examples, generations)."""
+    seen: dict[tuple[str, str], SubStep] = {}
+    return [make(*row[:4], _substeps(row[4], seen), row[5]) for row in rows]
+
 EXAMPLES: Kind[Example] = Kind(
     "examples",
     pa.schema([("id", pa.string()), ("question", pa.string()), ("answer", pa.string()),
                ("rationale", pa.string()), ("steps", _STEPS), ("meta", pa.string())]),
     lambda rs: {"id": [e.id for e in rs], "question": [e.question for e in rs], "answer": [e.answer for e in rs],
                 "rationale": [e.rationale for e in rs], "steps": _steps(rs), "meta": [_json(e.meta) for e in rs]},
-    lambda c: [_EXAMPLE(*row[:4], _substeps(row[4]), row[5]) for row in zip(
-        c["id"], c["question"], c["answer"], c["rationale"], c["steps"], _unjson_all(c["meta"]))])
+    lambda c: _with_steps(_EXAMPLE, zip(c["id"], c["question"], c["answer"], c["rationale"], c["steps"],
+                                        _unjson_all(c["meta"]))))
 
 GENERATIONS: Kind[Generation] = Kind(
     "generations",
@@ -140,8 +179,8 @@ GENERATIONS: Kind[Generation] = Kind(
     lambda rs: {"example_id": [g.example_id for g in rs], "sample_index": [g.sample_index for g in rs],
                 "rationale": [g.rationale for g in rs], "answer_text": [g.answer_text for g in rs],
                 "steps": _steps(rs), "meta": [_json(g.meta) for g in rs]},
-    lambda c: [_GENERATION(*row[:4], _substeps(row[4]), row[5]) for row in zip(
-        c["example_id"], c["sample_index"], c["rationale"], c["answer_text"], c["steps"], _unjson_all(c["meta"]))],
+    lambda c: _with_steps(_GENERATION, zip(c["example_id"], c["sample_index"], c["rationale"], c["answer_text"],
+                                           c["steps"], _unjson_all(c["meta"]))),
     _ZSTD)
 
 
@@ -359,9 +398,7 @@ class RecordTable(Sequence[T]):
         if self._cached is not None and self._cached[0] == index:
             return self._cached[1]
         with pa.memory_map(str(self.path)) as f:  # unmapped again at once: memory holds one batch's records
-            batch = pa.ipc.open_file(f).get_batch(index)
-            columns = {name: _pylist(batch.column(name)) for name in batch.schema.names}
-        records = self.kind.from_columns(columns)
+            records = self.kind.records(pa.ipc.open_file(f).get_batch(index))
         self._cached = (index, records)
         return records
 
@@ -399,9 +436,27 @@ class RecordTable(Sequence[T]):
                 out.extend(self._batch(b))
             else:
                 with pa.memory_map(str(self.path)) as f:
-                    batch = pa.ipc.open_file(f).get_batch(b).slice(start - first, min(stop, end) - start)
-                    out.extend(self.kind.from_columns({n: _pylist(batch.column(n)) for n in batch.schema.names}))
+                    out.extend(self.kind.records(pa.ipc.open_file(f).get_batch(b).slice(start - first,
+                                                                                         min(stop, end) - start)))
             start, b = min(stop, end), b + 1
+        return out
+
+    def columns(self, start: int, stop: int, *names: str) -> list[list[Any]]:
+        """The plain values of a few columns for rows ``start`` to ``stop`` (no records built; only those columns
+        of the batches the rows lie in are read)."""
+        fields = [self.kind.schema.get_field_index(n) for n in names]
+        options = pa.ipc.IpcReadOptions(included_fields=sorted(fields))
+        out: list[list[Any]] = [[] for _ in names]
+        stop = min(stop, len(self))
+        b = bisect.bisect_right(self._starts, start) - 1
+        with pa.memory_map(str(self.path)) as f:
+            reader = pa.ipc.open_file(f, options=options)
+            while start < stop:
+                first, end = self._starts[b], self._starts[b + 1]
+                batch = reader.get_batch(b).slice(start - first, min(stop, end) - start)
+                for values, name in zip(out, names):
+                    values.extend(batch.column(name).to_pylist())
+                start, b = min(stop, end), b + 1
         return out
 
     def column(self, name: str) -> Iterator[list[Any]]:

@@ -31,6 +31,7 @@ DOUBLE = ["Then the number of {items} doubles.", "{Pron} doubles the number of {
           "{name} gets as many {items} again."]
 QUESTION = ["How many {items} does {name} have now?", "How many {items} are there now?",
             "How many {items} does {name} have in the end?"]
+TEMPLATES = {"add": ADD, "sub": SUB, "double": DOUBLE}
 
 
 @dataclass(frozen=True)
@@ -59,41 +60,44 @@ class Config:
         return problems
 
 
-def _apply(op: str, value: int, x: int) -> int:
-    return {"add": value + x, "sub": value - x, "double": value * 2}[op]
-
-
 def make_problem(rng: random.Random, c: Config) -> dict:
-    """One problem's structure: name, pronoun, items, start value and operations with their results."""
-    name, pron = rng.choice(NAMES)
-    items = rng.choice(ITEMS)
-    value = rng.randint(1, c.max_start)
+    """One problem's structure: name, pronoun, items, start value and operations with their results.
+
+    The draws are ``rng.choice(seq)`` and ``rng.randint(a, b)`` written out as what they are
+    (``seq[rng._randbelow(len(seq))]``, ``a + rng._randbelow(b - a + 1)``): the same stream, a million problems
+    twice as fast (a test pins the stream)."""
+    below = rng._randbelow
+    name, pron = NAMES[below(len(NAMES))]
+    items = ITEMS[below(len(ITEMS))]
+    value = 1 + below(c.max_start)
     start = value
     ops = []
-    for _ in range(rng.randint(c.min_ops, c.max_ops)):
+    top, operand, half = c.max_value, c.max_operand, c.max_value // 2
+    for _ in range(c.min_ops + below(c.max_ops - c.min_ops + 1)):
         choices = []
-        if value + 1 <= c.max_value:
+        if value + 1 <= top:
             choices.append("add")
         if value >= 1:
             choices.append("sub")
-        if 1 <= value <= c.max_value // 2:
+        if 1 <= value <= half:
             choices.append("double")
-        op = rng.choice(choices)
+        op = choices[below(len(choices))]
         if op == "add":
-            x = rng.randint(1, min(c.max_operand, c.max_value - value))
+            x = 1 + below(min(operand, top - value))
+            new = value + x
         elif op == "sub":
-            x = rng.randint(1, min(c.max_operand, value))
+            x = 1 + below(min(operand, value))
+            new = value - x
         else:
-            x = 2
-        new = _apply(op, value, x)
+            x, new = 2, value * 2
         ops.append({"op": op, "x": x, "before": value, "after": new})
         value = new
     words = {"name": name, "Pron": pron.capitalize(), "items": items}
-    sentences = [rng.choice(START).format(n=start, **words)]
+    sentences = [START[below(len(START))].format(n=start, **words)]
     for o in ops:
-        template = rng.choice({"add": ADD, "sub": SUB, "double": DOUBLE}[o["op"]])
-        sentences.append(template.format(x=o["x"], **words))
-    sentences.append(rng.choice(QUESTION).format(**words))
+        templates = TEMPLATES[o["op"]]
+        sentences.append(templates[below(len(templates))].format(x=o["x"], **words))
+    sentences.append(QUESTION[below(len(QUESTION))].format(**words))
     return {"name": name, "pronoun": pron, "items": items, "start": start, "ops": ops, "answer": value,
             "question": " ".join(sentences)}
 

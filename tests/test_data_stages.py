@@ -182,8 +182,9 @@ def test_export_push_goes_where_the_recipes_hub_sink_says(streamed, tmp_path, mo
 
 
 def test_teach_and_build_in_worker_processes_give_what_one_process_gives(tmp_path, monkeypatch):
-    """A large run hands the chunks of a parallel teacher (program) and strategy (diverse reasoning) to worker
-    processes: the same records in the same order, and the strategy's counts summed over the chunks."""
+    """A large run hands the chunks of a parallel teacher (program), the filter's grading and a parallel strategy
+    (diverse reasoning) to worker processes: the same records in the same order, and the counts summed over the
+    chunks."""
     from harness._run import stages, workers
     from harness.cli import main
     from harness.records import ChunkSizer
@@ -214,7 +215,10 @@ def test_teach_and_build_in_worker_processes_give_what_one_process_gives(tmp_pat
     records = [json.loads((run / "build-diverse_reasoning" / "done.json").read_text())["record"]
                for run in runs.values()]
     assert records[0] == records[1] and records[1]["strategy"]["offered"] == 2100
-    assert used == [("teach", 1), ("build diverse_reasoning", 1), ("teach", 2), ("build diverse_reasoning", 2)]
+    reports = [(run / "filter" / "teacher_report.json").read_text() for run in runs.values()]
+    assert reports[0] == reports[1] and json.loads(reports[1])["samples"] == 2100
+    assert used == [("teach", 1), ("filter", 1), ("build diverse_reasoning", 1),
+                    ("teach", 2), ("filter", 2), ("build diverse_reasoning", 2)]
 
 
 def _square_or_die(job, state):

@@ -159,7 +159,8 @@ class Pipeline:
         """The correctness filter's verdicts: every teacher answer cleansed and compared with the gold answer."""
 
         def work(out: Path, progress) -> tuple[list[str], dict]:
-            return stages.grade(task, train, self.rundir.path("teach"), out, progress)
+            return stages.grade(task, train, self.rundir.path("teach"), out, progress,
+                                workers(self.recipe.run.workers, len(train)))
 
         return self._stage("filter", "filter (grade teacher)", key, len(train), work)
 

@@ -37,6 +37,7 @@ from harness.records import (
     _maker,
     chunked,
     file_digest,
+    gc_paused,
     generation_bytes,
 )
 from harness.types import Example, GradedGeneration
@@ -70,8 +71,13 @@ def write_splits(task: Task, kind: str, out: Path) -> tuple[Parts, dict[str, Any
     sizes: dict[str, int] = {}
     for name in order:
         with RecordWriter(out / f"{name}.arrow", EXAMPLES) as writer:
-            for chunk in chunked(splits[name], CHUNK):
-                writer.write(chunk)
+            chunks = chunked(splits[name], CHUNK)
+            while True:
+                with gc_paused():  # a generated split makes its examples as the chunk is read
+                    chunk = next(chunks, None)
+                    if chunk is None:
+                        break
+                    writer.write(chunk)
                 if name == "test":
                     test_questions.update((answers.normalise_question(e.question), e.id) for e in chunk)
                 elif name in ("train", "validation") and test_questions:
@@ -105,7 +111,11 @@ def _teach_chunk(job: tuple[str, int, int], state: dict[str, Any]) -> _Taught:
     """Questions ``start`` to ``stop`` of the train file, answered by the teacher (in a worker process, or in the
     stage's own)."""
     path, start, stop = job
-    chunk = RecordTable(Path(path), EXAMPLES).rows(start, stop)
+    with gc_paused():
+        return _teach_rows(RecordTable(Path(path), EXAMPLES).rows(start, stop), state)
+
+
+def _teach_rows(chunk: list[Example], state: dict[str, Any]) -> _Taught:
     samples = state["teacher"].generate(chunk, state["task"], state.get("progress", lambda n: None))
     if len(samples) != len(chunk):
         raise RunError(f"teacher '{state['kind']}' returned {len(samples)} results for {len(chunk)} examples")
@@ -191,39 +201,58 @@ def teach(teacher: Teacher, kind: str, task: Task, train: RecordTable[Example], 
 
 # filter -----------------------------------------------------------------------------------------------------
 
-def grade(task: Task, train: RecordTable[Example], teach_dir: Path, out: Path,
-          progress: Progress) -> tuple[Parts, dict[str, Any]]:
-    """Every teacher answer cleansed and compared with the gold answer (the correctness filter's verdicts). Reads
-    only the ids and answers of the task's and the teacher's files, in step (the teach file follows the task's
-    order)."""
-    spec = task.answer
-    generated = _columns(RecordTable(teach_dir / "generations.arrow", GENERATIONS), "example_id", "answer_text")
-    pending = next(generated, None)
-    samples = correct = questions = first_correct = none_correct = 0
-    verdicts: list[Grade] = []
-    with RecordWriter(out / "grades.arrow", GRADES) as writer:
-        for example_id, gold in _columns(train, "id", "answer"):
-            questions += 1
+@dataclass
+class _Graded:
+    """What one chunk of the filter stage made: its verdicts as a record batch, and what the stage counts."""
+
+    batch: pa.RecordBatch
+    questions: int
+    samples: int
+    correct: int
+    first_correct: int
+    none_correct: int
+
+
+def _grade_chunk(job: tuple[Any, ...], state: dict[str, Any]) -> _Graded:
+    """Questions ``q0:q1`` and their generations ``g0:g1`` graded: only ids and answers are read."""
+    train, teach_dir, q0, q1, g0, g1 = job
+    spec = state["spec"]
+    with gc_paused():  # (no cycles: only strings and grades)
+        ids, golds = RecordTable(Path(train), EXAMPLES).columns(q0, q1, "id", "answer")
+        owners, texts = RecordTable(Path(teach_dir) / "generations.arrow", GENERATIONS).columns(
+            g0, g1, "example_id", "answer_text")
+        verdicts: list[Grade] = []
+        correct = first_correct = none_correct = g = 0
+        for example_id, gold in zip(ids, golds):
             any_correct, k = False, 0
-            while pending is not None and pending[0] == example_id:
-                pred = answers.extract(pending[1], spec, None)
+            while g < len(owners) and owners[g] == example_id:
+                pred = answers.extract(texts[g], spec, None)
                 ok = answers.is_correct(pred, gold, spec)
                 verdicts.append(Grade(pred, ok))
                 correct += ok
                 first_correct += ok and k == 0
                 any_correct = any_correct or ok
-                k += 1
-                pending = next(generated, None)
-            samples += k
+                k, g = k + 1, g + 1
             none_correct += not any_correct
-            if len(verdicts) >= CHUNK:
-                writer.write(verdicts)
-                verdicts = []
-            progress(1)
-        writer.write(verdicts)
-    if pending is not None:
-        raise RunError(f"the teach stage's output names example '{pending[0]}' out of the task's order; re-run "
-                       f"with --from teach")
+        return _Graded(GRADES.batch(verdicts), len(ids), len(texts), correct, first_correct, none_correct)
+
+
+def grade(task: Task, train: RecordTable[Example], teach_dir: Path, out: Path,
+          progress: Progress, processes: int = 1) -> tuple[Parts, dict[str, Any]]:
+    """Every teacher answer cleansed and compared with the gold answer (the correctness filter's verdicts), chunk by
+    chunk (in ``processes`` worker processes for a large run: grading is plain computation). Reads only the ids
+    and answers of the task's and the teacher's files (the teach file follows the task's order)."""
+    questions = samples = correct = first_correct = none_correct = 0
+    jobs = ((str(train.path), str(teach_dir), *span) for span in _plan(train, teach_dir, ChunkSizer(CHUNK)))
+    with RecordWriter(out / "grades.arrow", GRADES) as writer:
+        for graded in ordered_map(_grade_chunk, jobs, {"spec": task.answer}, processes, "filter"):
+            writer.write_batch(graded.batch)
+            questions += graded.questions
+            samples += graded.samples
+            correct += graded.correct
+            first_correct += graded.first_correct
+            none_correct += graded.none_correct
+            progress(graded.questions)
     report = {"questions": questions, "samples": samples, "correct_samples": correct,
               "teacher_accuracy": first_correct / questions if questions else 0.0,
               "sample_accuracy": correct / samples if samples else 0.0,
@@ -231,12 +260,6 @@ def grade(task: Task, train: RecordTable[Example], teach_dir: Path, out: Path,
     atomic_write_json(out / "teacher_report.json", report)
     return [f"teacher accuracy {100 * report['teacher_accuracy']:.1f}%, {correct}/{samples} rationales pass the "
             f"filter, {none_correct} questions have none"], report
-
-
-def _columns(table: RecordTable[Any], *names: str) -> Iterator[tuple[Any, ...]]:
-    """Rows of a few columns, streamed batch by batch (no records built)."""
-    for values in zip(*(table.column(n) for n in names)):
-        yield from zip(*values)
 
 
 # build ------------------------------------------------------------------------------------------------------
@@ -296,7 +319,12 @@ _GRADED = _maker(GradedGeneration)
 def _build_chunk(job: tuple[Any, ...], state: dict[str, Any]) -> _Built:
     """One chunk of questions with their graded generations, read from the stage files and built into training
     pairs by the strategy (in a worker process, or in the stage's own)."""
-    train, teach_dir, filter_dir, q0, q1, g0, g1 = job
+    with gc_paused():
+        return _build_rows(*job, state=state)
+
+
+def _build_rows(train: str, teach_dir: str | None, filter_dir: str, q0: int, q1: int, g0: int, g1: int,
+                state: dict[str, Any]) -> _Built:
     strategy: Strategy = state["strategy"]
     chunk = RecordTable(Path(train), EXAMPLES).rows(q0, q1)
     graded: dict[str, list[GradedGeneration]] = {e.id: [] for e in chunk}

@@ -1,6 +1,7 @@
 """A data stage's chunks in worker processes: for components that say their work is plain computation on its
-arguments (``Teacher.parallel``, ``Strategy.parallel``), teach and build hand chunks to ``run.workers`` processes,
-each reading its own rows from the stage files and handing back an Arrow record batch, written in chunk order.
+arguments (``Teacher.parallel``, ``Strategy.parallel``), teach and build hand chunks to ``run.workers`` processes (and
+the filter always: grading is plain computation), each reading its own rows from the stage files and handing back
+an Arrow record batch, written in chunk order.
 
 Workers are started (``spawn``: no copy of the parent's threads or locks) only when a stage has more than
 ``PARALLEL_FROM`` questions; below that the chunks run in the stage's own process, as they do for every other
