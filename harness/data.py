@@ -97,10 +97,16 @@ class GeneratedSplit(Sequence[Example]):
 
         def load(self):
             return {"train": GeneratedSplit(self.config.train_size, self._train), "test": [...]}
+
+    ``part(start, stop)``, if given, makes examples ``start`` to ``stop`` only (a seeded generator may replay
+    its stream up to ``start`` without building those examples): a large split is then written by several worker
+    processes at once, each making one part (``run.workers``; the task must pickle, and ``load`` is called again
+    in each worker). Skipping is taken to cost about half of making, so earlier parts are larger.
     """
 
-    def __init__(self, length: int, make: Callable[[], Iterator[Example]]):
-        self.length, self.make = length, make
+    def __init__(self, length: int, make: Callable[[], Iterator[Example]],
+                 part: Callable[[int, int], Iterator[Example]] | None = None):
+        self.length, self.make, self.part = length, make, part
         self._all: list[Example] | None = None
 
     def __len__(self) -> int:

@@ -124,7 +124,8 @@ class SyntheticArithmetic(Task):
     def load(self) -> dict[str, Sequence[Example]]:
         """The problems come from one seeded stream in the order test, validation, train, so that growing
         train_size never changes the other two; every question is distinct. Train is generated as it is read
-        (``GeneratedSplit``: a million questions never sit in memory), replaying the stream from the seed."""
+        (``GeneratedSplit``: a million questions never sit in memory), replaying the stream from the seed; a part of it
+        can be made on its own (the stream replayed up to it), so worker processes can share a large split."""
         c = self.config
         held = c.test_size + c.validation_size
 
@@ -142,12 +143,12 @@ class SyntheticArithmetic(Task):
                     seen.add(digest)
                     yield p
 
-        def train() -> Iterator[Example]:
-            stream = itertools.islice(problems(), held, held + c.train_size)
-            return (self._example(f"train-{i}", p) for i, p in enumerate(stream))
+        def part(start: int, stop: int) -> Iterator[Example]:  # the problems before start replayed, not built
+            stream = itertools.islice(problems(), held + start, held + min(stop, c.train_size))
+            return (self._example(f"train-{i}", p) for i, p in enumerate(stream, start))
 
         first = list(itertools.islice(problems(), held))
-        return {"train": GeneratedSplit(c.train_size, train),
+        return {"train": GeneratedSplit(c.train_size, lambda: part(0, c.train_size), part),
                 "validation": [self._example(f"validation-{i}", p) for i, p in enumerate(first[c.test_size:])],
                 "test": [self._example(f"test-{i}", p) for i, p in enumerate(first[:c.test_size])]}
 

@@ -182,9 +182,9 @@ def test_export_push_goes_where_the_recipes_hub_sink_says(streamed, tmp_path, mo
 
 
 def test_teach_and_build_in_worker_processes_give_what_one_process_gives(tmp_path, monkeypatch):
-    """A large run hands the chunks of a parallel teacher (program), the filter's grading and a parallel strategy
-    (diverse reasoning) to worker processes: the same records in the same order, and the counts summed over the
-    chunks."""
+    """A large run makes a generated split in parts (synthetic task), and hands the chunks of a parallel teacher
+    (program), the filter's grading and a parallel strategy (diverse reasoning) to worker processes: the same
+    records in the same order, and the counts summed over the chunks."""
     from harness._run import stages, workers
     from harness.cli import main
     from harness.records import ChunkSizer
@@ -208,7 +208,8 @@ def test_teach_and_build_in_worker_processes_give_what_one_process_gives(tmp_pat
         assert main(["run", str(recipe)]) == 0
         runs[n] = tmp_path / f"runs{n}" / "stream"
     assert len(RecordTable(runs[2] / "teach" / "generations.arrow", GENERATIONS)) == 2100
-    for folder, name, kind in (("teach", "generations", GENERATIONS), ("filter", "grades", GRADES),
+    for folder, name, kind in (("task", "train", EXAMPLES), ("teach", "generations", GENERATIONS),
+                               ("filter", "grades", GRADES),
                                ("build-diverse_reasoning", "train", TRAINING)):
         assert list(RecordTable(runs[2] / folder / f"{name}.arrow", kind)) == list(
             RecordTable(runs[1] / folder / f"{name}.arrow", kind)), folder
@@ -217,8 +218,9 @@ def test_teach_and_build_in_worker_processes_give_what_one_process_gives(tmp_pat
     assert records[0] == records[1] and records[1]["strategy"]["offered"] == 2100
     reports = [(run / "filter" / "teacher_report.json").read_text() for run in runs.values()]
     assert reports[0] == reports[1] and json.loads(reports[1])["samples"] == 2100
-    assert used == [("teach", 1), ("filter", 1), ("build diverse_reasoning", 1),
-                    ("teach", 2), ("filter", 2), ("build diverse_reasoning", 2)]
+    assert used == [("teach", 1), ("filter", 1), ("build diverse_reasoning", 1),  # (the task: no pool at all)
+                    ("task train", 2), ("teach", 2), ("filter", 2), ("build diverse_reasoning", 2)]
+    assert not list((runs[2] / "task").glob("*.part*"))
 
 
 def _square_or_die(job, state):
@@ -239,3 +241,55 @@ def test_worker_processes_keep_order_and_a_killed_worker_is_a_message():
     with pytest.raises(RunError, match=r"build x: a worker process died \(killed by the kernel, most likely out of "
                                        r"memory\). To fit: set run.workers to fewer processes"):
         list(ordered_map(_square_or_die, range(12), {"die_at": 5}, 2, "build x"))
+
+
+class _Counting:
+    """A task whose train split is generated and can be made in parts; two train questions are test questions."""
+
+    answer = None
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def source(self) -> str:
+        return "counting"
+
+    @staticmethod
+    def _example(i: int):
+        from harness.types import Example
+
+        return Example(id=f"train-{i}", question=f"What comes after {i % 997}?", answer=str(i % 997 + 1))
+
+    def load(self):
+        from harness.data import GeneratedSplit
+        from harness.types import Example
+
+        def part(start, stop):
+            return (self._example(i) for i in range(start, min(stop, self.n)))
+
+        test = [Example(id=f"test-{k}", question=f"What comes after {k}?", answer=str(k + 1)) for k in (5, 6000)]
+        return {"train": GeneratedSplit(self.n, lambda: part(0, self.n), part), "test": test}
+
+
+def test_a_generated_split_is_made_in_parts_by_worker_processes(tmp_path, monkeypatch):
+    """Parts equal in cost when skipping costs half of making (the first is larger), joined in order: the same
+    file as one process writes, and the test questions found in every part."""
+    from harness._run import stages, workers
+
+    assert stages._parts(_Counting(9000).load()["train"], 2) == [(0, 6000), (6000, 9000)]
+    spans = stages._parts(_Counting(10_000).load()["train"], 3)
+    assert spans[0][0] == 0 and spans[-1][1] == 10_000 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert [round(b - a / 2 - (spans[0][1] - spans[0][0])) for a, b in spans][:2] == [0, 0]  # equal cost
+    assert stages._parts([], 2) == [] and stages._parts(_Counting(9000).load()["test"], 2) == []
+
+    monkeypatch.setattr(workers, "PARALLEL_FROM", 1000)
+    outputs = {}
+    for setting in (1, 2):
+        out = tmp_path / f"w{setting}"
+        out.mkdir()
+        _, record = stages.write_splits(_Counting(9000), "counting", out, setting)
+        outputs[setting] = (list(RecordTable(out / "train.arrow", EXAMPLES)), record, sorted(p.name for p in
+                                                                                             out.iterdir()))
+    assert outputs[1] == outputs[2]
+    assert outputs[2][1]["test_overlap"] == ["test-5"] and outputs[2][1]["sizes"] == {"train": 9000, "test": 2}
+    assert outputs[2][2] == ["test.arrow", "train.arrow"]

@@ -136,7 +136,7 @@ class Pipeline:
 
     def load_task(self, task: Task, key: str) -> dict[str, RecordTable[Example]]:
         def work(out: Path, progress) -> tuple[list[str], dict]:
-            return stages.write_splits(task, self.recipe.task.kind, out)
+            return stages.write_splits(task, self.recipe.task.kind, out, self.recipe.run.workers)
 
         return stages.split_paths(self._stage("task", "task", key, None, work))
 
