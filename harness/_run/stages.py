@@ -82,7 +82,7 @@ def write_splits(task: Task, kind: str, out: Path, setting: int = 1) -> tuple[Pa
             with RecordWriter(out / f"{name}.arrow", EXAMPLES) as writer:
                 for path, found in ordered_map(_write_part, jobs, state, len(jobs), f"task {name}"):
                     overlap.update(found)
-                    with pa.memory_map(path) as f:
+                    with pa.OSFile(path) as f:  # read batch by batch (a map would keep the whole part resident)
                         reader = pa.ipc.open_file(f)
                         for b in range(reader.num_record_batches):
                             writer.write_batch(reader.get_batch(b))
