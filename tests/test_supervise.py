@@ -44,3 +44,20 @@ def test_a_kernel_kill_in_training_is_explained_and_the_run_resumes(tmp_path):
     run = tmp_path / "runs" / "tiny"
     assert (run / "task" / "done.json").is_file() and (run / "build-vanilla" / "done.json").is_file()
     assert not stage_file.exists()
+
+    # the kill is remembered: on a machine with less memory available than the stage had reached, the same stage
+    # with the same settings is refused at once (here: a stage that had reached more than any machine has)
+    killed = json.loads((run / "killed.json").read_text())
+    assert killed[status["stage"]]["key"] == status["key"] and killed[status["stage"]]["peak_mb"] > 0
+    killed[status["stage"]]["peak_mb"] = 1e9
+    (run / "killed.json").write_text(json.dumps(killed))
+    again = subprocess.run([str(harness), "run", str(recipe)], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert f"the {status['stage']} stage would not fit: the kernel killed it at" in again.stderr
+    assert "To fit: lower training.micro_batch_size" in again.stderr
+    assert not (run / status["stage"] / "done.json").exists()
+    # a changed setting gives it a new key: it runs, and once it finishes the kill is forgotten
+    done = subprocess.run([str(harness), "run", str(recipe), "--set", "training.max_steps=4"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert not (run / "killed.json").exists()

@@ -206,6 +206,32 @@ def test_selection_state_survives_a_restart(tmp_path):
     assert again.best == [2, 0.5] and again.history == [[2, 0.5]]
 
 
+def test_training_that_cannot_hold_its_optimizer_state_stops_before_its_first_step(tmp_path, monkeypatch, cli):
+    """12 bytes per trainable parameter (fp32 gradient, AdamW's two moments) beyond the model: when even that
+    exceeds the free memory, the train stage stops at once, naming the knobs; the data stages are kept."""
+    from harness_builtins.student_transformers import trainer
+
+    from .conftest import TINY
+
+    trainer.check_fits(10**9, cuda=False, deepspeed=True)  # DeepSpeed shards or offloads it: not checked
+    monkeypatch.setattr(trainer, "free_memory", lambda cuda: 10**9)
+    trainer.check_fits(10**7, cuda=False, deepspeed=False)  # 0.12 GB of 1 GB: fits
+    with pytest.raises(RunError, match=r"training would not fit: 100,000,000 trainable parameters need 1\.1 GiB "
+                                       r"for their gradients and optimizer state beyond the model itself, and this "
+                                       r"machine has 0\.9 GiB free\. To fit: lower training\.micro_batch_size"):
+        trainer.check_fits(10**8, cuda=False, deepspeed=False)
+
+    monkeypatch.setattr(trainer, "free_memory", lambda cuda: 1000)
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY.replace("[run]\n", f'[run]\noutput_dir = "{tmp_path / "runs"}"\n', 1)
+                      + f'\n[[sink]]\nkind = "local"\ndir = "{tmp_path / "results"}"\n')
+    result = cli("run", recipe)
+    assert result.code == 1 and "training would not fit: " in result.err and "Traceback" not in result.err
+    run = tmp_path / "runs" / "tiny"
+    assert (run / "task" / "done.json").is_file() and (run / "build-vanilla" / "done.json").is_file()
+    assert not list(run.glob("train-*/done.json"))
+
+
 def test_out_of_memory_is_recognised():
     assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"))
     assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))

@@ -31,7 +31,7 @@ from harness._run.provenance import provenance
 from harness._run.recipe import ComponentSpec, Recipe
 from harness._run.registry import Registry
 from harness._run.rundir import RunDir
-from harness._run.supervise import note_stage
+from harness._run.supervise import check_memory, forget_kill, note_stage
 from harness._run.ui import UI
 from harness._run.workers import workers
 from harness.components import Objective, Strategy, Student, Task, Teacher
@@ -305,8 +305,9 @@ class Pipeline:
             self.rundir.update_manifest(stages={stage: {**self.rundir.read_manifest().get("stages", {}).get(
                 stage, {}), "skipped_last_run": True}})
             return self.rundir.path(stage)
+        check_memory(stage, key, self.rundir.root)
         self._notify("on_stage_start", stage=stage, key=key)
-        note_stage(stage, self.rundir.root)
+        note_stage(stage, self.rundir.root, key)
         out = self.rundir.begin(stage)
         reset_peak_memory()
         started = time.perf_counter()
@@ -318,6 +319,7 @@ class Pipeline:
         entry = {"key": key, "summary": summary, "seconds": round(seconds, 2), **peak_memory(),
                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "skipped_last_run": False}
         folder = self.rundir.commit(stage, key, {**entry, "record": record})
+        forget_kill(stage, self.rundir.root)
         self.rundir.update_manifest(stages={stage: entry})
         self.ui.done(label, parts, seconds)
         self._notify("on_stage_end", stage=stage, summary=summary, seconds=seconds, skipped=False)

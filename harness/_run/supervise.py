@@ -4,7 +4,10 @@ parent names the stage it was in, the memory it had reached and the knob to turn
 always: running the same command again resumes.
 
 The child writes the stage it starts to ``$HARNESS_STAGE_FILE`` (one small JSON file); the parent samples the
-child's resident memory (and its children's) twice a second.
+child's resident memory (and its children's) twice a second. A kill is remembered in the run folder
+(``killed.json``: the stage, its content key and the memory it had reached): before that stage runs again with the
+same key on a machine with no more memory available than that, the run stops at once with the same advice
+(``check_memory``), instead of spending the stages before it and the stage itself to be killed again.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+from harness.errors import RunError
 
 STAGE_FILE_ENV = "HARNESS_STAGE_FILE"
 SUPERVISED_ENV = "HARNESS_SUPERVISED"
@@ -35,12 +41,68 @@ KNOBS = {
 }
 
 
-def note_stage(stage: str, run_dir: Path) -> None:
+KILLED = "killed.json"
+"""In a run folder: the stages the kernel killed, each with its key and the memory it had reached."""
+
+
+def note_stage(stage: str, run_dir: Path, key: str = "") -> None:
     """Called by the pipeline as a stage starts: where a supervising parent finds it."""
     path = os.environ.get(STAGE_FILE_ENV)
     if path:
         try:
-            Path(path).write_text(json.dumps({"stage": stage, "run_dir": str(run_dir), "pid": os.getpid()}))
+            Path(path).write_text(json.dumps({"stage": stage, "run_dir": str(run_dir), "pid": os.getpid(),
+                                              "key": key}))
+        except OSError:
+            pass
+
+
+def _killed(run_dir: Path) -> dict[str, Any]:
+    try:
+        value = json.loads((run_dir / KILLED).read_text())
+        return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember_kill(status: dict[str, Any], peak_mb: float) -> None:
+    stage, run_dir = status.get("stage"), status.get("run_dir")
+    if not stage or not run_dir or not peak_mb:
+        return
+    killed = _killed(Path(run_dir))
+    killed[stage] = {"key": status.get("key", ""), "peak_mb": round(peak_mb, 1),
+                     "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    try:
+        (Path(run_dir) / KILLED).write_text(json.dumps(killed, indent=2) + "\n")
+    except OSError:
+        pass
+
+
+def check_memory(stage: str, key: str, run_dir: Path) -> None:
+    """Before a stage runs: if the kernel killed it the last time it ran with this key, and this machine has no
+    more memory available now than it had reached then, it would be killed again: stop with the stage, the measured
+    peak and the knob to turn. A stage that finishes is forgotten (``forget_kill``)."""
+    last = _killed(run_dir).get(stage)
+    if not isinstance(last, dict) or last.get("key") != key or not isinstance(last.get("peak_mb"), (int, float)):
+        return
+    available = _meminfo_mb("MemAvailable:")
+    if available is None or available > last["peak_mb"]:
+        return
+    knob = KNOBS.get(stage.split("-", 1)[0], "use a machine with more memory")
+    raise RunError(f"the {stage} stage would not fit: the kernel killed it at {last['peak_mb'] / 1024:.1f} GiB of "
+                   f"resident memory the last time it ran with these settings ({last.get('when', '?')}), and this "
+                   f"machine has {available / 1024:.1f} GiB available now. To fit: {knob}. Finished stages are "
+                   f"kept; a changed setting, or more free memory, lets it run again")
+
+
+def forget_kill(stage: str, run_dir: Path) -> None:
+    killed = _killed(run_dir)
+    if stage in killed:
+        del killed[stage]
+        try:
+            if killed:
+                (run_dir / KILLED).write_text(json.dumps(killed, indent=2) + "\n")
+            else:
+                (run_dir / KILLED).unlink(missing_ok=True)
         except OSError:
             pass
 
@@ -62,10 +124,10 @@ def _rss_mb(pid: int) -> float:
     return total
 
 
-def _available_mb() -> float | None:
+def _meminfo_mb(field: str) -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     except (OSError, ValueError):
         pass
@@ -76,7 +138,7 @@ def message(status: dict[str, Any], peak_mb: float, code: int) -> str:
     stage = status.get("stage", "")
     kind = stage.split("-", 1)[0]
     where = f"in the {stage} stage" if stage else "before its first stage"
-    total = _available_mb()
+    total = _meminfo_mb("MemTotal:")
     memory = f"{peak_mb / 1024:.1f} GiB" + (f" of this machine's {total / 1024:.1f} GiB" if total else "")
     cause = ("killed by the kernel, most likely out of memory" if code == -signal.SIGKILL
              else f"killed by signal {-code}")
@@ -111,6 +173,8 @@ def supervise(argv: list[str], err: Any) -> int:
         status = {}
     stage_file.unlink(missing_ok=True)
     if code < 0 and code not in (-signal.SIGINT, -signal.SIGTERM):
+        if code == -signal.SIGKILL:
+            _remember_kill(status, peak)
         err.print(f"error: {message(status, peak, code)}", markup=False)
         return 1
     return 128 - code if code < 0 else code  # killed by SIGINT/SIGTERM: the shell's convention

@@ -29,6 +29,7 @@ from .trainer import (
     OOM_HINT,
     CheckpointMarker,
     auto_class,
+    check_fits,
     deepspeed_config,
     latest_complete_checkpoint,
     release_training_state,
@@ -209,6 +210,7 @@ class TransformersStudent(Student):
         encoder_decoder = is_encoder_decoder(model)
         model = self._with_lora(model)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        check_fits(trainable, torch.cuda.is_available(), deepspeed_config(settings) is not None)
         chat = None if encoder_decoder else chat_format(tokenizer, self._chat_mode())
         if chat is not None and context.validate and settings.select_every:
             raise BadInputError("training.select_every: model selection generates from plain prompts, not through "

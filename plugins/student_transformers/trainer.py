@@ -82,6 +82,36 @@ OOM_HINT = ("lower training.micro_batch_size (the batch stays training.batch_siz
             "training.deepspeed_offload = true), training.bf16 = true on a GPU, or a LoRA adapter (student.lora)")
 
 
+def free_memory(cuda: bool) -> int | None:
+    """Bytes free where the model trains: the GPU's free memory, else the machine's available memory (Linux's
+    ``MemAvailable``); None where it cannot be told."""
+    if cuda:
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def check_fits(trainable: int, cuda: bool, deepspeed: bool) -> None:
+    """Before training: every trainable parameter needs an fp32 gradient and AdamW's two fp32 moments (12 bytes)
+    beyond the loaded model, whatever the batch. When even that exceeds the free memory, training would be killed
+    (or fail) at its first step: stop now with the knobs. DeepSpeed shards or offloads that state: not checked."""
+    free = free_memory(cuda)
+    need = 12 * trainable
+    if deepspeed or free is None or need <= free:
+        return
+    where = "the GPU has" if cuda else "this machine has"
+    raise RunError(f"training would not fit: {trainable:,} trainable parameters need {need / 2**30:.1f} GiB for "
+                   f"their gradients and optimizer state beyond the model itself, and {where} "
+                   f"{free / 2**30:.1f} GiB free. To fit: {OOM_HINT}")
+
+
 def auto_class(config):
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
