@@ -132,3 +132,32 @@ def pytest_sessionfinish(session, exitstatus):
         session.config.get_terminal_writer().line(
             "tests wrote into the checkout (write under tmp_path instead): " + ", ".join(new[:10]), red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def on_two_nodes(node, timeout: float = 300) -> dict[int, object]:
+    """``node(rank)`` for ranks 0 and 1 at once (two "nodes" on this machine, each its own launcher agent): what
+    each returned, or the exception it raised."""
+    import threading
+
+    results: dict[int, object] = {}
+
+    def run(rank: int) -> None:
+        try:
+            results[rank] = node(rank)
+        except Exception as exc:  # the caller looks at it
+            results[rank] = exc
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    return results

@@ -495,37 +495,26 @@ def test_logit_kd_in_two_launched_processes_follows_the_one_process_loss_curve(t
 def test_logit_kd_on_two_nodes_follows_the_one_process_loss_curve(tmp_path, teacher_dir):
     """Two "nodes" on 127.0.0.1 (two torchrun agents of one process each, one rendezvous at node 0's address) train
     logit_kd with the same global batch as one process, and give its loss curve; node 0 writes the model."""
-    import socket
-    import threading
-
     from harness.components import build_objective
+
+    from .conftest import free_port, on_two_nodes
 
     rows = _rows(_tokenizer(teacher_dir), TEXTS[:16])
     source = {"strategy": {"kind": "logit_kd", "config": {"alpha": 0.3, "temperature": 2.0}}, "teacher": None}
     one = _train(tmp_path, rows, build_objective(source), teacher_dir, "one", source)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    results: dict[int, object] = {}
+    port = free_port()
 
-    def node(rank: int) -> None:
+    def node(rank: int) -> dict:
         student = TransformersStudent(StudentConfig(architecture={"model_type": "gpt2", "n_layer": 1, "n_embd": 32,
                                                                   "n_head": 2, "n_positions": 128},
                                                     tokenizer=str(teacher_dir)))
         settings = TrainingSettings(max_steps=6, batch_size=4, logging_steps=1, threads=1, nodes=2, processes=1,
                                     launcher="torchrun", master_addr="127.0.0.1", master_port=port)
-        try:
-            results[rank] = student.train(rows, settings, tmp_path / f"node{rank}", [], lambda n: None,
-                                          TrainingContext(objective=build_objective(source), objective_source=source,
-                                                          node_rank=rank))
-        except Exception as exc:  # reported below
-            results[rank] = exc
+        return student.train(rows, settings, tmp_path / f"node{rank}", [], lambda n: None,
+                             TrainingContext(objective=build_objective(source), objective_source=source,
+                                             node_rank=rank))
 
-    threads = [threading.Thread(target=node, args=(r,)) for r in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    results = on_two_nodes(node)
     info = results[0]
     assert not isinstance(info, Exception), info
     assert info["processes"] == 2 and info["batch"]["total"] == 4

@@ -468,35 +468,16 @@ def test_real_out_of_memory_in_evaluation_names_its_knobs(tmp_path):
     assert list((tmp_path / "runs").rglob("train-vanilla/model/model.safetensors"))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_nodes_match_the_single_process_loss_curve(tmp_path, single_process):
     """Two "nodes" on 127.0.0.1: two torchrun agents of one process each, meeting at node 0's address, train with
     the same global batch as one process and give its loss curve; node 0 writes the model and the summary."""
-    import threading
+    from .conftest import free_port, on_two_nodes
 
     knobs = {"nodes": 2, "processes": 1, "launcher": "torchrun", "master_addr": "127.0.0.1",
-             "master_port": _free_port()}
-    results: dict[int, object] = {}
-
-    def node(rank: int) -> None:
-        try:
-            results[rank] = train(tmp_path / f"node{rank}", context=TrainingContext(node_rank=rank), **knobs)[0]
-        except Exception as exc:  # reported below
-            results[rank] = exc
-
-    threads = [threading.Thread(target=node, args=(r,)) for r in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+             "master_port": free_port()}
+    results = on_two_nodes(lambda rank: train(tmp_path / f"node{rank}", context=TrainingContext(node_rank=rank),
+                                              **knobs)[0])
     info = results[0]
     assert not isinstance(info, Exception), info
     assert results[1] == {"node_rank": 1}
