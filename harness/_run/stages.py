@@ -9,6 +9,7 @@ row beside the teach file, no copy of the text) and ``build-<strategy>/train.arr
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import pickle
@@ -179,8 +180,15 @@ def _teach_chunk(job: tuple[str, int, int], state: dict[str, Any]) -> _Taught:
     """Questions ``start`` to ``stop`` of the train file, answered by the teacher (in a worker process, or in the
     stage's own)."""
     path, start, stop = job
-    with gc_paused():
+    with _paused_for(state["teacher"]):
         return _teach_rows(RecordTable(Path(path), EXAMPLES).rows(start, stop), state)
+
+
+def _paused_for(component: Teacher | Strategy) -> contextlib.AbstractContextManager[None]:
+    """The cycle collector held off for a whole chunk of a component whose work is plain computation
+    (``parallel``); one that may talk to a server for hours (an API teacher) keeps it, records are converted
+    with it held off all the same."""
+    return gc_paused() if component.parallel else contextlib.nullcontext()
 
 
 def _teach_rows(chunk: list[Example], state: dict[str, Any]) -> _Taught:
@@ -387,7 +395,7 @@ _GRADED = _maker(GradedGeneration)
 def _build_chunk(job: tuple[Any, ...], state: dict[str, Any]) -> _Built:
     """One chunk of questions with their graded generations, read from the stage files and built into training
     pairs by the strategy (in a worker process, or in the stage's own)."""
-    with gc_paused():
+    with _paused_for(state["strategy"]):
         return _build_rows(*job, state=state)
 
 
