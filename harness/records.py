@@ -19,6 +19,10 @@ as JSON text.
     table = RecordTable(path, TRAINING)   # a Sequence[TrainingExample]: len, [i], iteration
     for chunk in table.chunks(10_000):    # lists of records, one batch in memory at a time
         ...
+
+One module, above the usual size, because it is one public import path (``harness.records``) whose parts are one
+format: the kinds' column conversions, the writer and the reader are written against each other (a batch's
+layout, the row counting, the held-off collector), and splitting them would split that format across files.
 """
 
 from __future__ import annotations

@@ -185,7 +185,7 @@ def test_teach_and_build_in_worker_processes_give_what_one_process_gives(tmp_pat
     """A large run makes a generated split in parts (synthetic task), and hands the chunks of a parallel teacher
     (program), the filter's grading and a parallel strategy (diverse reasoning) to worker processes: the same
     records in the same order, and the counts summed over the chunks."""
-    from harness._run import stages, workers
+    from harness._run import stages, task_stage, workers
     from harness.cli import main
     from harness.records import ChunkSizer
 
@@ -200,6 +200,7 @@ def test_teach_and_build_in_worker_processes_give_what_one_process_gives(tmp_pat
         return workers.ordered_map(fn, jobs, state, processes, stage)
 
     monkeypatch.setattr(stages, "ordered_map", spy)
+    monkeypatch.setattr(task_stage, "ordered_map", spy)
     runs = {}
     for n in (1, 2):
         recipe = tmp_path / f"w{n}.toml"
@@ -274,20 +275,20 @@ class _Counting:
 def test_a_generated_split_is_made_in_parts_by_worker_processes(tmp_path, monkeypatch):
     """Parts equal in cost when skipping costs half of making (the first is larger), joined in order: the same
     file as one process writes, and the test questions found in every part."""
-    from harness._run import stages, workers
+    from harness._run import task_stage, workers
 
-    assert stages._parts(_Counting(9000).load()["train"], 2) == [(0, 6000), (6000, 9000)]
-    spans = stages._parts(_Counting(10_000).load()["train"], 3)
+    assert task_stage._parts(_Counting(9000).load()["train"], 2) == [(0, 6000), (6000, 9000)]
+    spans = task_stage._parts(_Counting(10_000).load()["train"], 3)
     assert spans[0][0] == 0 and spans[-1][1] == 10_000 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
     assert [round(b - a / 2 - (spans[0][1] - spans[0][0])) for a, b in spans][:2] == [0, 0]  # equal cost
-    assert stages._parts([], 2) == [] and stages._parts(_Counting(9000).load()["test"], 2) == []
+    assert task_stage._parts([], 2) == [] and task_stage._parts(_Counting(9000).load()["test"], 2) == []
 
     monkeypatch.setattr(workers, "PARALLEL_FROM", 1000)
     outputs = {}
     for setting in (1, 2):
         out = tmp_path / f"w{setting}"
         out.mkdir()
-        _, record = stages.write_splits(_Counting(9000), "counting", out, setting)
+        _, record = task_stage.write_splits(_Counting(9000), "counting", out, setting)
         outputs[setting] = (list(RecordTable(out / "train.arrow", EXAMPLES)), record, sorted(p.name for p in
                                                                                              out.iterdir()))
     assert outputs[1] == outputs[2]

@@ -23,7 +23,7 @@ from harness import io
 from harness._evaluation.evaluate import evaluate_student
 from harness._evaluation.lm_eval_task import task_name
 from harness._evaluation.selection import Validator, selection_validator
-from harness._run import rundir, stages
+from harness._run import rundir, stages, task_stage
 from harness._run.assembly import Assembly, assemble, bound_objective
 from harness._run.keys import Keys
 from harness._run.memory import peak_memory, reset_peak_memory
@@ -136,9 +136,9 @@ class Pipeline:
 
     def load_task(self, task: Task, key: str) -> dict[str, RecordTable[Example]]:
         def work(out: Path, progress) -> tuple[list[str], dict]:
-            return stages.write_splits(task, self.recipe.task.kind, out, self.recipe.run.workers)
+            return task_stage.write_splits(task, self.recipe.task.kind, out, self.recipe.run.workers)
 
-        return stages.split_paths(self._stage("task", "task", key, None, work))
+        return task_stage.split_paths(self._stage("task", "task", key, None, work))
 
     def teach(self, teacher: Teacher, task: Task, train: RecordTable[Example], key: str) -> str:
         """Ask the teacher; return a digest of what it answered, so that later stages re-run when a re-run of
