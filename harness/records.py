@@ -72,7 +72,7 @@ def _unjson_all(texts: list[str | None]) -> list[dict[str, Any]]:
 def gc_paused() -> Iterator[None]:
     """Python's cycle collector held off while records are made, converted or worked on a chunk at a time. Records
     are millions of small objects without cycles, and each batch of them alive at once set off collections that
-    scan every live object: a quarter to a third of the data stages' time (measured). It is back on as soon as
+    scan every live object: about a quarter of the data stages' time (measured). It is back on as soon as
     the block ends, so cycles made meanwhile (an HTTP client's, say) are still collected, a chunk later."""
     was = gc.isenabled()
     gc.disable()

@@ -44,7 +44,8 @@ def write_splits(task: Task, kind: str, out: Path, setting: int = 1) -> tuple[Pa
     sizes: dict[str, int] = {}
     for name in order:
         split = splits[name]
-        spans = _parts(split, workers(setting, len(split))) if name != "test" and _pickles(task) else []
+        spans = _parts(split, workers(setting, len(split))) if name != "test" else []
+        spans = spans if spans and _pickles(task) else []  # (a task is pickled only for a split made in parts)
         if spans:
             state = {"task": task, "test": test_questions, "name": name}
             jobs = [(str(out / f"{name}.part{i}.arrow"), start, stop) for i, (start, stop) in enumerate(spans)]
